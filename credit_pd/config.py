@@ -86,6 +86,9 @@ class TrainingConfig:
     n_folds: int = 5
     # Share of each training fold held out for early stopping and the fold's calibrator.
     inner_validation_share: float = 0.2
+    # The refit sees 1/(1 - inner share) more rows than the early-stopping fits; a modest
+    # increase of the cross-validated round count is the usual correction.
+    final_rounds_multiplier: float = 1.1
     # Equal-count bins for expected calibration error: with ~1.4% positives, equal-width bins
     # would put almost every row in the first bin and hide miscalibration.
     ece_bins: int = 10

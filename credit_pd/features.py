@@ -1,0 +1,112 @@
+"""Turning typed dataset columns into the numeric matrix LightGBM scores.
+
+Categoricals become integer codes of a vocabulary learned once from the training file and stored
+with the model, so training, batch scoring and the service encode a value identically and the
+booster's native categorical splits see the same codes. Missing and unseen categories both become
+NaN, which LightGBM routes down its learned missing-value branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from credit_pd.schema import DatasetSchema, FeatureType
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Column order, category vocabularies and the numeric ranges seen in training."""
+
+    feature_names: tuple[str, ...]
+    categorical: Mapping[str, tuple[str, ...]]
+    boolean: tuple[str, ...]
+    numeric_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, schema: DatasetSchema) -> "FeatureEncoder":
+        """Learn vocabularies (sorted, so codes do not depend on row order) and value ranges."""
+        categorical = {
+            name: tuple(sorted(frame[name].dropna().astype(str).unique()))
+            for name in schema.names_of(FeatureType.CATEGORICAL)
+        }
+        numeric_ranges = {
+            name: (float(frame[name].min()), float(frame[name].max()))
+            for name in schema.names_of(FeatureType.NUMERIC)
+            if frame[name].notna().any()
+        }
+        return cls(
+            feature_names=tuple(schema.feature_names),
+            categorical=categorical,
+            boolean=tuple(schema.names_of(FeatureType.BOOLEAN)),
+            numeric_ranges=numeric_ranges,
+        )
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        """Positions LightGBM must treat as categorical."""
+        return [i for i, name in enumerate(self.feature_names) if name in self.categorical]
+
+    def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode a typed frame (as `load_dataset` returns it) into a float64 matrix."""
+        columns = [self._encode_column(name, frame[name]) for name in self.feature_names]
+        return np.column_stack(columns).astype(np.float64, copy=False)
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Encode request records (dicts of feature -> value or None); the service's path."""
+        matrix = np.full((len(records), len(self.feature_names)), np.nan)
+        lookups = {name: {label: code for code, label in enumerate(vocab)} for name, vocab in self.categorical.items()}
+        for col, name in enumerate(self.feature_names):
+            lookup = lookups.get(name)
+            for row, record in enumerate(records):
+                value = record.get(name)
+                if value is None:
+                    continue
+                matrix[row, col] = lookup.get(value, np.nan) if lookup is not None else float(value)
+        return matrix
+
+    def unseen_categories(self, record: Mapping[str, Any]) -> dict[str, str]:
+        """Categorical values the model never saw; they are scored as missing."""
+        return {
+            name: record[name]
+            for name, vocab in self.categorical.items()
+            if record.get(name) is not None and record[name] not in vocab
+        }
+
+    def out_of_training_range(self, record: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+        """Numeric values outside what training saw; trees score them as the nearest seen value."""
+        outside = {}
+        for name, (low, high) in self.numeric_ranges.items():
+            value = record.get(name)
+            if value is not None and not (low <= value <= high):
+                outside[name] = (low, high)
+        return outside
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form, stored beside the booster so no pickled classes are needed."""
+        return {
+            "feature_names": list(self.feature_names),
+            "categorical": {name: list(vocab) for name, vocab in self.categorical.items()},
+            "boolean": list(self.boolean),
+            "numeric_ranges": {name: list(bounds) for name, bounds in self.numeric_ranges.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureEncoder":
+        return cls(
+            feature_names=tuple(data["feature_names"]),
+            categorical={name: tuple(vocab) for name, vocab in data["categorical"].items()},
+            boolean=tuple(data["boolean"]),
+            numeric_ranges={name: (float(lo), float(hi)) for name, (lo, hi) in data["numeric_ranges"].items()},
+        )
+
+    def _encode_column(self, name: str, column: pd.Series) -> np.ndarray:
+        vocab = self.categorical.get(name)
+        if vocab is None:
+            return column.to_numpy(dtype=np.float64, na_value=np.nan)
+        codes = pd.Categorical(column, categories=list(vocab)).codes.astype(np.float64)
+        codes[codes < 0] = np.nan
+        return codes

@@ -1,0 +1,56 @@
+"""Train the probability-of-default model: `python train.py --help`.
+
+Reads a dataset (default: data/dataset.csv; the embedded sample is generated there when it is
+absent), validates it against a schema, cross-validates and refits a LightGBM model, saves it to
+the BentoML model store, writes `uuid,pd` for every unlabelled row and a one-page model report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from credit_pd.config import DEFAULT_DATASET_PATH, DEFAULT_PREDICTIONS_PATH, DEFAULT_REPORT_DIR, TrainingConfig
+from credit_pd.errors import CreditPDError
+from credit_pd.schema import DEFAULT_SCHEMA_PATH
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET_PATH,
+                        help="semicolon-separated dataset (default: %(default)s; generated when absent)")
+    parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA_PATH,
+                        help="YAML column schema of the dataset (default: the Klarna schema)")
+    parser.add_argument("--predictions", type=Path, default=DEFAULT_PREDICTIONS_PATH,
+                        help="where to write uuid,pd for the unlabelled rows (default: %(default)s)")
+    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
+                        help="folder for model_card.md and its plots (default: %(default)s)")
+    parser.add_argument("--folds", type=int, default=TrainingConfig.n_folds,
+                        help="cross-validation folds (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=TrainingConfig.num_threads,
+                        help="LightGBM threads (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from credit_pd.pipeline import run_training  # heavy imports only after --help
+
+    config = TrainingConfig(n_folds=args.folds, num_threads=args.threads)
+    try:
+        run = run_training(args.data, args.schema, args.predictions, args.report_dir, config, progress=not args.quiet)
+    except CreditPDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    pooled = run.cv.pooled
+    print(f"out-of-fold ROC AUC {pooled.roc_auc:.4f}, log loss {pooled.log_loss:.5f}, ECE {pooled.ece:.5f}")
+    print(f"model saved to the BentoML store as {run.model_tag}")
+    print(f"{run.n_scored:,} predictions written to {run.predictions_path}")
+    print(f"model report written to {run.report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
