@@ -37,6 +37,8 @@ def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
     typed = {schema.id_column: raw[schema.id_column], schema.target_column: _parse_target(raw, schema)}
     for spec in schema.features:
         column = raw[spec.name]
+        if not spec.nullable:
+            _raise_for_rows(column.isna(), raw, spec.name, f"a value is required (column is not nullable), not {schema.missing_marker!r}")
         if spec.type is FeatureType.NUMERIC:
             typed[spec.name] = _parse_numeric(column, spec.name, spec.minimum, spec.maximum)
         elif spec.type is FeatureType.BOOLEAN:

@@ -35,6 +35,8 @@ class FeatureSpec(BaseModel):
     name: str = Field(min_length=1)
     type: FeatureType
     description: str = ""
+    # False: a missing value is a data error rather than information.
+    nullable: bool = True
     minimum: Optional[float] = None
     maximum: Optional[float] = None
 
