@@ -14,7 +14,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from credit_pd.schema import DatasetSchema, FeatureType
+from credit_pd.schema import DatasetSchema, FeatureType, Monotone
+
+MONOTONE_SIGN = {Monotone.INCREASING: 1, Monotone.DECREASING: -1}
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class FeatureEncoder:
     categorical: Mapping[str, tuple[str, ...]]
     boolean: tuple[str, ...]
     numeric_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    monotone: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, schema: DatasetSchema) -> "FeatureEncoder":
@@ -43,12 +46,18 @@ class FeatureEncoder:
             categorical=categorical,
             boolean=tuple(schema.names_of(FeatureType.BOOLEAN)),
             numeric_ranges=numeric_ranges,
+            monotone={f.name: MONOTONE_SIGN[f.monotone] for f in schema.features if f.monotone is not None},
         )
 
     @property
     def categorical_indices(self) -> list[int]:
         """Positions LightGBM must treat as categorical."""
         return [i for i, name in enumerate(self.feature_names) if name in self.categorical]
+
+    @property
+    def monotone_constraints(self) -> list[int]:
+        """LightGBM's per-feature constraint list: +1 increasing, -1 decreasing, 0 free."""
+        return [self.monotone.get(name, 0) for name in self.feature_names]
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """Encode a typed frame (as `load_dataset` returns it) into a float64 matrix."""
@@ -92,6 +101,7 @@ class FeatureEncoder:
             "categorical": {name: list(vocab) for name, vocab in self.categorical.items()},
             "boolean": list(self.boolean),
             "numeric_ranges": {name: list(bounds) for name, bounds in self.numeric_ranges.items()},
+            "monotone": dict(self.monotone),
         }
 
     @classmethod
@@ -101,6 +111,7 @@ class FeatureEncoder:
             categorical={name: tuple(vocab) for name, vocab in data["categorical"].items()},
             boolean=tuple(data["boolean"]),
             numeric_ranges={name: (float(lo), float(hi)) for name, (lo, hi) in data["numeric_ranges"].items()},
+            monotone={name: int(sign) for name, sign in data.get("monotone", {}).items()},
         )
 
     def _encode_column(self, name: str, column: pd.Series) -> np.ndarray:

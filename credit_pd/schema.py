@@ -27,6 +27,13 @@ class FeatureType(str, Enum):
     BOOLEAN = "boolean"
 
 
+class Monotone(str, Enum):
+    """Direction the PD must move when a numeric feature grows (credit policy, not data)."""
+
+    INCREASING = "increasing"
+    DECREASING = "decreasing"
+
+
 class FeatureSpec(BaseModel):
     """One feature column: its type, optional domain bounds and a human description."""
 
@@ -39,12 +46,14 @@ class FeatureSpec(BaseModel):
     nullable: bool = True
     minimum: Optional[float] = None
     maximum: Optional[float] = None
+    # Enforced by the model: e.g. more debt-collection history must never lower the PD.
+    monotone: Optional[Monotone] = None
 
     @model_validator(mode="after")
     def _bounds_only_for_numeric(self) -> "FeatureSpec":
-        has_bounds = self.minimum is not None or self.maximum is not None
-        if has_bounds and self.type is not FeatureType.NUMERIC:
-            raise ValueError(f"feature {self.name!r}: minimum/maximum apply to numeric features only")
+        numeric_only = self.minimum is not None or self.maximum is not None or self.monotone is not None
+        if numeric_only and self.type is not FeatureType.NUMERIC:
+            raise ValueError(f"feature {self.name!r}: minimum/maximum/monotone apply to numeric features only")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"feature {self.name!r}: minimum {self.minimum} > maximum {self.maximum}")
         return self

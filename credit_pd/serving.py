@@ -7,7 +7,7 @@ and field, and can never fail a merged batch that holds other clients' applicati
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, create_model
@@ -16,6 +16,9 @@ from credit_pd.config import ServingSettings
 from credit_pd.explanation import rank_contributions
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
 from credit_pd.scoring_model import ScoringModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Request fields that are options, not features; a schema must not use these names.
 OPTION_FIELDS = ("uuid", "explain", "top_k")
@@ -181,3 +184,24 @@ class RetryAfterOn503:
             await send(message)
 
         await self.app(scope, receive, send_with_retry_after)
+
+
+def requests_from_frame(frame: "pd.DataFrame", schema: DatasetSchema) -> list[dict[str, Any]]:
+    """Loaded dataset rows as `/predict` application objects (JSON-ready: None for missing).
+
+    Used by the example client, the load benchmark and the tests, so all of them send exactly
+    what a client holding the dataset file would send.
+    """
+    records = []
+    booleans = set(schema.names_of(FeatureType.BOOLEAN))
+    for row in frame[[schema.id_column, *schema.feature_names]].itertuples(index=False, name=None):
+        record: dict[str, Any] = {"uuid": str(row[0])}
+        for name, value in zip(schema.feature_names, row[1:]):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                record[name] = None
+            elif name in booleans:
+                record[name] = bool(value)
+            else:
+                record[name] = value if isinstance(value, str) else float(value)
+        records.append(record)
+    return records

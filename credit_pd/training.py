@@ -59,6 +59,14 @@ class FittedBooster:
     inner_y: np.ndarray
 
 
+def booster_params(encoder: FeatureEncoder, config: TrainingConfig, seed: int) -> dict:
+    """LightGBM parameters plus the schema's monotone constraints."""
+    params = config.lightgbm.as_lightgbm(seed=seed, num_threads=config.num_threads)
+    if any(encoder.monotone_constraints):
+        params["monotone_constraints"] = encoder.monotone_constraints
+    return params
+
+
 def make_dataset(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, reference: lgb.Dataset | None = None) -> lgb.Dataset:
     """LightGBM dataset with the encoder's names and native categorical columns."""
     return lgb.Dataset(
@@ -78,9 +86,8 @@ def fit_with_early_stopping(matrix: np.ndarray, y: np.ndarray, encoder: FeatureE
     )
     train_set = make_dataset(matrix[fit_idx], y[fit_idx], encoder)
     stop_set = make_dataset(matrix[stop_idx], y[stop_idx], encoder, reference=train_set)
-    params = config.lightgbm.as_lightgbm(seed=seed, num_threads=config.num_threads)
     booster = lgb.train(
-        params,
+        booster_params(encoder, config, seed),
         train_set,
         num_boost_round=config.lightgbm.max_boost_rounds,
         valid_sets=[stop_set],
@@ -118,7 +125,6 @@ def final_round_count(cv: CrossValidationResult, config: TrainingConfig) -> int:
 
 def fit_final_model(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, cv: CrossValidationResult, config: TrainingConfig) -> ScoringModel:
     """Refit on every labelled row; calibrate on the pooled out-of-fold log-odds."""
-    params = config.lightgbm.as_lightgbm(seed=config.seed, num_threads=config.num_threads)
-    booster = lgb.train(params, make_dataset(matrix, y, encoder), num_boost_round=final_round_count(cv, config))
+    booster = lgb.train(booster_params(encoder, config, config.seed), make_dataset(matrix, y, encoder), num_boost_round=final_round_count(cv, config))
     calibrator = PlattCalibrator.fit(cv.oof_raw, y)
     return ScoringModel(booster=booster, encoder=encoder, calibrator=calibrator, num_threads=config.num_threads)

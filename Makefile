@@ -1,0 +1,58 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make run    create .venv, install, train on the embedded sample, build the bento, serve it
+#   make test   create .venv, install, run the test suite (what .ci/run calls)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEPLOY_VENV := .venv-deploy
+DEPLOY_INSTALLED := $(DEPLOY_VENV)/.installed
+PORT ?= 3000
+
+.PHONY: install deploy-tools train build serve run test test-fast benchmark load-benchmark image clean
+
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)
+
+$(DEPLOY_INSTALLED): requirements-deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet -r requirements-deploy.txt
+	touch $@
+
+deploy-tools: $(DEPLOY_INSTALLED)
+
+train: install
+	$(BIN)/python train.py
+
+build: train
+	$(BIN)/bentoml build
+
+serve: install
+	$(BIN)/bentoml serve service:CreditPDService --port $(PORT)
+
+run: build serve
+
+test: install deploy-tools
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmark: install
+	$(BIN)/python -m benchmarks.training_benchmark
+
+load-benchmark: build
+	$(BIN)/python -m benchmarks.load_benchmark
+
+image: build
+	bash scripts/build_image.sh
+
+clean:
+	rm -rf $(VENV) $(DEPLOY_VENV) reports build .pytest_cache

@@ -1,0 +1,152 @@
+"""The data contract: every way a dataset can break the schema stops loading with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from credit_pd.errors import DatasetError
+from credit_pd.loading import check_trainable, labelled_mask, load_dataset
+
+
+@pytest.fixture(scope="module")
+def valid_lines(small_sample_path: Path) -> list[str]:
+    return small_sample_path.read_text().splitlines()[:200]
+
+
+def write(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "dataset.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def set_cell(lines: list[str], line_no: int, column: str, value: str, sep: str = ";") -> list[str]:
+    """Copy of `lines` with one cell replaced (line_no is the 1-based file line)."""
+    header = lines[0].split(sep)
+    cells = lines[line_no - 1].split(sep)
+    cells[header.index(column)] = value
+    return [*lines[: line_no - 1], sep.join(cells), *lines[line_no:]]
+
+
+def test_valid_file_loads_typed(schema, valid_lines, tmp_path):
+    frame = load_dataset(write(tmp_path, valid_lines), schema)
+    assert list(frame.columns) == schema.columns
+    assert len(frame) == len(valid_lines) - 1
+    assert frame["age"].dtype == np.float64
+    assert set(frame["has_paid"].dropna().unique()) <= {0.0, 1.0}
+    assert set(frame[schema.target_column].dropna().unique()) <= {0.0, 1.0}
+    assert frame["merchant_group"].map(type).eq(str).all()
+
+
+def test_missing_file(schema, tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(tmp_path / "nope.csv", schema)
+
+
+def test_empty_file(schema, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(DatasetError, match="is empty"):
+        load_dataset(path, schema)
+
+
+def test_header_only(schema, valid_lines, tmp_path):
+    with pytest.raises(DatasetError, match="no data rows"):
+        load_dataset(write(tmp_path, valid_lines[:1]), schema)
+
+
+def test_missing_column_is_named(schema, valid_lines, tmp_path):
+    lines = [";".join(line.split(";")[:-1]) for line in valid_lines]
+    with pytest.raises(DatasetError, match=r"missing columns \['worst_status_active_inv'\]"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_unknown_column_is_named(schema, valid_lines, tmp_path):
+    lines = [valid_lines[0] + ";shoe_size", *(line + ";42" for line in valid_lines[1:])]
+    with pytest.raises(DatasetError, match=r"unknown columns \['shoe_size'\]"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_wrong_separator_hints(schema, valid_lines, tmp_path):
+    lines = [line.replace(";", ",") for line in valid_lines]
+    with pytest.raises(DatasetError, match="is the separator ';'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_wrong_type_names_column_line_and_value(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 7, "age", "forty")
+    with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 7: 'forty'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_infinite_number_rejected(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 3, "time_hours", "inf")
+    with pytest.raises(DatasetError, match=r"column 'time_hours': expected a finite number; got line 3: 'inf'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_out_of_domain_value_rejected(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 4, "age", "-3")
+    with pytest.raises(DatasetError, match=r"column 'age': expected a value >= 18; got line 4: '-3'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_bad_boolean_rejected(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 5, "has_paid", "maybe")
+    with pytest.raises(DatasetError, match=r"column 'has_paid': expected True or False; got line 5: 'maybe'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_missing_value_in_required_column(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 6, "merchant_group", "NA")
+    with pytest.raises(DatasetError, match=r"column 'merchant_group': a value is required .*line 6"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_bad_target_value(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 9, "default", "2")
+    with pytest.raises(DatasetError, match=r"column 'default': expected 0, 1 or 'NA' \(unlabelled\); got line 9: '2'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_duplicate_ids(schema, valid_lines, tmp_path):
+    duplicate = valid_lines[1].split(";")[0]
+    lines = set_cell(valid_lines, 10, "uuid", duplicate)
+    with pytest.raises(DatasetError, match=rf"duplicate id\(s\), e.g. '{duplicate}' on lines \[2, 10\]"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_many_bad_rows_are_summarised(schema, valid_lines, tmp_path):
+    lines = valid_lines
+    for line_no in range(2, 12):
+        lines = set_cell(lines, line_no, "age", "x")
+    with pytest.raises(DatasetError, match=r"and 5 more row\(s\)"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_no_labelled_rows(schema, valid_lines, tmp_path):
+    lines = valid_lines
+    for line_no in range(2, len(lines) + 1):
+        lines = set_cell(lines, line_no, "default", "NA")
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert not labelled_mask(frame, schema).any()
+    with pytest.raises(DatasetError, match="no labelled rows"):
+        check_trainable(frame, schema)
+
+
+def test_single_class(schema, valid_lines, tmp_path):
+    lines = valid_lines
+    for line_no in range(2, len(lines) + 1):
+        if lines[line_no - 1].split(";")[1] == "1":
+            lines = set_cell(lines, line_no, "default", "0")
+    frame = load_dataset(write(tmp_path, lines), schema)
+    with pytest.raises(DatasetError, match=r"single class \(0\)"):
+        check_trainable(frame, schema)
+
+
+def test_every_real_row_loads(schema, real_rows_path):
+    frame = load_dataset(real_rows_path, schema)
+    assert len(frame) == 10_000
+    assert frame[schema.target_column].isna().all()

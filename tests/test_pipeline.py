@@ -1,0 +1,118 @@
+"""The training run's outputs: predictions contract, store round trip, report, all-or-nothing writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from credit_pd.errors import DatasetError
+from credit_pd.loading import labelled_mask, load_dataset
+from credit_pd.model_store import load_from_store
+from credit_pd.pipeline import run_training
+
+from tests.conftest import FIXTURES
+
+
+def test_predictions_file_contract(trained_run, small_sample_path, schema):
+    predictions = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str})
+    frame = load_dataset(small_sample_path, schema)
+    unlabelled_ids = frame.loc[~labelled_mask(frame, schema), schema.id_column]
+    assert trained_run.predictions_path.read_text().splitlines()[0] == "uuid,pd"
+    assert list(predictions.columns) == ["uuid", "pd"]
+    assert predictions["uuid"].tolist() == unlabelled_ids.tolist()
+    assert predictions["pd"].between(0, 1).all() and predictions["pd"].notna().all()
+    assert trained_run.n_scored == len(unlabelled_ids) > 0
+
+
+def test_store_round_trip_reproduces_the_csv_exactly(trained_run, small_sample_path, schema):
+    model = load_from_store(trained_run.model_tag)
+    frame = load_dataset(small_sample_path, schema)
+    unlabelled = frame[~labelled_mask(frame, schema)]
+    predictions = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str})
+    reproduced = model.predict_pd(model.encoder.encode_frame(unlabelled))
+    np.testing.assert_array_equal(reproduced, predictions["pd"].to_numpy())
+
+
+def test_store_metadata_tells_a_reviewer_what_the_model_is(trained_run, small_sample_path):
+    import bentoml
+
+    from credit_pd.pipeline import file_sha256
+
+    info = bentoml.models.get(trained_run.model_tag).info
+    meta = info.metadata
+    assert meta["data_sha256"] == file_sha256(small_sample_path)
+    assert set(meta["cv_metrics_summary"]) == {"roc_auc", "pr_auc", "log_loss", "brier", "ece"}
+    assert len(meta["cv_metrics_per_fold"]) == 3
+    assert meta["schema"]["name"] == "klarna_bnpl"
+    assert {"lightgbm", "bentoml", "scikit-learn"} <= set(meta["library_versions"])
+    assert meta["calibration"]["method"] == "platt"
+    assert meta["training_seconds"] > 0
+    assert info.labels["schema"] == "klarna_bnpl"
+
+
+def test_report_has_card_and_plots(trained_run):
+    report_dir = trained_run.report_path.parent
+    for plot in ("roc_pr.png", "calibration.png", "shap_summary.png"):
+        assert (report_dir / plot).stat().st_size > 10_000, plot
+    card = trained_run.report_path.read_text()
+    for section in ("**Validation.**", "**Limits.**", "roc_auc", "shap_summary.png", trained_run.model_tag):
+        assert section in card
+    assert len(card.splitlines()) < 60  # one page
+
+
+def test_bad_data_writes_nothing(tmp_path, small_sample_path, fast_training_config):
+    from credit_pd.schema import DEFAULT_SCHEMA_PATH
+
+    lines = small_sample_path.read_text().splitlines()
+    cells = lines[5].split(";")
+    cells[lines[0].split(";").index("age")] = "old"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*lines[:5], ";".join(cells), *lines[6:]]) + "\n")
+    predictions, reports = tmp_path / "predictions.csv", tmp_path / "reports"
+    with pytest.raises(DatasetError, match="column 'age'.*line 6: 'old'"):
+        run_training(bad, DEFAULT_SCHEMA_PATH, predictions, reports, fast_training_config, progress=False)
+    assert not predictions.exists() and not reports.exists()
+
+
+def test_absent_custom_dataset_is_an_error_not_a_sample(tmp_path, fast_training_config):
+    from credit_pd.schema import DEFAULT_SCHEMA_PATH
+
+    with pytest.raises(DatasetError, match="does not exist"):
+        run_training(tmp_path / "absent.csv", DEFAULT_SCHEMA_PATH, tmp_path / "p.csv", tmp_path / "r", fast_training_config, progress=False)
+
+
+def write_german_credit(path: Path, n_rows: int = 3_000, seed: int = 3) -> None:
+    """A small dataset in another schema's format: comma separator, empty = missing."""
+    rng = np.random.default_rng(seed)
+    duration = rng.integers(4, 72, n_rows)
+    amount = np.round(rng.lognormal(8, 0.7, n_rows), 0)
+    checking = rng.choice(["<0", "0-200", ">200", "none"], n_rows)
+    logit = -2.2 + 0.03 * (duration - 24) + 0.9 * (checking == "<0") - 0.8 * (checking == "none")
+    bad = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(int).astype(str).astype(object)
+    bad[: n_rows // 10] = ""
+    amount_text = amount.astype(str).astype(object)
+    amount_text[rng.random(n_rows) < 0.05] = ""
+    pd.DataFrame({
+        "application_id": [f"A{i:05d}" for i in range(n_rows)],
+        "bad_loan": bad,
+        "duration_months": duration,
+        "credit_amount": amount_text,
+        "checking_status": checking,
+        "purpose": rng.choice(["car", "furniture", "education", "business"], n_rows),
+        "foreign_worker": rng.choice(["True", "False"], n_rows),
+    }).to_csv(path, index=False)
+
+
+def test_another_schema_trains_end_to_end(tmp_path, fast_training_config):
+    data = tmp_path / "german.csv"
+    write_german_credit(data)
+    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
+                       fast_training_config, progress=False)
+    predictions = pd.read_csv(run.predictions_path)
+    assert list(predictions.columns) == ["uuid", "pd"]
+    assert len(predictions) == 300 and predictions["uuid"].str.startswith("A").all()
+    assert run.cv.pooled.roc_auc > 0.65
+    assert list(run.model.feature_names) == ["duration_months", "credit_amount", "checking_status", "purpose", "foreign_worker"]

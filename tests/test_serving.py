@@ -1,0 +1,137 @@
+"""Serving glue in-process: request validation, PD parity with train.py, exact explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from pydantic import TypeAdapter, ValidationError
+
+from credit_pd.config import ServingSettings
+from credit_pd.loading import labelled_mask, load_dataset
+from credit_pd.model_store import load_from_store
+from credit_pd.serving import PDScorer, application_list_type, build_application_model, requests_from_frame
+
+
+
+@pytest.fixture(scope="module")
+def settings() -> ServingSettings:
+    return ServingSettings(max_applications_per_request=50)
+
+
+@pytest.fixture(scope="module")
+def application_model(schema, settings):
+    return build_application_model(schema, settings)
+
+
+@pytest.fixture(scope="module")
+def scorer(trained_run) -> PDScorer:
+    return PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag)
+
+
+@pytest.fixture(scope="module")
+def unlabelled(small_sample_path, schema) -> pd.DataFrame:
+    frame = load_dataset(small_sample_path, schema)
+    return frame[~labelled_mask(frame, schema)].head(200)
+
+
+@pytest.fixture(scope="module")
+def applications(unlabelled, schema, application_model):
+    return [application_model.model_validate(r | {"top_k": "all"}) for r in requests_from_frame(unlabelled, schema)]
+
+
+def test_pd_matches_training_predictions_file(scorer, applications, trained_run):
+    csv = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
+    results = scorer.score(applications)
+    assert [r.uuid for r in results] == [a.uuid for a in applications]
+    np.testing.assert_allclose([r.pd for r in results], csv.loc[[a.uuid for a in applications]].to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_contributions_add_up_to_the_raw_score(scorer, applications):
+    for result in scorer.score(applications[:50]):
+        total = result.explanation.base_value + sum(c.contribution for c in result.explanation.contributions)
+        assert total == pytest.approx(result.explanation.raw_score, abs=1e-9)
+        assert scorer.model.calibrator.apply(np.array([result.explanation.raw_score]))[0] == pytest.approx(result.pd, abs=1e-12)
+
+
+def test_contributions_agree_with_shap_tree_explainer(scorer, unlabelled):
+    matrix = scorer.model.encoder.encode_frame(unlabelled.head(100))
+    ours = scorer.model.explain(matrix)
+    explainer = shap.TreeExplainer(scorer.model.booster)
+    theirs = explainer.shap_values(matrix)
+    np.testing.assert_allclose(ours.contributions, theirs, atol=1e-6)
+    assert ours.base_value[0] == pytest.approx(float(np.ravel(explainer.expected_value)[0]), abs=1e-6)
+
+
+def test_contributions_sorted_and_top_k_respected(scorer, applications):
+    app = applications[0].model_copy(update={"top_k": 3})
+    result = scorer.score([app])[0]
+    magnitudes = [abs(c.contribution) for c in result.explanation.contributions]
+    assert len(magnitudes) == 3 and magnitudes == sorted(magnitudes, reverse=True)
+    full = scorer.score([applications[0]])[0]
+    assert len(full.explanation.contributions) == len(scorer.feature_names)
+    assert [c.feature for c in full.explanation.contributions[:3]] == [c.feature for c in result.explanation.contributions]
+
+
+def test_explain_false_returns_same_pd_without_explanation(scorer, applications):
+    plain = [a.model_copy(update={"explain": False}) for a in applications[:20]]
+    mixed = plain[:10] + applications[10:20]
+    without = scorer.score(plain)
+    with_mixed = scorer.score(mixed)
+    assert all(r.explanation is None for r in without)
+    assert all(r.explanation is not None for r in with_mixed[10:])
+    np.testing.assert_allclose([r.pd for r in without], [r.pd for r in with_mixed], atol=1e-12)
+
+
+def test_unseen_category_is_scored_as_missing_with_a_warning(scorer, applications):
+    app = applications[0]
+    unseen = app.model_copy(update={"merchant_group": "Spaceships"})
+    result = scorer.score([unseen])[0]
+    assert any("merchant_group" in w and "not seen in training" in w for w in result.warnings)
+    assert scorer.score([app])[0].warnings == []
+    matrix = scorer.model.encoder.encode_records([unseen.model_dump()])
+    assert np.isnan(matrix[0, scorer.feature_names.index("merchant_group")])
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"age": "forty"}, "age"),
+        ({"age": -1}, "age"),
+        ({"age": float("nan")}, "age"),
+        ({"time_hours": float("inf")}, "time_hours"),
+        ({"has_paid": "yes"}, "has_paid"),
+        ({"merchant_group": 3}, "merchant_group"),
+        ({"merchant_group": None}, "merchant_group"),
+        ({"shoe_size": 42}, "shoe_size"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
+def test_bad_application_is_rejected_naming_index_and_field(applications, application_model, settings, change, field):
+    batch = TypeAdapter(application_list_type(application_model, settings))
+    good = applications[0].model_dump()
+    with pytest.raises(ValidationError) as caught:
+        batch.validate_python([good, good | change])
+    locations = [e["loc"] for e in caught.value.errors()]
+    assert any(loc[0] == 1 and loc[1] == field for loc in locations), locations
+
+
+def test_batch_size_limits(applications, application_model, settings):
+    batch = TypeAdapter(application_list_type(application_model, settings))
+    good = applications[0].model_dump()
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        batch.validate_python([])
+    with pytest.raises(ValidationError, match="at most 50 items"):
+        batch.validate_python([good] * 51)
+    assert len(batch.validate_python(good)) == 1  # a single object is a batch of one
+
+
+def test_reserved_option_names_cannot_be_features(schema, settings):
+    from credit_pd.schema import DatasetSchema
+
+    clashing = DatasetSchema.model_validate(
+        schema.model_dump() | {"features": [*schema.model_dump()["features"], {"name": "explain", "type": "numeric"}]}
+    )
+    with pytest.raises(ValueError, match="reserved request field"):
+        build_application_model(clashing, settings)
