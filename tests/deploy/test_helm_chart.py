@@ -1,0 +1,319 @@
+"""The Helm chart, rendered by real Helm: lint, values schema, and what the manifests must say.
+
+Each test names one property a deployment depends on: probes on the service's real endpoints,
+ports and selectors that line up, the HPA owning replicas, hardened pods, the S3 model option.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.deploy_tools import (
+    CHART_DIR,
+    NAMESPACE,
+    PRODUCTION_VALUES,
+    S3_VALUES,
+    Helm,
+    find,
+    is_hook,
+    service_pods,
+)
+
+SERVICE_PORT = 3000
+# The service's settings (credit_pd/config.py ServingSettings) the chart must expose.
+SETTINGS_ENV = ("CREDIT_PD_MODEL_TAG", "CREDIT_PD_WORKERS", "CREDIT_PD_LIGHTGBM_THREADS", "CREDIT_PD_MAX_BATCH_SIZE",
+                "CREDIT_PD_MAX_LATENCY_MS", "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST")
+RENDERINGS = ("default_objects", "production_objects", "s3_objects")
+
+
+def containers_of(pod_template: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod_template["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def main_container(pod_template: dict[str, Any]) -> dict[str, Any]:
+    return pod_template["spec"]["containers"][0]
+
+
+def error_messages(report: dict[str, Any], min_severity: int) -> list[str]:
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= min_severity]
+
+
+@pytest.mark.parametrize("files, values", [((), None), ((PRODUCTION_VALUES,), None), ((PRODUCTION_VALUES,), S3_VALUES)],
+                         ids=["default", "production", "s3-model"])
+def test_chart_lints_strict_without_warnings(helm: Helm, files: tuple[Path, ...], values: dict | None) -> None:
+    report = helm.lint(*files, values=values, strict=True)
+    assert error_messages(report, min_severity=2) == [], "helm lint --strict found warnings or errors"
+
+
+@pytest.mark.parametrize("values, wrong", [
+    ({"replicaCount": "two"}, "/replicaCount"),
+    ({"replicas": 3}, "additional properties 'replicas'"),
+    ({"image": {"tag": "latest"}}, "/image/tag"),
+    ({"config": {"workers": 0}}, "/config/workers"),
+    ({"modelFromS3": {"enabled": True, "uri": "https://example.com/model.bentomodel"}}, "/modelFromS3/uri"),
+], ids=["wrong-type", "unknown-top-level-key", "latest-tag", "zero-workers", "non-s3-uri"])
+def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None:
+    rendered = helm.template(values=values)
+    assert rendered.returncode != 0, f"helm template accepted {values}"
+    assert wrong in rendered.stderr
+    assert error_messages(helm.lint(values=values), min_severity=3), f"helm lint accepted {values}"
+
+
+def test_s3_option_requires_a_uri(helm: Helm) -> None:
+    rendered = helm.template(values={"modelFromS3": {"enabled": True, "uri": ""},
+                                     "config": {"modelTag": "credit_pd_model:2wqrvxdo3k2ygaav"}})
+    assert rendered.returncode != 0
+    assert "/modelFromS3/uri" in rendered.stderr  # the schema (if enabled then uri) refuses it
+
+
+@pytest.mark.parametrize("model_tag", ["credit_pd_model:latest", "credit_pd_model"])
+def test_s3_option_requires_a_pinned_model_tag(helm: Helm, model_tag: str) -> None:
+    """`latest` would silently serve the baked model: the bento's copy keeps the `latest` pointer."""
+    rendered = helm.template(values={**S3_VALUES, "config": {"modelTag": model_tag}})
+    assert rendered.returncode != 0
+    assert "modelFromS3 needs a pinned config.modelTag" in rendered.stderr
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_probes_hit_readyz_and_livez_on_the_container_port(rendering: str, request: pytest.FixtureRequest) -> None:
+    container = main_container(service_pods(request.getfixturevalue(rendering)))
+    port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expected = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
+    for probe, path in expected.items():
+        http_get = container[probe]["httpGet"]
+        assert http_get["path"] == path, probe
+        assert port_names[http_get["port"]] == SERVICE_PORT, probe
+    # Model loading gets minutes, not the liveness probe's seconds.
+    startup = container["startupProbe"]
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= 120
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_service_routes_to_the_container_port_of_the_service_pods(rendering: str, request: pytest.FixtureRequest) -> None:
+    objects = request.getfixturevalue(rendering)
+    service, pods = find(objects, "Service"), service_pods(objects)
+    container_ports = {p["name"]: p["containerPort"] for p in main_container(pods)["ports"]}
+    (port,) = service["spec"]["ports"]
+    target = port["targetPort"]
+    assert container_ports.get(target, target) == SERVICE_PORT
+    selector = service["spec"]["selector"]
+    assert selector.items() <= pods["metadata"]["labels"].items()
+    assert find(objects, "Deployment")["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_helm_test_pod_is_not_a_service_pod(default_objects: list[dict]) -> None:
+    selector = find(default_objects, "Service")["spec"]["selector"]
+    test_pod = find(default_objects, "Pod", hooks=True)
+    assert not selector.items() <= test_pod["metadata"]["labels"].items()
+
+
+def test_hpa_owns_replicas_when_autoscaling(default_objects: list[dict], helm: Helm) -> None:
+    deployment, hpa = find(default_objects, "Deployment"), find(default_objects, "HorizontalPodAutoscaler")
+    assert "replicas" not in deployment["spec"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+    fixed = helm.render(values={"autoscaling": {"enabled": False}, "replicaCount": 3})
+    assert find(fixed, "Deployment")["spec"]["replicas"] == 3
+    assert not [o for o in fixed if o["kind"] == "HorizontalPodAutoscaler"]
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_pods_are_hardened(rendering: str, request: pytest.FixtureRequest) -> None:
+    objects = request.getfixturevalue(rendering)
+    for pods in (service_pods(objects), find(objects, "Pod", hooks=True)):
+        spec = pods["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["enableServiceLinks"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in containers_of(pods):
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, container["name"]
+            assert context["readOnlyRootFilesystem"] is True, container["name"]
+            assert context["allowPrivilegeEscalation"] is False, container["name"]
+            assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, container["name"]
+            assert container["resources"]["limits"] and container["resources"]["requests"], container["name"]
+            assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_writable_paths_are_emptydirs(rendering: str, request: pytest.FixtureRequest) -> None:
+    pods = service_pods(request.getfixturevalue(rendering))
+    empty_dirs = {v["name"] for v in pods["spec"]["volumes"] if "emptyDir" in v}
+    for container in containers_of(pods):
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert mounts["/tmp"] in empty_dirs and env["TMPDIR"] == "/tmp", container["name"]
+        assert mounts[env["BENTOML_HOME"]] in empty_dirs, container["name"]
+
+
+def test_settings_reach_the_service_as_environment(default_objects: list[dict], helm: Helm) -> None:
+    pods = service_pods(default_objects)
+    config_map = find(default_objects, "ConfigMap")
+    (env_from,) = main_container(pods)["envFrom"]
+    assert env_from["configMapRef"]["name"] == config_map["metadata"]["name"]
+    assert set(SETTINGS_ENV) <= set(config_map["data"])
+    assert config_map["data"]["CREDIT_PD_MODEL_TAG"] == "credit_pd_model:latest"
+    assert config_map["data"]["CREDIT_PD_WORKERS"] == "2"
+
+    changed = helm.render(values={"config": {"maxBatchSize": 64}})
+    assert find(changed, "ConfigMap")["data"]["CREDIT_PD_MAX_BATCH_SIZE"] == "64"
+    checksum = "checksum/config"
+    assert service_pods(changed)["metadata"]["annotations"][checksum] != pods["metadata"]["annotations"][checksum]
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_pods_spread_across_zones_and_hosts(rendering: str, request: pytest.FixtureRequest) -> None:
+    pods = service_pods(request.getfixturevalue(rendering))
+    constraints = pods["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in constraints:
+        assert constraint["labelSelector"]["matchLabels"].items() <= pods["metadata"]["labels"].items()
+
+
+def test_disruption_budget_and_network_policy_select_the_service_pods(default_objects: list[dict]) -> None:
+    labels = service_pods(default_objects)["metadata"]["labels"]
+    pdb = find(default_objects, "PodDisruptionBudget")
+    policy = find(default_objects, "NetworkPolicy")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def test_production_values_pin_image_and_model_and_expose_an_alb(production_objects: list[dict]) -> None:
+    container = main_container(service_pods(production_objects))
+    repository, tag = container["image"].rsplit(":", 1)
+    assert repository.endswith(".amazonaws.com/credit-pd-service") and ".dkr.ecr." in repository
+    assert tag and tag != "latest"
+    model_tag = find(production_objects, "ConfigMap")["data"]["CREDIT_PD_MODEL_TAG"]
+    assert model_tag.startswith("credit_pd_model:") and not model_tag.endswith(":latest")
+    assert find(production_objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 3
+
+    ingress = find(production_objects, "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    assert ingress["spec"]["ingressClassName"] == "alb"
+    assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
+    assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == find(production_objects, "Service")["metadata"]["name"]
+
+
+def test_production_service_monitor_scrapes_the_service(production_objects: list[dict]) -> None:
+    monitor, service = find(production_objects, "ServiceMonitor"), find(production_objects, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+
+
+def test_s3_option_imports_the_model_before_the_service_starts(s3_objects: list[dict]) -> None:
+    pods = service_pods(s3_objects)
+    (init,) = pods["spec"]["initContainers"]
+    service = main_container(pods)
+    assert init["image"] == service["image"]
+    init_env = {e["name"]: e.get("value") for e in init["env"]}
+    assert init_env["MODEL_URI"] == S3_VALUES["modelFromS3"]["uri"]
+    assert init_env["CREDIT_PD_MODEL_TAG"] == find(s3_objects, "ConfigMap")["data"]["CREDIT_PD_MODEL_TAG"]
+    script = init["command"][-1]
+    assert "bentoml models import \"$MODEL_URI\"" in script
+    # BentoML resolves every model recorded in the bento before serving: the baked models are
+    # copied into the store first (checked against a real `bentoml serve` of a read-only bento).
+    assert init_env["BENTO_MODELS"] == "/home/bentoml/bento/models"
+    assert script.index('cp -R "$BENTO_MODELS/."') < script.index("bentoml models import")
+
+    # The import lands in BENTOML_HOME/models of the initContainer, which the service mounts
+    # read-only over the bento's own models/ (the store BentoML serves from inside a bento).
+    init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    service_mounts = {m["name"]: m for m in service["volumeMounts"]}
+    assert init_mounts["model-store"] == f"{init_env['BENTOML_HOME'].rstrip('/')}/models"
+    assert service_mounts["model-store"]["mountPath"] == "/home/bentoml/bento/models"
+    assert service_mounts["model-store"]["readOnly"] is True
+
+    account = find(s3_objects, "ServiceAccount")
+    assert pods["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == S3_VALUES["serviceAccount"]["awsRoleArn"]
+
+
+def test_baked_model_by_default(default_objects: list[dict]) -> None:
+    pods = service_pods(default_objects)
+    assert "initContainers" not in pods["spec"]
+    assert "annotations" not in find(default_objects, "ServiceAccount")["metadata"]
+
+
+def test_helm_test_posts_the_example_and_checks_pd(default_objects: list[dict]) -> None:
+    pod = find(default_objects, "Pod", hooks=True)
+    config_map = find(default_objects, "ConfigMap", hooks=True)
+    service = find(default_objects, "Service")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    url = pod["spec"]["containers"][0]["command"][-1]
+    assert url == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
+    script = config_map["data"]["check.py"]
+    assert '"/readyz"' in script and '"/predict"' in script and 'answer.get("pd")' in script
+    example = json.loads(config_map["data"]["predict-example.json"])
+    assert example == json.loads((CHART_DIR / "files" / "predict-example.json").read_text())
+
+
+def test_example_request_is_valid_for_the_service() -> None:
+    """The helm test's example must pass the service's own request model (schema drift guard)."""
+    serving = pytest.importorskip("credit_pd.serving", reason="needs the app's environment (.venv)")
+    from credit_pd.config import ServingSettings
+    from credit_pd.schema import load_schema
+
+    application = serving.build_application_model(load_schema(), ServingSettings())
+    (record,) = json.loads((CHART_DIR / "files" / "predict-example.json").read_text())["applications"]
+    application.model_validate(record)
+
+
+def test_hooks_are_only_the_helm_test(default_objects: list[dict]) -> None:
+    hooks = [o for o in default_objects if is_hook(o)]
+    assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hooks} == {"test"}
+    assert {o["kind"] for o in hooks} == {"Pod", "ConfigMap", "NetworkPolicy"}
+
+
+def undocumented_keys(path: Path, schema: dict[str, Any]) -> list[str]:
+    """Keys of chart-defined objects (schema additionalProperties: false) with no comment above them."""
+    lines = path.read_text().splitlines()
+    missing: list[str] = []
+
+    def walk(node: yaml.Node, node_schema: dict[str, Any], prefix: str) -> None:
+        if not isinstance(node, yaml.MappingNode) or node_schema.get("additionalProperties", True) is not False:
+            return
+        for key, value in node.value:
+            line = key.start_mark.line
+            if not node.flow_style:  # keys of a one-line {flow: mapping} share the parent's comment
+                above = next((lines[i].strip() for i in range(line - 1, -1, -1) if lines[i].strip()), "")
+                if not above.startswith("#"):
+                    missing.append(f"{path.name}:{line + 1} {prefix}{key.value}")
+            walk(value, node_schema.get("properties", {}).get(key.value, {}), f"{prefix}{key.value}.")
+
+    walk(yaml.compose(path.read_text()), schema, "")
+    return missing
+
+
+@pytest.mark.parametrize("values_file", ["values.yaml", "values-production.yaml"])
+def test_every_values_key_is_documented(values_file: str) -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert undocumented_keys(CHART_DIR / values_file, schema) == []
+
+
+def test_schema_covers_every_default_key() -> None:
+    """The strict schema and values.yaml agree: the defaults themselves validate (helm lint) and
+    every top-level default key is a schema property."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(defaults) <= set(schema["properties"])
