@@ -169,4 +169,4 @@ def _raise_for_rows(bad: pd.Series, raw: pd.DataFrame, column: str, expectation:
 
 
 def _line(position: int) -> int:
-    return position + FIRST_DATA_LINE
+    return int(position) + FIRST_DATA_LINE
