@@ -9,7 +9,7 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_INSTALLED := $(DEPLOY_VENV)/.installed
 PORT ?= 3000
 
-.PHONY: install deploy-tools train build serve run test test-fast benchmark load-benchmark image clean
+.PHONY: install deploy-tools train build serve run test test-fast benchmark load-benchmark image image-test clean
 
 $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -49,10 +49,23 @@ benchmark: install
 	$(BIN)/python -m benchmarks.training_benchmark
 
 load-benchmark: build
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the load benchmark"; \
+		apt-get install -y wrk >/dev/null 2>&1 || sudo apt-get install -y wrk; }
 	$(BIN)/python -m benchmarks.load_benchmark
 
+# OCI image with podman from the latest bento, on a Debian base built from Debian packages
+# (scripts/build_base_image.sh; no registry needed). See docs/image.md.
 image: build
-	bash scripts/build_image.sh
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman runc debootstrap uidmap fuse-overlayfs slirp4netns; }
+	PYTHON=$(BIN)/python BENTOML=$(BIN)/bentoml bash scripts/build_image.sh
+
+# Builds the real image and runs it (tests/deploy/test_image.py; opt-in, not part of `make test`).
+image-test: install
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y podman runc debootstrap uidmap fuse-overlayfs slirp4netns; }
+	bash scripts/build_base_image.sh
+	CREDIT_PD_IMAGE_TEST=1 $(BIN)/python -m pytest tests/deploy/test_image.py -m integration -v -s
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) reports build .pytest_cache

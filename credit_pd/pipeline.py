@@ -146,6 +146,7 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
         "n_trees": model.booster.num_trees(),
         "num_leaves": config.lightgbm.num_leaves,
         "max_depth": config.lightgbm.max_depth,
+        "monotone_features": ", ".join(f"`{f.name}`" for f in schema.features if f.monotone is not None) or "none",
         "calibration": model.scoring_spec()["calibration"],
         "training_seconds": seconds,
         "explained_rows_per_s": measure_explained_rows_per_s(model, frame, schema),

@@ -18,8 +18,9 @@ expressed as a rate live in schemas/klarna_sample_profile.yaml.
 
 Labels are Bernoulli draws from `true_pd`, a documented function of the written features only
 (so a model can in principle learn it, and the benchmark can compare with the oracle):
-log-odds are an intercept plus non-linear effects (payment span, age U-shape, night-time
-purchases), interactions (unpaid purchase x unpaid bills, debt collection x recent reminders),
+log-odds are an intercept plus non-linear effects (a late-payment threshold near 30 days of
+average payment span, an age U-shape, night-time purchases), interactions (unpaid purchase x
+unpaid bills, debt collection x recent reminders, young customer x no payment history),
 informative missingness (no payment history, no account status) and several features with no
 effect at all (time of day outside the night, merchant category within its group, capital paid
 12-24 months ago, the largest paid invoice over 24 months, account termination days).
@@ -68,8 +69,8 @@ class SampleShape:
 class TruthCoefficients:
     """The ground-truth PD function's log-odds terms (see `true_log_odds`)."""
 
-    intercept: float = -6.50  # with `scale`, gives ~1.4% defaults and an oracle ROC AUC ~0.90
-    scale: float = 1.3  # multiplies every effect below: sets how well the oracle discriminates
+    intercept: float = -6.74  # with `scale`, gives ~1.4% defaults and an oracle ROC AUC ~0.90
+    scale: float = 1.34  # multiplies every effect below: sets how well the oracle discriminates
     debt_collection_12m: float = 0.85  # x log1p(num_arch_dc_0_12m)
     debt_collection_24m: float = 0.45  # x log1p(num_arch_dc_12_24m)
     reminders_12m: float = 0.35  # x log1p(num_arch_rem_0_12m)
@@ -78,9 +79,13 @@ class TruthCoefficients:
     unpaid_bills: float = 0.18  # x log1p(num_unpaid_bills)
     unpaid_purchase: float = 0.75  # has_paid is False
     unpaid_purchase_x_bills: float = 0.3  # x log1p(num_unpaid_bills) when has_paid is False
-    span_slope: float = 0.9  # x clip(log(span / 15 days), -1, 1.5)
+    span_late: float = 1.1  # x logistic((span - 30 days) / 4 days): a threshold, not a trend
+    span_late_days: float = 30.0
+    span_late_width_days: float = 4.0
     no_payment_history: float = 0.75  # avg_payment_span_0_12m missing
     young_slope: float = 0.55  # per 12 years below 30
+    young_thin_file: float = 0.6  # interaction: under 25 and no payment history
+    young_thin_file_age: float = 25.0
     old_slope: float = 0.3  # per 15 years above 65
     night_purchase: float = 0.35  # time_hours before 06:00
     recovery_debt: float = 1.0
@@ -182,7 +187,8 @@ def true_log_odds(features: pd.DataFrame, truth: TruthCoefficients = TRUTH) -> n
     unpaid = np.log1p(num["num_unpaid_bills"])
     has_paid = _as_bool(features["has_paid"])
     span = num["avg_payment_span_0_12m"]
-    span_term = np.where(np.isnan(span), truth.no_payment_history, truth.span_slope * np.clip(np.log(np.maximum(span, 1.0) / 15.0), -1.0, 1.5))
+    late = 1.0 / (1.0 + np.exp(-(np.nan_to_num(span, nan=0.0) - truth.span_late_days) / truth.span_late_width_days))
+    span_term = np.where(np.isnan(span), truth.no_payment_history, truth.span_late * late)
     age = num["age"]
     ratio = np.nan_to_num(num["account_incoming_debt_vs_paid_0_24m"], nan=0.0)
     account_status = num["account_status"]
@@ -197,6 +203,7 @@ def true_log_odds(features: pd.DataFrame, truth: TruthCoefficients = TRUTH) -> n
         + span_term
         + truth.young_slope * np.maximum(0.0, (30.0 - age) / 12.0)
         + truth.old_slope * np.maximum(0.0, (age - 65.0) / 15.0)
+        + truth.young_thin_file * (np.isnan(span) & (age < truth.young_thin_file_age))
         + truth.night_purchase * (num["time_hours"] < 6.0)
         + truth.recovery_debt * (num["recovery_debt"] > 0)
         + truth.incoming_debt_slope * np.clip(np.log1p(ratio), 0.0, 2.0)
