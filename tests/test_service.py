@@ -12,11 +12,7 @@ import json
 import math
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -26,8 +22,8 @@ from credit_pd.loading import labelled_mask, load_dataset
 from credit_pd.serving import requests_from_frame
 
 from tests.conftest import REPO_ROOT
+from tests.serving_process import bentoml_serve
 
-SERVER_START_TIMEOUT_S = 120
 MAX_PER_REQUEST = 200
 
 
@@ -95,47 +91,10 @@ def test_asgi_openapi_documents_the_fields(asgi_client):
 
 # ---------------------------------------------------------------- real server ----------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(service_env, tmp_path_factory):
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service:CreditPDService", "--port", str(port), "--host", "127.0.0.1"],
-            cwd=REPO_ROOT, env=service_env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, process, log_path)
+    with bentoml_serve("service:CreditPDService", service_env, REPO_ROOT, tmp_path_factory.mktemp("serve") / "serve.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def wait_until_ready(base: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"bentoml serve not ready after {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
-
-
 
 
 @pytest.mark.integration
