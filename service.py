@@ -11,9 +11,17 @@ import bentoml
 from credit_pd.config import ServingSettings
 from credit_pd.model_store import load_from_store
 from credit_pd.schema import load_schema
-from credit_pd.serving import PDScorer, PredictionOut, RetryAfterOn503, application_list_type, build_application_model
+from credit_pd.serving import (
+    PDScorer,
+    PredictionOut,
+    RetryAfterOn503,
+    application_list_type,
+    build_application_model,
+    cap_batcher_hold_time,
+)
 
 settings = ServingSettings()
+cap_batcher_hold_time(settings.max_batch_hold_ms)
 Application = build_application_model(load_schema(settings.schema_path), settings)
 Applications = application_list_type(Application, settings)
 

@@ -127,8 +127,10 @@ class PDScorer:
             raw[~explained] = self.model.raw_score(matrix[~explained])
         pds = self.model.calibrator.apply(raw)
         explained_rank = np.cumsum(explained) - 1
+        # model_construct: every value below is produced here with the declared type, so
+        # re-validating ~12 response objects per row would only cost latency in the hot path.
         return [
-            PredictionOut(
+            PredictionOut.model_construct(
                 uuid=app.uuid,
                 pd=float(pds[i]),
                 model_tag=self.model_tag,
@@ -142,10 +144,10 @@ class PDScorer:
     def _explanation(self, app: BaseModel, record: dict, contributions: np.ndarray, base: float, raw: float) -> ExplanationOut:
         top_k = None if app.top_k == "all" else app.top_k
         ranked = rank_contributions(contributions, self.feature_names, record, top_k)
-        return ExplanationOut(
+        return ExplanationOut.model_construct(
             base_value=float(base),
             raw_score=float(raw),
-            contributions=[FeatureContributionOut(feature=c.feature, value=c.value, contribution=c.contribution) for c in ranked],
+            contributions=[FeatureContributionOut.model_construct(feature=c.feature, value=c.value, contribution=c.contribution) for c in ranked],
         )
 
     def _warnings(self, record: dict) -> list[str]:
@@ -184,6 +186,34 @@ class RetryAfterOn503:
             await send(message)
 
         await self.app(scope, receive, send_with_retry_after)
+
+
+def cap_batcher_hold_time(max_hold_ms: float) -> bool:
+    """Stop BentoML's adaptive batcher from holding requests longer than `max_hold_ms` on purpose.
+
+    The batcher (bentoml 1.4 `CorkDispatcher`) holds a lone request for about the mean wait it
+    observed over its last 50 batches. Under overload those waits are queueing time (hundreds of
+    ms), so after a burst it kept holding single requests ~300 ms for minutes (measured by the
+    load benchmark). Capping the learned hold leaves queueing and load shedding as they are and
+    only bounds the deliberate wait. Returns False (and changes nothing) if BentoML's internals
+    moved, so an upgrade degrades to stock behaviour rather than failing.
+    """
+    try:
+        from bentoml._internal.marshal.dispatcher import Optimizer
+    except ImportError:
+        return False
+    refresh = getattr(Optimizer, "trigger_refresh", None)
+    if refresh is None or getattr(refresh, "capped_hold_s", None) is not None:
+        return refresh is not None
+    cap_s = max_hold_ms / 1000.0
+
+    def trigger_refresh_capped(self: Any) -> None:
+        refresh(self)
+        self.wait = min(self.wait, cap_s)
+
+    trigger_refresh_capped.capped_hold_s = cap_s  # type: ignore[attr-defined]
+    Optimizer.trigger_refresh = trigger_refresh_capped
+    return True
 
 
 def requests_from_frame(frame: "pd.DataFrame", schema: DatasetSchema) -> list[dict[str, Any]]:

@@ -152,3 +152,21 @@ def test_worse_payment_history_never_lowers_the_pd(scorer, applications, field):
 def test_uuid_never_changes_the_pd(scorer, applications):
     renamed = [a.model_copy(update={"uuid": f"other-{i}"}) for i, a in enumerate(applications[:50])]
     assert [r.pd for r in scorer.score(renamed)] == [r.pd for r in scorer.score(applications[:50])]
+
+
+def test_batcher_hold_time_is_capped_after_queueing_waits():
+    from bentoml._internal.marshal.dispatcher import Optimizer
+
+    from credit_pd.serving import cap_batcher_hold_time
+
+    assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
+    optimizer = Optimizer(max_latency=0.5)
+    for _ in range(20):  # batches that waited 300 ms in a queue, as under overload
+        optimizer.o_stat.append((8, 0.004, 0.3))
+    optimizer.trigger_refresh()
+    assert optimizer.wait == pytest.approx(0.010)
+    optimizer.o_stat.clear()
+    for _ in range(20):
+        optimizer.o_stat.append((1, 0.002, 0.001))
+    optimizer.trigger_refresh()
+    assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
