@@ -18,6 +18,7 @@ from credit_pd.serving import (
     application_list_type,
     build_application_model,
     cap_batcher_hold_time,
+    freeze_startup_objects,
 )
 
 settings = ServingSettings()
@@ -39,6 +40,7 @@ class CreditPDService:
 
     def __init__(self) -> None:
         self.scorer = PDScorer(load_from_store(self.model, num_threads=settings.lightgbm_threads), str(self.model.tag))
+        freeze_startup_objects()
 
     @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
     def predict(self, applications: Applications) -> list[PredictionOut]:

@@ -170,3 +170,16 @@ def test_batcher_hold_time_is_capped_after_queueing_waits():
         optimizer.o_stat.append((1, 0.002, 0.001))
     optimizer.trigger_refresh()
     assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
+
+
+def test_start_up_objects_are_frozen_out_of_gc_scans():
+    import gc
+
+    from credit_pd.serving import freeze_startup_objects
+
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        assert gc.isenabled(), "objects created after start-up must still be collected"
+    finally:
+        gc.unfreeze()
