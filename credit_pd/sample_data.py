@@ -139,8 +139,9 @@ def generate_sample(config: SampleConfig = SampleConfig()) -> SampleDataset:
     risk = rng.standard_normal(n)
     columns: dict[str, np.ndarray] = {}
     columns.update(_purchase_context(rng, n, risk))
-    columns.update(_invoice_history(rng, engagement, risk))
-    columns.update(_archived_statuses(rng, columns))
+    history, reminders_12_24m = _invoice_history(rng, engagement, risk)
+    columns.update(history)
+    columns.update(_archived_statuses(rng, columns, reminders_12_24m))
     columns.update(_account_block(rng, engagement, risk))
     features = _as_schema_types(pd.DataFrame(columns), load_schema())
     log_odds = true_log_odds(features)
@@ -275,8 +276,11 @@ def _purchase_context(rng: np.random.Generator, n: int, risk: np.ndarray) -> dic
     }
 
 
-def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.ndarray) -> dict[str, np.ndarray]:
-    """Invoice counts, paid sums and payment spans; no history in 12 months leaves NA blocks."""
+def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Invoice counts, paid sums and payment spans; no history in 12 months leaves NA blocks.
+
+    Also returns the reminders of 12-24 months ago: the export has no column for them, but the
+    archived-status columns must be consistent with them."""
     n = len(engagement)
     history_score = engagement + 0.5 * rng.standard_normal(n)
     no_history = history_score < np.quantile(history_score, SHAPE.no_history_share)
@@ -312,6 +316,7 @@ def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.
     written_off_24m = np.where(write_off_na, np.nan, (rng.random(n) < 0.0003 * (1 + dc_24m)).astype(float))
     recovery = np.where(rng.random(n) < 0.0015 * (1 + 3 * (dc_12m + dc_24m)), np.round(np.exp(np.log(1500) + 0.8 * rng.standard_normal(n))), 0.0)
     worst_active = np.where(active > 0, 1.0 + (rng.random(n) < 0.1 * np.exp(0.5 * risk).clip(0, 5)) + (rng.random(n) < 0.004 * np.exp(risk)), np.nan)
+    reminders_12_24m = np.where(had_old, rng.poisson(volume * bad_share * 0.3), 0).astype(float)
     return {
         "num_arch_ok_0_12m": ok_12m.astype(float),
         "num_arch_ok_12_24m": ok_24m.astype(float),
@@ -330,17 +335,16 @@ def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.
         "avg_payment_span_0_3m": span_3m,
         "recovery_debt": recovery,
         "worst_status_active_inv": worst_active,
-        "_old_reminders": np.where(had_old, rng.poisson(volume * bad_share * 0.3), 0).astype(float),
-    }
+    }, reminders_12_24m
 
 
-def _archived_statuses(rng: np.random.Generator, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _archived_statuses(rng: np.random.Generator, columns: dict[str, np.ndarray], reminders_12_24m: np.ndarray) -> dict[str, np.ndarray]:
     """Statuses of archived invoices: 0 none, 1 paid, 2 reminder, 3 debt collection, 5 written off.
 
     The last three statuses are draws from the customer's own invoice mix; the window maxima are
     consistent with the counts (max over 24 months >= over 12 >= over 6)."""
     ok12, rem12, dc12 = columns["num_arch_ok_0_12m"], columns["num_arch_rem_0_12m"], columns["num_arch_dc_0_12m"]
-    ok24, dc24, rem24 = columns["num_arch_ok_12_24m"], columns["num_arch_dc_12_24m"], columns.pop("_old_reminders")
+    ok24, dc24, rem24 = columns["num_arch_ok_12_24m"], columns["num_arch_dc_12_24m"], reminders_12_24m
     written_off = np.nan_to_num(columns["num_arch_written_off_0_12m"]) + np.nan_to_num(columns["num_arch_written_off_12_24m"])
     counts = np.stack([ok12 + ok24, rem12 + rem24, dc12 + dc24], axis=1)
     total = counts.sum(axis=1)
@@ -349,7 +353,11 @@ def _archived_statuses(rng: np.random.Generator, columns: dict[str, np.ndarray])
     for rank, name in enumerate(("status_last_archived_0_24m", "status_2nd_last_archived_0_24m", "status_3rd_last_archived_0_24m")):
         drawn = 1 + (rng.random(len(total))[:, None] > np.cumsum(shares, axis=1)).sum(axis=1)
         statuses[name] = np.where(total > rank, np.minimum(drawn, 3), 0)
-    half = lambda counts: rng.binomial(counts.astype(int), 0.5)  # noqa: E731 - invoices in the last 6 months
+
+    def half(counts: np.ndarray) -> np.ndarray:
+        """Of a 12-month count, those in the last 6 months."""
+        return rng.binomial(counts.astype(int), 0.5)
+
     statuses["status_max_archived_0_6_months"] = _window_max(half(ok12), half(rem12), half(dc12), 0)
     statuses["status_max_archived_0_12_months"] = _window_max(ok12, rem12, dc12, 0)
     statuses["status_max_archived_0_24_months"] = np.maximum(
