@@ -169,7 +169,7 @@ def store_metadata(facts: dict, schema: DatasetSchema, cv: CrossValidationResult
         "cv_metrics_summary": cv.summary,
         "cv_metrics_pooled": cv.pooled.as_dict(),
         "cv_best_iterations": cv.best_iterations,
-        "schema": schema.model_dump(mode="json", exclude_none=True),
+        "schema": schema.model_dump(mode="json", exclude_none=True, exclude={"example"}),
         "library_versions": {name: version(name) for name in LIBRARIES},
     }
 

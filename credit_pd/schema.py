@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -70,6 +70,16 @@ class DatasetSchema(BaseModel):
     separator: str = ";"
     missing_marker: str = "NA"
     features: tuple[FeatureSpec, ...] = Field(min_length=1)
+    # One application with every feature (null = missing): shown in the service's OpenAPI document.
+    example: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _example_names_the_features(self) -> "DatasetSchema":
+        if self.example is not None and set(self.example) != {f.name for f in self.features}:
+            missing = sorted({f.name for f in self.features} - set(self.example))
+            unknown = sorted(set(self.example) - {f.name for f in self.features})
+            raise ValueError(f"example must give every feature and nothing else; missing {missing}, unknown {unknown}")
+        return self
 
     @model_validator(mode="after")
     def _names_unique(self) -> "DatasetSchema":

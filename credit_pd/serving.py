@@ -65,9 +65,17 @@ def build_application_model(schema: DatasetSchema, settings: ServingSettings) ->
     )
     return create_model(
         "Application",
-        __config__=ConfigDict(extra="forbid", json_schema_extra={"description": f"One credit application ({schema.name})."}),
+        __config__=ConfigDict(extra="forbid", json_schema_extra=_application_schema_extra(schema)),
         **fields,
     )
+
+
+def _application_schema_extra(schema: DatasetSchema) -> dict[str, Any]:
+    extra: dict[str, Any] = {"description": f"One credit application ({schema.name})."}
+    if schema.example is not None:
+        # OpenAPI 3.0's singular `example`: BentoML's OpenAPI model rejects JSON Schema `examples`.
+        extra["example"] = {**schema.example, "uuid": "example-1"}
+    return extra
 
 
 def _as_list(value: Any) -> Any:

@@ -56,3 +56,18 @@ def test_malformed_schema_is_explained(tmp_path: Path, text: str, message: str):
 def test_absent_schema(tmp_path: Path):
     with pytest.raises(SchemaError, match="does not exist"):
         load_schema(tmp_path / "absent.yaml")
+
+
+def test_example_must_name_every_feature(tmp_path):
+    import yaml
+
+    from credit_pd.errors import SchemaError
+    from credit_pd.schema import DEFAULT_SCHEMA_PATH, load_schema
+
+    raw = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text())
+    del raw["example"]["age"]
+    raw["example"]["shoe_size"] = 42
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SchemaError, match=r"missing \['age'\], unknown \['shoe_size'\]"):
+        load_schema(path)

@@ -131,7 +131,7 @@ def test_reserved_option_names_cannot_be_features(schema, settings):
     from credit_pd.schema import DatasetSchema
 
     clashing = DatasetSchema.model_validate(
-        schema.model_dump() | {"features": [*schema.model_dump()["features"], {"name": "explain", "type": "numeric"}]}
+        schema.model_dump() | {"features": [*schema.model_dump()["features"], {"name": "explain", "type": "numeric"}], "example": None}
     )
     with pytest.raises(ValueError, match="reserved request field"):
         build_application_model(clashing, settings)
@@ -183,3 +183,12 @@ def test_start_up_objects_are_frozen_out_of_gc_scans():
         assert gc.isenabled(), "objects created after start-up must still be collected"
     finally:
         gc.unfreeze()
+
+
+def test_schema_example_validates_and_scores(schema, application_model, scorer):
+    assert schema.example is not None
+    application = application_model.model_validate(schema.example)
+    [result] = scorer.score([application])
+    assert 0.0 <= result.pd <= 1.0
+    assert result.explanation is not None and result.warnings == []
+    assert application_model.model_json_schema()["example"]["age"] == schema.example["age"]
