@@ -27,7 +27,7 @@ from tests.deploy.deploy_tools import (
 SERVICE_PORT = 3000
 # The service's settings (credit_pd/config.py ServingSettings) the chart must expose.
 SETTINGS_ENV = ("CREDIT_PD_MODEL_TAG", "CREDIT_PD_WORKERS", "CREDIT_PD_LIGHTGBM_THREADS", "CREDIT_PD_MAX_BATCH_SIZE",
-                "CREDIT_PD_MAX_LATENCY_MS", "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST")
+                "CREDIT_PD_MAX_LATENCY_MS", "CREDIT_PD_MAX_BATCH_HOLD_MS", "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST")
 RENDERINGS = ("default_objects", "production_objects", "s3_objects")
 
 
