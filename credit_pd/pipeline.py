@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -21,6 +19,7 @@ import pandas as pd
 from credit_pd.config import DEFAULT_DATASET_PATH, MODEL_NAME, SampleConfig, TrainingConfig
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
+from credit_pd.files import atomic_write
 from credit_pd.loading import check_trainable, labelled_mask, load_dataset
 from credit_pd.model_store import save_to_store
 from credit_pd.report import ReportInputs, write_report
@@ -101,15 +100,7 @@ def run_training(
 def write_predictions(path: Path, ids: pd.Series, pd_values: np.ndarray) -> None:
     """`uuid,pd` for every unlabelled row, written to a temp file then renamed into place."""
     table = pd.DataFrame({PREDICTION_COLUMNS[0]: ids.to_numpy(), PREDICTION_COLUMNS[1]: pd_values})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            table.to_csv(out, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda out: table.to_csv(out, index=False))
 
 
 def file_sha256(path: Path) -> str:

@@ -28,8 +28,6 @@ effect at all (time of day outside the night, merchant category within its group
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +37,8 @@ import pandas as pd
 import yaml
 
 from credit_pd.config import SampleConfig
+from credit_pd.files import atomic_write
+from credit_pd.loading import TRUE_SPELLINGS
 from credit_pd.schema import DatasetSchema, FeatureType, load_schema
 
 PROFILE_PATH = Path(__file__).parent / "schemas" / "klarna_sample_profile.yaml"
@@ -163,9 +163,9 @@ def write_sample(dataset_path: Path | str, config: SampleConfig = SampleConfig()
     sample = generate_sample(config)
     schema = load_schema()
     truth_path = true_pd_path_for(dataset_path)
-    _atomic_write(truth_path, lambda handle: sample.true_pd.reset_index().to_csv(handle, index=False, float_format="%.12g"))
+    atomic_write(truth_path, lambda handle: sample.true_pd.reset_index().to_csv(handle, index=False, float_format="%.12g"))
     text = to_export_format(sample.frame, schema)
-    _atomic_write(dataset_path, lambda handle: text.to_csv(handle, sep=schema.separator, index=False))
+    atomic_write(dataset_path, lambda handle: text.to_csv(handle, sep=schema.separator, index=False))
     return truth_path
 
 
@@ -239,7 +239,7 @@ def _lookup(values: np.ndarray, table: tuple[tuple, ...]) -> np.ndarray:
 
 def _as_bool(column: pd.Series) -> np.ndarray:
     if column.dtype == object:
-        return column.astype(str).isin(["True", "true", "1", "1.0"]).to_numpy()
+        return column.astype(str).isin(TRUE_SPELLINGS).to_numpy()
     return column.to_numpy(dtype=float) == 1.0
 
 
@@ -471,15 +471,3 @@ def _float_text(value: float) -> str:
     """Python's shortest round-trip repr, capped at the export's 15 significant digits."""
     text = repr(float(value))
     return text if len(text) <= 17 else f"{value:.15g}"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

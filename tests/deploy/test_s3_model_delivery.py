@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.deploy_tools import run_tool, service_pods
+from tests.serving_process import bentoml_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -47,33 +45,12 @@ SAVE_MODELS = textwrap.dedent('''
         tags.append(str(model.tag))
     print(" ".join(tags))
 ''')
-STARTUP_TIMEOUT_S = 90
 
 
 def bentoml_env(home: Path, **extra: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "BENTOML_HOME": str(home),
             "BENTOML_DO_NOT_TRACK": "true", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "bentoml serve exited"
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url}/readyz not 200 within {STARTUP_TIMEOUT_S}s")
 
 
 def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: list[dict], tmp_path: Path) -> None:
@@ -121,21 +98,9 @@ def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: l
     served_bento = tmp_path / "pod" / "bento"
     shutil.copytree(image_bento, served_bento, ignore=shutil.ignore_patterns("models"))
     shutil.copytree(model_store, served_bento / "models")
-    port = free_port()
-    service_home = tmp_path / "service-home"
-    process = subprocess.Popen([bentoml, "serve", served_bento, "--port", str(port), "--host", "127.0.0.1"],
-                               env=bentoml_env(service_home, MODEL_TAG=from_s3, TMPDIR=str(tmp_path)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process)
+    service_env = bentoml_env(tmp_path / "service-home", MODEL_TAG=from_s3, TMPDIR=str(tmp_path))
+    with bentoml_serve(str(served_bento), service_env, tmp_path, tmp_path / "serve.log") as url:
         request = urllib.request.Request(f"{url}/which", data=b"{}", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = response.read().decode()
-        assert answer == f"{from_s3} from-s3", answer
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    assert answer == f"{from_s3} from-s3", answer
