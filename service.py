@@ -1,29 +1,26 @@
 """BentoML service: `POST /predict` scores applications with a PD and an exact SHAP explanation.
 
-Serve with `bentoml serve` (see README). Tunables come from `CREDIT_PD_*` environment
-variables (credit_pd.config.ServingSettings); the logic lives in credit_pd.serving.
+Serve with `bentoml serve` (see README). The request contract is built from the stored model
+itself (its schema, vocabularies and example travel in the model store entry), so whatever model
+`CREDIT_PD_MODEL_TAG` names is served with its own API. Tunables are `CREDIT_PD_*` environment
+variables (credit_pd.serving.settings); the logic lives in credit_pd.serving.
 """
 
 from __future__ import annotations
 
 import bentoml
 
-from credit_pd.config import ServingSettings
-from credit_pd.model_store import load_from_store
-from credit_pd.schema import load_schema
-from credit_pd.serving import (
-    PDScorer,
-    PredictionOut,
-    RetryAfterOn503,
-    application_list_type,
-    build_application_model,
-    cap_batcher_hold_time,
-    freeze_startup_objects,
-)
+from credit_pd.model_store import get_stored_model, load_from_store
+from credit_pd.serving.contract import PredictionOut, application_list_type, build_application_model
+from credit_pd.serving.runtime import RetryAfterOn503, cap_batcher_hold_time, freeze_startup_objects
+from credit_pd.serving.scorer import PDScorer
+from credit_pd.serving.settings import ServingSettings
 
 settings = ServingSettings()
 cap_batcher_hold_time(settings.max_batch_hold_ms)
-Application = build_application_model(load_schema(settings.schema_path), settings)
+stored_model = get_stored_model(settings.model_tag)
+scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
+Application = build_application_model(scoring_model.schema, settings)
 Applications = application_list_type(Application, settings)
 
 
@@ -36,10 +33,10 @@ Applications = application_list_type(Application, settings)
 class CreditPDService:
     """Probability of default for buy-now-pay-later applications, with explanations."""
 
-    model = bentoml.models.BentoModel(settings.model_tag)
+    model = bentoml.models.BentoModel(str(stored_model.tag))
 
     def __init__(self) -> None:
-        self.scorer = PDScorer(load_from_store(self.model, num_threads=settings.lightgbm_threads), str(self.model.tag))
+        self.scorer = PDScorer(scoring_model, str(stored_model.tag))
         freeze_startup_objects()
 
     @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from credit_pd.pipeline import run_training  # heavy imports only after --help
+    from credit_pd.training.run import run_training  # heavy imports only after --help
 
     config = TrainingConfig(n_folds=args.folds, num_threads=args.threads)
     try:

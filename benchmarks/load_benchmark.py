@@ -29,11 +29,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig, ServingSettings
-from credit_pd.loading import load_dataset
+from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig
+from credit_pd.serving.settings import ServingSettings
+from credit_pd.training.dataset import load_dataset
 from credit_pd.model_store import load_from_store
 from credit_pd.schema import load_schema
-from credit_pd.serving import PDScorer, application_list_type, build_application_model, requests_from_frame
+from credit_pd.client import requests_from_frame
+from credit_pd.serving.contract import application_list_type, build_application_model
+from credit_pd.serving.scorer import PDScorer
 
 CONCURRENCY_LEVELS = (1, 8, 32, 128)
 BATCH_ROWS = 100
@@ -152,12 +155,12 @@ async def steady_rate(url: str, body: bytes, rate: int, seconds: int) -> LoadRes
 def in_process_rows_per_s(model_tag: str, applications: list[dict], batch_rows: int, repeats: int = 20) -> float:
     """The same validation + model + TreeSHAP + response building the service does, minus HTTP."""
     settings = ServingSettings()
-    schema = load_schema(settings.schema_path)
-    batch_type = application_list_type(build_application_model(schema, settings), settings)
+    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
+    batch_type = application_list_type(build_application_model(model.schema, settings), settings)
     from pydantic import TypeAdapter
 
     adapter = TypeAdapter(batch_type)
-    scorer = PDScorer(load_from_store(model_tag, num_threads=settings.lightgbm_threads), model_tag)
+    scorer = PDScorer(model, model_tag)
     body = applications[:batch_rows]
     best = float("inf")
     for _ in range(repeats):
@@ -171,7 +174,7 @@ def sample_applications(n: int) -> list[dict]:
     schema = load_schema()
     path = DEFAULT_DATASET_PATH
     if not path.exists():
-        from credit_pd.sample_data import write_sample
+        from credit_pd.training.sample import write_sample
 
         path = Path(tempfile.mkdtemp()) / "dataset.csv"
         write_sample(path, SampleConfig(n_rows=5_000))

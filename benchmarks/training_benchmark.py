@@ -32,11 +32,11 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from credit_pd.config import LightGBMParams, SampleConfig, TrainingConfig
 from credit_pd.features import FeatureEncoder
-from credit_pd.loading import labelled_mask, load_dataset
-from credit_pd.metrics import ForecastMetrics, score_forecast
-from credit_pd.sample_data import true_pd_path_for, write_sample
+from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.training.metrics import ForecastMetrics, score_forecast
+from credit_pd.training.sample import true_pd_path_for, write_sample
 from credit_pd.schema import DatasetSchema, FeatureType, load_schema
-from credit_pd.training import cross_validate, fit_final_model
+from credit_pd.training.fit import cross_validate, fit_final_model
 
 EXPLAIN_BATCH = 1_000
 EXPLAIN_REPEATS = 5
@@ -73,7 +73,7 @@ def project_model(name: str, matrix, y, encoder, frame, config: TrainingConfig) 
     started = time.perf_counter()
     cv = cross_validate(matrix, y, encoder, config, progress=True)
     seconds = time.perf_counter() - started
-    model = fit_final_model(matrix, y, encoder, cv, config)
+    model = fit_final_model(matrix, y, encoder, cv, config, load_schema())
     batch = matrix[:EXPLAIN_BATCH]
     rate = EXPLAIN_BATCH / best_of(EXPLAIN_REPEATS, lambda: model.explain(batch))
     return Row(name, cv.pooled, seconds, rate)

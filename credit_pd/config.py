@@ -1,16 +1,14 @@
 """Every tunable in one place, each with a default that works and a one-line reason.
 
-Training settings are a frozen dataclass passed explicitly (tests shrink them); serving settings
-are read from `CREDIT_PD_*` environment variables so the Helm chart and `bentoml serve` can set
-them without code changes.
+Training settings are a frozen dataclass passed explicitly (tests shrink them). Serving settings
+live in `credit_pd.serving.settings` (read from `CREDIT_PD_*` environment variables), so the
+bento never needs the training defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -101,38 +99,3 @@ class TrainingConfig:
     num_threads: int = 2
     seed: int = RANDOM_SEED
     lightgbm: LightGBMParams = field(default_factory=LightGBMParams)
-
-
-class ServingSettings(BaseSettings):
-    """Service tunables, overridable as `CREDIT_PD_<FIELD>` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="CREDIT_PD_", extra="ignore")
-
-    # Model store tag to serve; pin a version (e.g. credit_pd_model:abc123) in production.
-    model_tag: str = f"{MODEL_NAME}:latest"
-    # One worker per core: LightGBM + TreeSHAP are CPU-bound and single-threaded per worker.
-    workers: int = 2
-    # LightGBM threads per worker; workers x threads should not exceed the pod's cores.
-    lightgbm_threads: int = 1
-    # Largest merged batch the adaptive batcher may form (rows).
-    max_batch_size: int = 256
-    # Longest predicted wait in the batcher before a request is shed with 503 + Retry-After.
-    # 500 ms: at concurrency 32 p99 stays ~250 ms with no 503s, while overload is shed instead of
-    # queued for seconds; BentoML's batcher also learns its hold time from observed waits, so a
-    # low cap keeps latency low after a burst (2,000 ms gave p99 123 ms at a steady 200 req/s).
-    max_latency_ms: int = 500
-    # Longest the batcher may hold a request on purpose to grow a batch (see
-    # serving.cap_batcher_hold_time): about one merged batch's compute time on 2 cores.
-    max_batch_hold_ms: float = 10.0
-    # Largest list one client request may carry; bigger requests get a 400 naming the limit, not a slow 5xx.
-    max_applications_per_request: int = 1_000
-    # Features returned per explanation unless the request asks otherwise.
-    default_top_k: int = 10
-    # HTTP request timeout (seconds) inside BentoML.
-    request_timeout_s: int = 30
-    # Seconds a shed (503) client is told to wait before retrying.
-    retry_after_s: int = 1
-    # Schema the request model is built from; must match the one the model was trained with.
-    schema_path: str = str(Path(__file__).parent / "schemas" / "klarna.yaml")
-    # Per-request access logs cost ~10% throughput at hundreds of requests/s; metrics still count.
-    access_log: bool = False

@@ -4,10 +4,19 @@ Categoricals become integer codes of a vocabulary learned once from the training
 with the model, so training, batch scoring and the service encode a value identically and the
 booster's native categorical splits see the same codes. Missing and unseen categories both become
 NaN, which LightGBM routes down its learned missing-value branch.
+
+Categories have one canonical spelling, chosen here and used by the loader, training, the service
+and batch scoring: a numeric code is written without a trailing ".0" (`1`, `1.0`, `"1"` and
+`"1.0"` all become `"1"`), any other label stays as it is, and the empty string is missing.
+The Klarna export writes `account_status` as `1.0` but `status_last_archived_0_24m` as `1`,
+and pandas hands a client numbers for both; without one canonical form the same status would be
+scored as an unseen category, i.e. as missing.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +26,43 @@ import pandas as pd
 from credit_pd.schema import DatasetSchema, FeatureType, Monotone
 
 MONOTONE_SIGN = {Monotone.INCREASING: 1, Monotone.DECREASING: -1}
+# A category label that is a plain decimal number ("1", "1.0", "-2.50", "3e2"); such labels are codes.
+NUMERIC_CODE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def canonical_category(value: Any) -> str | None:
+    """The one spelling of a category label; None for missing (None, NaN or the empty string).
+
+    Numbers and numeric strings become their shortest decimal form without a trailing ".0";
+    booleans are rejected because `True == 1` would silently turn a flag into status code 1.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"a boolean ({value!r}) is not a category label")
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise ValueError(f"{value!r} is not a category label")
+        return _format_code(float(value))
+    text = str(value)
+    if text == "":
+        return None
+    return _format_code(float(text)) if NUMERIC_CODE.match(text) else text
+
+
+def canonical_categories(column: pd.Series) -> pd.Series:
+    """`canonical_category` over a column, computed once per distinct value (object dtype out)."""
+    present = column.dropna()
+    mapping = {value: canonical_category(value) for value in present.unique()}
+    return column.astype(object).map(mapping).where(column.notna(), None)
+
+
+def _format_code(number: float) -> str:
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
 
 
 @dataclass(frozen=True)
@@ -33,7 +79,7 @@ class FeatureEncoder:
     def fit(cls, frame: pd.DataFrame, schema: DatasetSchema) -> "FeatureEncoder":
         """Learn vocabularies (sorted, so codes do not depend on row order) and value ranges."""
         categorical = {
-            name: tuple(sorted(frame[name].dropna().astype(str).unique()))
+            name: tuple(sorted(canonical_categories(frame[name]).dropna().unique()))
             for name in schema.names_of(FeatureType.CATEGORICAL)
         }
         numeric_ranges = {
@@ -48,6 +94,11 @@ class FeatureEncoder:
             numeric_ranges=numeric_ranges,
             monotone={f.name: MONOTONE_SIGN[f.monotone] for f in schema.features if f.monotone is not None},
         )
+
+    def numeric_coded(self, name: str) -> bool:
+        """True when every training label of categorical `name` is a numeric code (e.g. status 1, 2)."""
+        vocab = self.categorical[name]
+        return bool(vocab) and all(NUMERIC_CODE.match(label) for label in vocab)
 
     @property
     def categorical_indices(self) -> list[int]:
@@ -74,16 +125,17 @@ class FeatureEncoder:
                 value = record.get(name)
                 if value is None:
                     continue
-                matrix[row, col] = lookup.get(value, np.nan) if lookup is not None else float(value)
+                matrix[row, col] = lookup.get(canonical_category(value), np.nan) if lookup is not None else float(value)
         return matrix
 
     def unseen_categories(self, record: Mapping[str, Any]) -> dict[str, str]:
         """Categorical values the model never saw; they are scored as missing."""
-        return {
-            name: record[name]
-            for name, vocab in self.categorical.items()
-            if record.get(name) is not None and record[name] not in vocab
-        }
+        unseen = {}
+        for name, vocab in self.categorical.items():
+            label = canonical_category(record.get(name))
+            if label is not None and label not in vocab:
+                unseen[name] = label
+        return unseen
 
     def out_of_training_range(self, record: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
         """Numeric values outside what training saw; trees score them as the nearest seen value."""
@@ -118,6 +170,6 @@ class FeatureEncoder:
         vocab = self.categorical.get(name)
         if vocab is None:
             return column.to_numpy(dtype=np.float64, na_value=np.nan)
-        codes = pd.Categorical(column, categories=list(vocab)).codes.astype(np.float64)
+        codes = pd.Categorical(canonical_categories(column), categories=list(vocab)).codes.astype(np.float64)
         codes[codes < 0] = np.nan
         return codes

@@ -13,9 +13,9 @@ from typing import Any, Mapping
 import lightgbm as lgb
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 
 from credit_pd.features import FeatureEncoder
+from credit_pd.schema import DatasetSchema
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,12 @@ class PlattCalibrator:
     Platt scaling on the booster's log-odds, fitted on out-of-fold scores: it corrects the small
     over-confidence a refit on all rows has, keeps the PD monotone in the SHAP-explained score,
     and with two parameters cannot overfit ~1,000 positives the way isotonic regression can.
+    Fitting lives in the training wing (`credit_pd.training.fit.fit_platt`), so scikit-learn
+    stays out of the bento.
     """
 
     slope: float = 1.0
     intercept: float = 0.0
-
-    @classmethod
-    def fit(cls, raw_score: np.ndarray, y: np.ndarray) -> "PlattCalibrator":
-        model = LogisticRegression(C=np.inf).fit(np.asarray(raw_score).reshape(-1, 1), np.asarray(y))
-        return cls(slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
 
     def apply(self, raw_score: np.ndarray) -> np.ndarray:
         return expit(self.slope * np.asarray(raw_score, dtype=np.float64) + self.intercept)
@@ -53,11 +50,16 @@ class Explanation:
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """Everything needed to turn a feature matrix into calibrated PDs and their explanations."""
+    """Everything needed to turn a feature matrix into calibrated PDs and their explanations.
+
+    `schema` is the dataset schema the model was trained on (with its example application): the
+    service builds its request contract from it, so a stored model always carries its own API.
+    """
 
     booster: lgb.Booster
     encoder: FeatureEncoder
     calibrator: PlattCalibrator
+    schema: DatasetSchema
     num_threads: int = 1
 
     @property
@@ -79,6 +81,7 @@ class ScoringModel:
     def scoring_spec(self) -> dict[str, Any]:
         """The non-booster parts as plain data, stored beside the booster in the model store."""
         return {
+            "schema": self.schema.model_dump(mode="json", exclude_none=True),
             "encoder": self.encoder.to_dict(),
             "calibration": {"method": "platt", "slope": self.calibrator.slope, "intercept": self.calibrator.intercept},
         }
@@ -92,6 +95,11 @@ class ScoringModel:
                 "booster and encoder disagree on feature order: "
                 f"{booster.feature_name()[:3]}... vs {list(encoder.feature_names)[:3]}..."
             )
+        if "schema" not in spec:
+            raise ValueError("stored model carries no schema: it predates the stored-contract format; retrain it")
+        schema = DatasetSchema.model_validate(spec["schema"])
+        if tuple(schema.feature_names) != encoder.feature_names:
+            raise ValueError("stored schema and encoder disagree on the features; the model entry is inconsistent")
         calibration = spec["calibration"]
         calibrator = PlattCalibrator(slope=calibration["slope"], intercept=calibration["intercept"])
-        return cls(booster=booster, encoder=encoder, calibrator=calibrator, num_threads=num_threads)
+        return cls(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads)

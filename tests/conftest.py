@@ -37,7 +37,7 @@ def schema():
 @pytest.fixture(scope="session")
 def small_sample_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from credit_pd.config import SampleConfig
-    from credit_pd.sample_data import write_sample
+    from credit_pd.training.sample import write_sample
 
     path = tmp_path_factory.mktemp("sample") / "dataset.csv"
     write_sample(path, SampleConfig(n_rows=SMALL_SAMPLE_ROWS))
@@ -54,7 +54,7 @@ def fast_training_config():
 @pytest.fixture(scope="session")
 def trained_run(small_sample_path: Path, tmp_path_factory: pytest.TempPathFactory, fast_training_config):
     """One full training run (CV, refit, store, predictions, report) on the small sample."""
-    from credit_pd.pipeline import run_training
+    from credit_pd.training.run import run_training
     from credit_pd.schema import DEFAULT_SCHEMA_PATH
 
     out = tmp_path_factory.mktemp("run")

@@ -30,14 +30,15 @@ def bento_tag(trained_run) -> str:
     return tags[-1]
 
 
-def test_bento_holds_service_schema_and_model(bento_tag, trained_run):
+def test_bento_holds_service_and_model_but_no_training_wing(bento_tag, trained_run):
     import bentoml
 
     bento = bentoml.get(bento_tag)
     source = Path(bento.path) / "src"
     assert (source / "service.py").is_file()
-    assert (source / "credit_pd" / "schemas" / "klarna.yaml").is_file()
-    assert not (source / "credit_pd" / "training.py").exists(), "training-only code should stay out of the bento"
+    assert (source / "credit_pd" / "serving" / "scorer.py").is_file()
+    assert not (source / "credit_pd" / "training").exists(), "training-only code should stay out of the bento"
+    assert not (source / "credit_pd" / "schemas").exists(), "the stored model carries its schema; no schema file ships"
     assert not any(part.startswith(".venv") for path in source.rglob("*") for part in path.relative_to(source).parts)
     assert [str(model.tag) for service in bento.info.services for model in service.models] == [trained_run.model_tag]
 
@@ -45,8 +46,8 @@ def test_bento_holds_service_schema_and_model(bento_tag, trained_run):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_built_bento_serves_the_trained_pd(bento_tag, trained_run, small_sample_path, schema, tmp_path):
-    from credit_pd.loading import labelled_mask, load_dataset
-    from credit_pd.serving import requests_from_frame
+    from credit_pd.training.dataset import labelled_mask, load_dataset
+    from credit_pd.client import requests_from_frame
 
     frame = load_dataset(small_sample_path, schema)
     applications = requests_from_frame(frame[~labelled_mask(frame, schema)].head(5), schema)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from credit_pd.features import FeatureEncoder
-from credit_pd.loading import load_dataset
-from credit_pd.serving import requests_from_frame
+from credit_pd.training.dataset import load_dataset
+from credit_pd.client import requests_from_frame
 
 
 @pytest.fixture(scope="module")

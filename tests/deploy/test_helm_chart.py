@@ -25,7 +25,7 @@ from tests.deploy.deploy_tools import (
 )
 
 SERVICE_PORT = 3000
-# The service's settings (credit_pd/config.py ServingSettings) the chart must expose.
+# The service's settings (credit_pd/serving/settings.py ServingSettings) the chart must expose.
 SETTINGS_ENV = ("CREDIT_PD_MODEL_TAG", "CREDIT_PD_WORKERS", "CREDIT_PD_LIGHTGBM_THREADS", "CREDIT_PD_MAX_BATCH_SIZE",
                 "CREDIT_PD_MAX_LATENCY_MS", "CREDIT_PD_MAX_BATCH_HOLD_MS", "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST")
 RENDERINGS = ("default_objects", "production_objects", "s3_objects")
@@ -269,8 +269,8 @@ def test_helm_test_posts_the_example_and_checks_pd(default_objects: list[dict]) 
 
 def test_example_request_is_valid_for_the_service() -> None:
     """The helm test's example must pass the service's own request model (schema drift guard)."""
-    serving = pytest.importorskip("credit_pd.serving", reason="needs the app's environment (.venv)")
-    from credit_pd.config import ServingSettings
+    serving = pytest.importorskip("credit_pd.serving.contract", reason="needs the app's environment (.venv)")
+    from credit_pd.serving.settings import ServingSettings
     from credit_pd.schema import load_schema
 
     application = serving.build_application_model(load_schema(), ServingSettings())

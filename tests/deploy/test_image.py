@@ -103,7 +103,7 @@ def build_env(workdir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def dataset(workdir: Path) -> Path:
     from credit_pd.config import SampleConfig
-    from credit_pd.sample_data import write_sample
+    from credit_pd.training.sample import write_sample
 
     path = workdir / "dataset.csv"
     write_sample(path, SampleConfig(n_rows=SAMPLE_ROWS))
@@ -189,9 +189,9 @@ def test_readyz(container):
 
 
 def test_predict_scores_an_application(container, dataset, model_tag, measurements):
-    from credit_pd.loading import labelled_mask, load_dataset
+    from credit_pd.training.dataset import labelled_mask, load_dataset
     from credit_pd.schema import load_schema
-    from credit_pd.serving import requests_from_frame
+    from credit_pd.client import requests_from_frame
 
     schema = load_schema()
     frame = load_dataset(dataset, schema)

@@ -8,10 +8,12 @@ import pytest
 import shap
 from pydantic import TypeAdapter, ValidationError
 
-from credit_pd.config import ServingSettings
-from credit_pd.loading import labelled_mask, load_dataset
+from credit_pd.serving.settings import ServingSettings
+from credit_pd.training.dataset import labelled_mask, load_dataset
 from credit_pd.model_store import load_from_store
-from credit_pd.serving import PDScorer, application_list_type, build_application_model, requests_from_frame
+from credit_pd.client import requests_from_frame
+from credit_pd.serving.contract import application_list_type, build_application_model
+from credit_pd.serving.scorer import PDScorer
 
 
 
@@ -157,7 +159,7 @@ def test_uuid_never_changes_the_pd(scorer, applications):
 def test_batcher_hold_time_is_capped_after_queueing_waits():
     from bentoml._internal.marshal.dispatcher import Optimizer
 
-    from credit_pd.serving import cap_batcher_hold_time
+    from credit_pd.serving.runtime import cap_batcher_hold_time
 
     assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
     optimizer = Optimizer(max_latency=0.5)
@@ -175,7 +177,7 @@ def test_batcher_hold_time_is_capped_after_queueing_waits():
 def test_start_up_objects_are_frozen_out_of_gc_scans():
     import gc
 
-    from credit_pd.serving import freeze_startup_objects
+    from credit_pd.serving.runtime import freeze_startup_objects
 
     try:
         freeze_startup_objects()

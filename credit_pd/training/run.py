@@ -20,12 +20,12 @@ from credit_pd.config import DEFAULT_DATASET_PATH, MODEL_NAME, SampleConfig, Tra
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
 from credit_pd.files import atomic_write
-from credit_pd.loading import check_trainable, labelled_mask, load_dataset
+from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.model_store import save_to_store
-from credit_pd.report import ReportInputs, write_report
+from credit_pd.training.report import ReportInputs, write_report
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
-from credit_pd.training import CrossValidationResult, cross_validate, final_round_count, fit_final_model
+from credit_pd.training.fit import CrossValidationResult, cross_validate, final_round_count, fit_final_model
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def ensure_dataset(data_path: Path, schema_path: Path, sample: SampleConfig) -> 
         return data_path
     if data_path.resolve() != DEFAULT_DATASET_PATH.resolve() or schema_path.resolve() != DEFAULT_SCHEMA_PATH.resolve():
         raise DatasetError(f"dataset file {data_path} does not exist")
-    from credit_pd.sample_data import write_sample
+    from credit_pd.training.sample import write_sample
 
     print(f"{data_path} not found: generating the embedded sample dataset ({sample.n_rows:,} rows, seed {sample.seed}) there.")
     write_sample(data_path, sample)
@@ -81,7 +81,7 @@ def run_training(
     y = frame.loc[labelled, schema.target_column].to_numpy(dtype=np.float64)
 
     cv = cross_validate(matrix[labelled], y, encoder, config, progress=progress)
-    model = fit_final_model(matrix[labelled], y, encoder, cv, config)
+    model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema)
     unlabelled_pd = model.predict_pd(matrix[~labelled])
     facts = describe_run(schema, data_path, frame, labelled, cv, model, config, time.perf_counter() - started)
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
 from credit_pd.config import TrainingConfig
 from credit_pd.features import FeatureEncoder
-from credit_pd.metrics import ForecastMetrics, score_forecast, summarise_folds
+from credit_pd.schema import DatasetSchema
+from credit_pd.training.metrics import ForecastMetrics, score_forecast, summarise_folds
 from credit_pd.scoring_model import PlattCalibrator, ScoringModel
 
 
@@ -57,6 +59,12 @@ class FittedBooster:
     best_iteration: int
     inner_raw: np.ndarray
     inner_y: np.ndarray
+
+
+def fit_platt(raw_score: np.ndarray, y: np.ndarray) -> PlattCalibrator:
+    """Platt scaling (unpenalised logistic regression on the log-odds); see `PlattCalibrator`."""
+    model = LogisticRegression(C=np.inf).fit(np.asarray(raw_score).reshape(-1, 1), np.asarray(y))
+    return PlattCalibrator(slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
 
 
 def booster_params(encoder: FeatureEncoder, config: TrainingConfig, seed: int) -> dict:
@@ -107,7 +115,7 @@ def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, c
     bar = tqdm(total=config.n_folds, desc="cross-validation", unit="fold", disable=not progress)
     for fold, (train_idx, valid_idx) in enumerate(splitter.split(matrix, y), start=1):
         fitted = fit_with_early_stopping(matrix[train_idx], y[train_idx], encoder, config, seed=config.seed + fold)
-        calibrator = PlattCalibrator.fit(fitted.inner_raw, fitted.inner_y)
+        calibrator = fit_platt(fitted.inner_raw, fitted.inner_y)
         oof_raw[valid_idx] = fitted.booster.predict(matrix[valid_idx], raw_score=True, num_iteration=fitted.best_iteration)
         oof_pd[valid_idx] = calibrator.apply(oof_raw[valid_idx])
         metrics = score_forecast(y[valid_idx], oof_pd[valid_idx], config.ece_bins)
@@ -123,8 +131,9 @@ def final_round_count(cv: CrossValidationResult, config: TrainingConfig) -> int:
     return max(1, int(round(np.mean(cv.best_iterations) * config.final_rounds_multiplier)))
 
 
-def fit_final_model(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, cv: CrossValidationResult, config: TrainingConfig) -> ScoringModel:
+def fit_final_model(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, cv: CrossValidationResult, config: TrainingConfig,
+                    schema: DatasetSchema) -> ScoringModel:
     """Refit on every labelled row; calibrate on the pooled out-of-fold log-odds."""
     booster = lgb.train(booster_params(encoder, config, config.seed), make_dataset(matrix, y, encoder), num_boost_round=final_round_count(cv, config))
-    calibrator = PlattCalibrator.fit(cv.oof_raw, y)
-    return ScoringModel(booster=booster, encoder=encoder, calibrator=calibrator, num_threads=config.num_threads)
+    calibrator = fit_platt(cv.oof_raw, y)
+    return ScoringModel(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=config.num_threads)

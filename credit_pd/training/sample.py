@@ -38,10 +38,10 @@ import yaml
 
 from credit_pd.config import SampleConfig
 from credit_pd.files import atomic_write
-from credit_pd.loading import TRUE_SPELLINGS
+from credit_pd.training.dataset import TRUE_SPELLINGS
 from credit_pd.schema import DatasetSchema, FeatureType, load_schema
 
-PROFILE_PATH = Path(__file__).parent / "schemas" / "klarna_sample_profile.yaml"
+PROFILE_PATH = Path(__file__).parents[1] / "schemas" / "klarna_sample_profile.yaml"
 TRUE_PD_SUFFIX = "_true_pd"
 UUID_NAMESPACE_BYTES = 16
 

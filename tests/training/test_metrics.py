@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from credit_pd.metrics import expected_calibration_error, score_forecast, summarise_folds
+from credit_pd.training.metrics import expected_calibration_error, score_forecast, summarise_folds
 
 
 def test_ece_near_zero_for_calibrated_and_large_for_scaled_forecasts():

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from credit_pd.errors import DatasetError
-from credit_pd.loading import labelled_mask, load_dataset
+from credit_pd.training.dataset import labelled_mask, load_dataset
 from credit_pd.model_store import load_from_store
-from credit_pd.pipeline import run_training
+from credit_pd.training.run import run_training
 
 from tests.conftest import FIXTURES
 
@@ -39,7 +39,7 @@ def test_store_round_trip_reproduces_the_csv_exactly(trained_run, small_sample_p
 def test_store_metadata_tells_a_reviewer_what_the_model_is(trained_run, small_sample_path):
     import bentoml
 
-    from credit_pd.pipeline import file_sha256
+    from credit_pd.training.run import file_sha256
 
     info = bentoml.models.get(trained_run.model_tag).info
     meta = info.metadata

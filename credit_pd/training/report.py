@@ -22,7 +22,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from credit_pd.scoring_model import ScoringModel  # noqa: E402
-from credit_pd.training import CrossValidationResult  # noqa: E402
+from credit_pd.training.fit import CrossValidationResult  # noqa: E402
 
 FIGURE_SIZE = (5.0, 4.0)
 FIGURE_DPI = 110

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from credit_pd.features import FeatureEncoder
-from credit_pd.loading import labelled_mask, load_dataset
-from credit_pd.training import cross_validate, final_round_count, fit_final_model
+from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.training.fit import cross_validate, final_round_count, fit_final_model
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def test_oof_forecast_is_calibrated_in_the_mean(labelled, fast_training_config):
     assert abs(cv.oof_pd.mean() - y.mean()) < 0.25 * y.mean()
 
 
-def test_final_model_uses_cross_validated_rounds(labelled, fast_training_config):
+def test_final_model_uses_cross_validated_rounds(labelled, fast_training_config, schema):
     matrix, y, encoder = labelled
     cv = cross_validate(matrix, y, encoder, fast_training_config, progress=False)
-    model = fit_final_model(matrix, y, encoder, cv, fast_training_config)
+    model = fit_final_model(matrix, y, encoder, cv, fast_training_config, schema)
     assert model.booster.num_trees() == final_round_count(cv, fast_training_config)
     assert model.booster.feature_name() == list(encoder.feature_names)

@@ -18,8 +18,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from credit_pd.loading import labelled_mask, load_dataset
-from credit_pd.serving import requests_from_frame
+from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.client import requests_from_frame
 
 from tests.conftest import REPO_ROOT
 from tests.serving_process import bentoml_serve

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from credit_pd.errors import DatasetError
-from credit_pd.loading import check_trainable, labelled_mask, load_dataset
+from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
 
 
 @pytest.fixture(scope="module")

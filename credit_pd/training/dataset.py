@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from credit_pd.errors import DatasetError
+from credit_pd.features import canonical_categories
 from credit_pd.schema import DatasetSchema, FeatureType
 
 # Spellings accepted for boolean features; the Klarna export writes True/False.
@@ -29,8 +30,9 @@ FIRST_DATA_LINE = 2
 def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
     """Read and validate a dataset; returns typed columns in schema order.
 
-    Numeric and boolean features become float64 (NaN = missing), categoricals stay strings
-    (None = missing), the target is float64 with NaN for unlabelled rows.
+    Numeric and boolean features become float64 (NaN = missing), categoricals become their
+    canonical labels (`credit_pd.features.canonical_category`; None = missing), the target is
+    float64 with NaN for unlabelled rows.
     """
     raw = _read_raw(Path(path), schema)
     _check_ids(raw, schema)
@@ -44,7 +46,7 @@ def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
         elif spec.type is FeatureType.BOOLEAN:
             typed[spec.name] = _parse_boolean(column, spec.name)
         else:
-            typed[spec.name] = column.astype(object).where(column.notna(), None)
+            typed[spec.name] = canonical_categories(column)
     return pd.DataFrame(typed, columns=schema.columns)
 
 
@@ -80,7 +82,8 @@ def _read_raw(path: Path, schema: DatasetSchema) -> pd.DataFrame:
         path,
         sep=schema.separator,
         dtype=str,
-        na_values=[schema.missing_marker],
+        # An empty field is missing, never a category `""` (nor a number).
+        na_values=[schema.missing_marker, ""],
         keep_default_na=False,
         quoting=csv.QUOTE_MINIMAL,
     )
