@@ -30,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=TrainingConfig.num_threads,
                         help="LightGBM threads (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=TrainingConfig.seed,
+                        help="seed of the folds, the inner splits and LightGBM (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a rough, fast run for smoke tests: 2 folds, few rounds, one shape candidate")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -38,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from credit_pd.training.run import run_training  # heavy imports only after --help
 
-    config = TrainingConfig(n_folds=args.folds, num_threads=args.threads)
+    config = TrainingConfig(n_folds=args.folds, num_threads=args.threads, seed=args.seed)
+    if args.quick:
+        config = config.quick()
     try:
         run = run_training(args.data, args.schema, args.predictions, args.report_dir, config, progress=not args.quiet)
     except CreditPDError as exc:

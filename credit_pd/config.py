@@ -7,7 +7,7 @@ bento never needs the training defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,3 +99,8 @@ class TrainingConfig:
     num_threads: int = 2
     seed: int = RANDOM_SEED
     lightgbm: LightGBMParams = field(default_factory=LightGBMParams)
+
+    def quick(self) -> "TrainingConfig":
+        """A rough, fast variant for smoke tests (`train.py --quick`): the figures mean little."""
+        return replace(self, n_folds=2, shap_summary_rows=200,
+                       lightgbm=replace(self.lightgbm, max_boost_rounds=60, early_stopping_rounds=15, min_child_samples=20))

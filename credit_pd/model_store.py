@@ -8,9 +8,12 @@ training data, library versions, calibration and training time.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import bentoml
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import ModelStore
 from bentoml.exceptions import NotFound
 
 from credit_pd.config import MODEL_NAME
@@ -20,16 +23,36 @@ from credit_pd.scoring_model import ScoringModel
 SCORING_SPEC_KEY = "scoring_spec"
 
 
-def save_to_store(model: ScoringModel, metadata: Mapping[str, Any], labels: Mapping[str, str], name: str = MODEL_NAME) -> bentoml.Model:
-    """Store booster + scoring spec; returns the stored model (its `.tag` names the version)."""
-    return bentoml.lightgbm.save_model(
-        name,
-        model.booster,
-        labels=dict(labels),
-        metadata=dict(metadata),
-        custom_objects={SCORING_SPEC_KEY: model.scoring_spec()},
-        signatures={"predict": {"batchable": True, "batch_dim": 0}},
-    )
+def save_to_store(model: ScoringModel, metadata: Mapping[str, Any], labels: Mapping[str, str], name: str = MODEL_NAME,
+                  custom_objects: Mapping[str, Any] | None = None, store_dir: Path | None = None) -> bentoml.Model:
+    """Store booster + scoring spec (+ any extra custom objects); returns the stored model.
+
+    `store_dir` saves into a separate model store at that path instead of the real one: training
+    stages its entry there and renames the finished version directory into the real store
+    (`credit_pd.training.publish`), because BentoML writes `model.yaml` in place and a reader of
+    a half-copied entry fails for the whole store.
+    """
+    objects = {**(custom_objects or {}), SCORING_SPEC_KEY: model.scoring_spec()}
+
+    def save() -> bentoml.Model:
+        return bentoml.lightgbm.save_model(
+            name,
+            model.booster,
+            labels=dict(labels),
+            metadata=dict(metadata),
+            custom_objects=objects,
+            signatures={"predict": {"batchable": True, "batch_dim": 0}},
+        )
+
+    if store_dir is None:
+        return save()
+    with BentoMLContainer.model_store.patch(ModelStore(str(store_dir))):
+        return save()
+
+
+def model_store_dir() -> Path:
+    """The real model store's folder (`$BENTOML_HOME/models`)."""
+    return Path(BentoMLContainer.model_store_dir.get())
 
 
 def get_stored_model(tag: str) -> bentoml.Model:

@@ -23,6 +23,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from credit_pd.scoring_model import ScoringModel  # noqa: E402
 from credit_pd.training.fit import CrossValidationResult  # noqa: E402
+from credit_pd.training.publish import fault_point  # noqa: E402
 
 FIGURE_SIZE = (5.0, 4.0)
 FIGURE_DPI = 110
@@ -30,6 +31,7 @@ FIGURE_DPI = 110
 SHAP_SUMMARY_FEATURES = 12
 # Reliability-curve bins: equal-count, as for the ECE, so every bin has enough defaults.
 RELIABILITY_BINS = 10
+REPORT_CARD = "model_card.md"
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,17 @@ class ReportInputs:
 
 
 def write_report(report_dir: Path, inputs: ReportInputs) -> Path:
-    """Write the PNG plots and `model_card.md`; returns the card's path."""
+    """Write the PNG plots and `model_card.md` into a folder; returns the card's path.
+
+    The run writes into a staging folder that replaces the published one whole
+    (`credit_pd.training.publish`), so a reader never sees a half-written card or plot.
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     plot_roc_pr(report_dir / "roc_pr.png", inputs.y, inputs.cv.oof_pd)
+    fault_point("report_partly_staged")
     plot_reliability(report_dir / "calibration.png", inputs.y, inputs.cv.oof_pd)
     top_features = plot_shap_summary(report_dir / "shap_summary.png", inputs.model, inputs.explain_matrix, inputs.explain_frame)
-    card = report_dir / "model_card.md"
+    card = report_dir / REPORT_CARD
     card.write_text(render_model_card(inputs, top_features))
     return card
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,11 @@ import pandas as pd
 from credit_pd.config import DEFAULT_DATASET_PATH, MODEL_NAME, SampleConfig, TrainingConfig
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
-from credit_pd.files import atomic_write
 from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.model_store import save_to_store
-from credit_pd.training.report import ReportInputs, write_report
+from credit_pd.monitoring.reference import drift_reference_objects
+from credit_pd.training.publish import publication
+from credit_pd.training.report import REPORT_CARD, ReportInputs, write_report
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
 from credit_pd.training.fit import CrossValidationResult, cross_validate, final_round_count, fit_final_model
@@ -85,22 +87,28 @@ def run_training(
     unlabelled_pd = model.predict_pd(matrix[~labelled])
     facts = describe_run(schema, data_path, frame, labelled, cv, model, config, time.perf_counter() - started)
 
-    stored = save_to_store(model, metadata=store_metadata(facts, schema, cv), labels=store_labels(schema, facts))
-    facts["model_tag"] = str(stored.tag)
-    ids = frame.loc[~labelled, schema.id_column]
-    write_predictions(predictions_path, ids, unlabelled_pd)
     explain_rows = _summary_sample(labelled, config)
-    report_path = write_report(
-        report_dir,
-        ReportInputs(y=y, cv=cv, model=model, explain_matrix=matrix[explain_rows], explain_frame=frame.iloc[explain_rows], facts=facts),
-    )
-    return TrainingRun(str(stored.tag), cv, model, predictions_path, report_path, int((~labelled).sum()))
+    publishing = publication(predictions_path, report_dir)
+    try:
+        stored = publishing.stage_model(
+            lambda store_dir: save_to_store(model, metadata=store_metadata(facts, schema, cv), labels=store_labels(schema, facts),
+                                            custom_objects=drift_reference_objects(model, matrix), store_dir=store_dir))
+        facts["model_tag"] = str(stored.tag)
+        ids = frame.loc[~labelled, schema.id_column]
+        publishing.stage_predictions(lambda out: write_predictions(out, ids, unlabelled_pd))
+        inputs = ReportInputs(y=y, cv=cv, model=model, explain_matrix=matrix[explain_rows], explain_frame=frame.iloc[explain_rows], facts=facts)
+        publishing.stage_report(lambda folder: write_report(folder, inputs))
+        publishing.commit()
+    except BaseException:
+        publishing.discard()
+        raise
+    return TrainingRun(str(stored.tag), cv, model, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum()))
 
 
-def write_predictions(path: Path, ids: pd.Series, pd_values: np.ndarray) -> None:
-    """`uuid,pd` for every unlabelled row, written to a temp file then renamed into place."""
+def write_predictions(out: TextIO, ids: pd.Series, pd_values: np.ndarray) -> None:
+    """`uuid,pd` for every unlabelled row (the caller stages the file and publishes it whole)."""
     table = pd.DataFrame({PREDICTION_COLUMNS[0]: ids.to_numpy(), PREDICTION_COLUMNS[1]: pd_values})
-    atomic_write(path, lambda out: table.to_csv(out, index=False))
+    table.to_csv(out, index=False)
 
 
 def file_sha256(path: Path) -> str:
