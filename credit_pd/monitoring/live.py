@@ -1,0 +1,298 @@
+"""Live drift metrics on the service's `/metrics`: bin counters, PD histogram, reference shares.
+
+Everything is a counter or a histogram, summed across BentoML's worker processes by
+prometheus_client's multiprocess mode, so PSI over any window is computed *in Prometheus* from
+`increase()` of the counters (helm/credit-pd/templates/prometheusrule.yaml). A drift statistic
+computed inside one worker would be wrong as soon as there are two.
+
+Exported (labels are bounded: model tag x feature x bin, never a raw value or a uuid):
+- `credit_pd_prediction_pd` histogram of served PDs, buckets at the reference's PD bin edges;
+- `credit_pd_prediction_bin_total{model_tag,bin}` and
+  `credit_pd_feature_bin_total{model_tag,feature,bin}`: served PDs and feature values per bin;
+- `credit_pd_unseen_category_total{model_tag,feature}`, `credit_pd_out_of_range_total{model_tag,feature}`;
+- `credit_pd_scored_applications_total{model_tag}`;
+- the training reference as gauges: `credit_pd_reference_share{model_tag,feature,bin}`,
+  `credit_pd_reference_prediction_share{model_tag,bin}`, `credit_pd_reference_pd_mean{model_tag}`
+  (every worker sets the same values; multiprocess mode `max` exports them once).
+
+Every bin's counter is created at start-up with 0, so a bin that live traffic never reaches is
+still in PSI (an emptied bin is drift too). Counting is vectorised per merged batch: one
+comparison against all numeric edges at once, one lookup table for all categorical codes, one
+`bincount`; the counts accumulate in numpy arrays and a background thread adds them to the
+counters once a second (`FLUSH_INTERVAL_S`), so a request never pays for counter writes.
+
+prometheus_client is imported inside `LiveMonitor`, not at module import: BentoML sets
+PROMETHEUS_MULTIPROC_DIR in each worker, and prometheus_client picks its storage when first
+imported (the reason BentoML deprecated its `bentoml.metrics` proxy for a direct import).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from credit_pd.features import FeatureEncoder
+from credit_pd.monitoring.reference import DriftReference
+
+PREFIX = "credit_pd"
+# Pending counts reach /metrics within this many seconds; Prometheus scrapes every 15-60 s.
+FLUSH_INTERVAL_S = 1.0
+
+
+@dataclass
+class _Metrics:
+    """The metric families; created once per process (prometheus_client refuses duplicates)."""
+
+    prediction_pd: Any
+    prediction_bin: Any
+    feature_bin: Any
+    unseen: Any
+    out_of_range: Any
+    scored: Any
+    reference_share: Any
+    reference_prediction_share: Any
+    reference_pd_mean: Any
+
+
+_METRICS: _Metrics | None = None
+
+
+def _metrics(pd_buckets: Sequence[float]) -> _Metrics:
+    global _METRICS
+    if _METRICS is None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        _METRICS = _Metrics(
+            prediction_pd=Histogram(f"{PREFIX}_prediction_pd", "Served calibrated PDs (buckets: the training reference's PD bins)",
+                                    ["model_tag"], buckets=[*pd_buckets, float("inf")]),
+            prediction_bin=Counter(f"{PREFIX}_prediction_bin", "Served PDs per reference PD bin (log-odds quantile bins)", ["model_tag", "bin"]),
+            feature_bin=Counter(f"{PREFIX}_feature_bin", "Served feature values per reference bin", ["model_tag", "feature", "bin"]),
+            unseen=Counter(f"{PREFIX}_unseen_category", "Categorical values not seen in training (scored as missing)", ["model_tag", "feature"]),
+            out_of_range=Counter(f"{PREFIX}_out_of_range", "Numeric values outside the training range", ["model_tag", "feature"]),
+            scored=Counter(f"{PREFIX}_scored_applications", "Applications scored", ["model_tag"]),
+            reference_share=Gauge(f"{PREFIX}_reference_share", "Training share of each feature bin",
+                                  ["model_tag", "feature", "bin"], multiprocess_mode="max"),
+            reference_prediction_share=Gauge(f"{PREFIX}_reference_prediction_share", "Training share of each PD bin",
+                                             ["model_tag", "bin"], multiprocess_mode="max"),
+            reference_pd_mean=Gauge(f"{PREFIX}_reference_pd_mean", "Mean PD over the training rows", ["model_tag"], multiprocess_mode="max"),
+        )
+    return _METRICS
+
+
+class NullMonitor:
+    """Monitoring switched off (CREDIT_PD_MONITORING_ENABLED=false): observing costs nothing."""
+
+    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class LiveMonitor:
+    """Counts one model's served batches into the drift metrics."""
+
+    def __init__(self, reference: DriftReference, encoder: FeatureEncoder, model_tag: str) -> None:
+        self.reference = reference
+        self.metrics = _metrics(reference.pd_bucket_bounds)
+        self.model_tag = model_tag
+        self._plan_numeric(encoder)
+        self._plan_categorical(encoder)
+        self._create_children()
+        self._export_reference()
+        self._start_flushing()
+
+    # ------------------------------------------------------------------ set-up
+    def _plan_numeric(self, encoder: FeatureEncoder) -> None:
+        names = [n for n in encoder.feature_names if n not in encoder.categorical and n in self.reference.features]
+        self.numeric_names = names
+        self.numeric_cols = np.array([encoder.feature_names.index(n) for n in names], dtype=np.intp)
+        binned = [self.reference.features[n] for n in names]
+        width = max((len(b.edges) for b in binned), default=0)
+        # Edges padded with +inf: "bin = number of edges <= x" is searchsorted(side="right") for all features at once.
+        self.numeric_edges = np.full((len(names), max(width, 1)), np.inf)
+        for i, b in enumerate(binned):
+            self.numeric_edges[i, : len(b.edges)] = b.edges
+        ranges = [encoder.numeric_ranges.get(n, (-np.inf, np.inf)) for n in names]
+        self.numeric_low = np.array([r[0] for r in ranges])
+        self.numeric_high = np.array([r[1] for r in ranges])
+        self.numeric_missing_bin = np.array([b.missing_bin for b in binned], dtype=np.intp)
+
+    def _plan_categorical(self, encoder: FeatureEncoder) -> None:
+        names = [n for n in encoder.feature_names if n in encoder.categorical and n in self.reference.features]
+        self.categorical_names = names
+        self.categorical_cols = np.array([encoder.feature_names.index(n) for n in names], dtype=np.intp)
+        tables = [self.reference.features[n].code_to_bin(encoder.categorical[n]) for n in names]
+        # One lookup table for every categorical's codes: row offset + code -> bin.
+        self.code_offsets = np.cumsum([0, *(len(t) for t in tables)])[:-1].astype(np.intp)
+        self.code_table = np.concatenate([*tables, np.zeros(1, dtype=np.intp)])
+        self.categorical_missing_bin = np.array([self.reference.features[n].missing_bin for n in names], dtype=np.intp)
+        self.categorical_other_bin = np.array([self.reference.features[n].other_bin for n in names], dtype=np.intp)
+
+    def _create_children(self) -> None:
+        """Resolve every (feature, bin) counter once; creating it exports a 0 for the bin."""
+        order = [*self.numeric_names, *self.categorical_names]
+        sizes = [len(self.reference.features[n].bins) for n in order]
+        self.feature_order = order
+        self.feature_offsets = np.cumsum([0, *sizes])[:-1].astype(np.intp)
+        self.n_feature_bins = int(sum(sizes))
+        tag = self.model_tag
+        self.bin_children = [self.metrics.feature_bin.labels(tag, name, label)
+                             for name in order for label in self.reference.features[name].bins]
+        self.pd_children = [self.metrics.prediction_bin.labels(tag, label) for label in self.reference.pd.bins]
+        self.unseen_children = [self.metrics.unseen.labels(tag, n) for n in self.categorical_names]
+        self.out_of_range_children = [self.metrics.out_of_range.labels(tag, n) for n in self.numeric_names]
+        self.scored_child = self.metrics.scored.labels(tag)
+        self.pd_histogram = self.metrics.prediction_pd.labels(tag)
+        self.histogram_bounds = np.array([*self.reference.pd_bucket_bounds, np.inf])
+        _check_histogram(self.pd_histogram, self.histogram_bounds.tolist())
+
+    def _export_reference(self) -> None:
+        for name, binned in self.reference.features.items():
+            for label, share in zip(binned.bins, binned.shares):
+                self.metrics.reference_share.labels(self.model_tag, name, label).set(share)
+        for label, share in zip(self.reference.pd.bins, self.reference.pd.shares):
+            self.metrics.reference_prediction_share.labels(self.model_tag, label).set(share)
+        self.metrics.reference_pd_mean.labels(self.model_tag).set(self.reference.pd_mean)
+
+    # ------------------------------------------------------------------ per batch
+    def feature_bin_counts(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts per global feature bin, unseen per categorical, out-of-range per numeric)."""
+        numeric = matrix[:, self.numeric_cols]
+        numeric_missing = np.isnan(numeric)
+        numeric_bins = (numeric[:, :, None] >= self.numeric_edges[None, :, :]).sum(axis=2)
+        numeric_bins = np.where(numeric_missing, self.numeric_missing_bin, numeric_bins)
+        with np.errstate(invalid="ignore"):
+            out_of_range = ((numeric < self.numeric_low) | (numeric > self.numeric_high)).sum(axis=0)
+
+        codes = matrix[:, self.categorical_cols]
+        nan_codes = np.isnan(codes)
+        lookup = np.where(nan_codes, len(self.code_table) - 1, self.code_offsets + np.where(nan_codes, 0, codes).astype(np.intp))
+        categorical_bins = np.where(nan_codes, self.categorical_missing_bin, self.code_table[lookup])
+        unseen = self._unseen(records, nan_codes)
+        categorical_bins = np.where(unseen, self.categorical_other_bin, categorical_bins)
+
+        global_bins = np.concatenate([numeric_bins, categorical_bins], axis=1) + self.feature_offsets
+        counts = np.bincount(global_bins.ravel(), minlength=self.n_feature_bins)
+        return counts, unseen.sum(axis=0), out_of_range
+
+    def _unseen(self, records: Sequence[Mapping[str, Any]], nan_codes: np.ndarray) -> np.ndarray:
+        """A NaN code is an unseen category when the request carried a value (else it is missing)."""
+        unseen = np.zeros_like(nan_codes)
+        rows, cols = np.nonzero(nan_codes)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            unseen[row, col] = records[row].get(self.categorical_names[col]) is not None
+        return unseen
+
+    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray) -> None:
+        """Count one scored batch: records as sent (for unseen vs missing), encoded matrix, PDs.
+
+        Only numpy work happens here; the counts are added to the shared counters by `flush`
+        (every FLUSH_INTERVAL_S, from a background thread): a multiprocess counter increment
+        costs ~6 us (a lock and an mmap write), and a batch touches ~60 counters.
+        """
+        if len(pds) == 0:
+            return
+        counts, unseen, out_of_range = self.feature_bin_counts(records, matrix)
+        pd_bins = np.bincount(self.reference.pd_bin_indices(pds), minlength=len(self.pd_children))
+        buckets = np.bincount(np.searchsorted(self.histogram_bounds, pds, side="left"), minlength=len(self.histogram_bounds))
+        with self._lock:
+            self._pending.feature_bins += counts
+            self._pending.unseen += unseen
+            self._pending.out_of_range += out_of_range
+            self._pending.pd_bins += pd_bins
+            self._pending.histogram_buckets += buckets
+            self._pending.pd_sum += float(pds.sum())
+            self._pending.scored += len(pds)
+
+    def flush(self) -> None:
+        """Add the pending counts to the Prometheus counters (also called at exit)."""
+        with self._lock:
+            pending, self._pending = self._pending, _Pending.zeros(self)
+        if pending.scored == 0:
+            return
+        _increment(self.bin_children, pending.feature_bins)
+        _increment(self.unseen_children, pending.unseen)
+        _increment(self.out_of_range_children, pending.out_of_range)
+        _increment(self.pd_children, pending.pd_bins)
+        _increment(self.pd_histogram._buckets, pending.histogram_buckets)  # noqa: SLF001 (see _check_histogram)
+        self.pd_histogram._sum.inc(pending.pd_sum)  # noqa: SLF001
+        self.scored_child.inc(pending.scored)
+
+    def _flush_forever(self) -> None:
+        while not self._stopped.wait(FLUSH_INTERVAL_S):
+            self.flush()
+
+    def _start_flushing(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = _Pending.zeros(self)
+        self._stopped = threading.Event()
+        threading.Thread(target=self._flush_forever, name="credit-pd-drift-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def close(self) -> None:
+        """Stop the flushing thread after a last flush (tests; workers just exit)."""
+        self._stopped.set()
+        self.flush()
+
+
+@dataclass
+class _Pending:
+    """Counts observed since the last flush."""
+
+    feature_bins: np.ndarray
+    unseen: np.ndarray
+    out_of_range: np.ndarray
+    pd_bins: np.ndarray
+    histogram_buckets: np.ndarray
+    pd_sum: float = 0.0
+    scored: int = 0
+
+    @classmethod
+    def zeros(cls, monitor: "LiveMonitor") -> "_Pending":
+        return cls(
+            feature_bins=np.zeros(monitor.n_feature_bins, dtype=np.int64),
+            unseen=np.zeros(len(monitor.categorical_names), dtype=np.int64),
+            out_of_range=np.zeros(len(monitor.numeric_names), dtype=np.int64),
+            pd_bins=np.zeros(len(monitor.pd_children), dtype=np.int64),
+            histogram_buckets=np.zeros(len(monitor.histogram_bounds), dtype=np.int64),
+        )
+
+
+def _check_histogram(child: Any, bounds: Sequence[float]) -> None:
+    """Adding a whole batch to a histogram needs prometheus_client's per-bucket counters
+    (`_buckets`, `_sum`, `_upper_bounds`, stable since 0.1; prometheus_client has no bulk
+    observe). Fails at start-up, naming the reason, if a new version moved them."""
+    upper = list(getattr(child, "_upper_bounds", []))
+    if upper != list(bounds) or len(getattr(child, "_buckets", [])) != len(bounds) or not hasattr(child, "_sum"):
+        raise RuntimeError("prometheus_client's Histogram no longer has _buckets/_sum/_upper_bounds; "
+                           "credit_pd.monitoring.live needs updating (or set CREDIT_PD_MONITORING_ENABLED=false)")
+
+
+def _increment(children: Sequence[Any], counts: np.ndarray) -> None:
+    for index in np.flatnonzero(counts).tolist():
+        children[index].inc(int(counts[index]))
+
+
+def live_monitor(stored_model: Any, encoder: FeatureEncoder, enabled: bool = True) -> LiveMonitor | NullMonitor:
+    """The monitor for a stored model (`bentoml.Model`); a no-op when disabled or when the model
+    was trained before drift references existed (logged, so the operator knows why)."""
+    from credit_pd.monitoring.reference import reference_from_store
+
+    if not enabled:
+        return NullMonitor()
+    reference = reference_from_store(stored_model)
+    if reference is None:
+        import logging
+
+        logging.getLogger(__name__).warning("model %s carries no drift reference: drift metrics are off (retrain to enable)",
+                                            stored_model.tag)
+        return NullMonitor()
+    return LiveMonitor(reference, encoder, str(stored_model.tag))
