@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from credit_pd.explanation import rank_contributions
+from credit_pd.monitoring.live import LiveMonitor, NullMonitor
 from credit_pd.scoring_model import ScoringModel
 from credit_pd.serving.contract import ExplanationOut, FeatureContributionOut, PredictionOut
 
@@ -15,9 +16,10 @@ from credit_pd.serving.contract import ExplanationOut, FeatureContributionOut, P
 class PDScorer:
     """Scores a merged batch: one vectorised LightGBM + TreeSHAP call for all rows that ask."""
 
-    def __init__(self, model: ScoringModel, model_tag: str) -> None:
+    def __init__(self, model: ScoringModel, model_tag: str, monitor: LiveMonitor | NullMonitor = NullMonitor()) -> None:
         self.model = model
         self.model_tag = model_tag
+        self.monitor = monitor  # live drift metrics (credit_pd.monitoring.live); observes each scored batch
         self.feature_names = list(model.feature_names)
 
     def score(self, applications: Sequence[BaseModel]) -> list[PredictionOut]:
@@ -33,6 +35,7 @@ class PDScorer:
         if (~explained).any():
             raw[~explained] = self.model.raw_score(matrix[~explained])
         pds = self.model.calibrator.apply(raw)
+        self.monitor.observe(records, matrix, pds)
         explained_rank = np.cumsum(explained) - 1
         # model_construct: every value below is produced here with the declared type, so
         # re-validating ~12 response objects per row would only cost latency in the hot path.

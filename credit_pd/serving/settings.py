@@ -5,9 +5,15 @@ The Helm chart passes values through by these names; it does not restate the def
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_pd.config import MODEL_NAME
+
+# What the service does with a category value never seen in training (see `unseen_categories`).
+UnseenPolicy = Literal["reject", "score_as_missing"]
+UNSEEN_POLICIES: tuple[str, ...] = get_args(UnseenPolicy)
 
 
 class ServingSettings(BaseSettings):
@@ -33,6 +39,17 @@ class ServingSettings(BaseSettings):
     max_batch_hold_ms: float = 10.0
     # Largest list one client request may carry; bigger requests get a 400 naming the limit, not a slow 5xx.
     max_applications_per_request: int = 1_000
+    # Largest request body (bytes); bigger bodies get a 413 before a byte of them is parsed. 8 MiB:
+    # 1,000 applications are ~1.6 MB as clients send them and at most ~5 MB with every category at
+    # its 200-character limit, so the cap only stops what no valid request needs.
+    max_request_bytes: int = 8 * 1024 * 1024
+    # Default for a category value never seen in training, overridable per application:
+    # "reject" (400 naming the field and the allowed values) or "score_as_missing" (200, scored down
+    # the model's missing-value branch, with a warning). Reject, because a PD computed with a
+    # feature silently dropped is not the decision the client asked for (on real rows it moved PDs
+    # by factors 0.43 to 1.46) and a warning inside a 200 is easy to ignore; spellings of one code
+    # (1, 1.0, "1", "1.0") are one category and never count as unseen.
+    unseen_categories: UnseenPolicy = "reject"
     # Features returned per explanation unless the request asks otherwise.
     default_top_k: int = 10
     # HTTP request timeout (seconds) inside BentoML.
@@ -41,3 +58,6 @@ class ServingSettings(BaseSettings):
     retry_after_s: int = 1
     # Per-request access logs cost ~10% throughput at hundreds of requests/s; metrics still count.
     access_log: bool = False
+    # Live drift metrics on /metrics (credit_pd.monitoring.live, docs/monitoring.md): per-feature bin
+    # counters, the PD histogram and the training reference, for PSI in Prometheus.
+    monitoring_enabled: bool = True
