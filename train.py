@@ -3,6 +3,13 @@
 Reads a dataset (default: data/dataset.csv; the embedded sample is generated there when it is
 absent), validates it against a schema, cross-validates and refits a LightGBM model, saves it to
 the BentoML model store, writes `uuid,pd` for every unlabelled row and a one-page model report.
+
+Outputs are published all or nothing: the predictions file, the report folder and the model
+store entry are staged first and moved into place together, the store's `latest` last; a run
+that fails or is killed leaves the previous outputs as they were (the next run completes or
+removes whatever an interrupted run left). A dataset with no unlabelled rows still replaces the
+predictions file, with its header only (the run says so), so that the file always belongs to
+the published model. Data errors print one line and exit with status 2.
 """
 
 from __future__ import annotations

@@ -81,6 +81,9 @@ def run_training(
     matrix = encoder.encode_frame(frame)
     labelled = labelled_mask(frame, schema)
     y = frame.loc[labelled, schema.target_column].to_numpy(dtype=np.float64)
+    if labelled.all():
+        print(f"{data_path.name} has no unlabelled rows (every {schema.target_column!r} is set): nothing to score; "
+              f"{predictions_path} will hold only its header, so it always belongs to the model this run publishes.")
 
     cv = cross_validate(matrix[labelled], y, encoder, config, progress=progress)
     model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from credit_pd.errors import DatasetError
@@ -150,3 +151,65 @@ def test_every_real_row_loads(schema, real_rows_path):
     frame = load_dataset(real_rows_path, schema)
     assert len(frame) == 10_000
     assert frame[schema.target_column].isna().all()
+
+
+def test_short_row_names_line_and_field_counts(schema, valid_lines, tmp_path):
+    lines = list(valid_lines)
+    lines[7] = ";".join(lines[7].split(";")[:-2])  # file line 8 loses its last two fields
+    n_fields = len(valid_lines[0].split(";"))
+    with pytest.raises(DatasetError, match=rf"wrong number of fields, expected {n_fields} .*line 8 has {n_fields - 2}$"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_extra_field_is_the_same_clean_error(schema, valid_lines, tmp_path):
+    lines = list(valid_lines)
+    lines[4] += ";surplus"
+    n_fields = len(valid_lines[0].split(";"))
+    with pytest.raises(DatasetError, match=rf"expected {n_fields} .*line 5 has {n_fields + 1}$"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_extra_field_exits_2_with_one_line(valid_lines, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    lines = list(valid_lines)
+    lines[4] += ";surplus"
+    path = write(tmp_path, lines)
+    done = subprocess.run([sys.executable, "train.py", "--data", str(path), "--predictions", str(tmp_path / "p.csv"),
+                           "--report-dir", str(tmp_path / "r"), "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "BENTOML_HOME": str(tmp_path / "home")}, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "line 5 has" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "p.csv").exists()
+
+
+def test_blank_lines_keep_real_line_numbers(schema, valid_lines, tmp_path):
+    lines = [*valid_lines[:3], "", *valid_lines[3:]]
+    lines = set_cell(lines, 8, "age", "old")  # file line 8, after the blank line 4
+    with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 8: 'old'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_empty_field_is_missing_never_a_category(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 3, "account_status", "")
+    lines = set_cell(lines, 4, "avg_payment_span_0_12m", "")
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert pd.isna(frame.loc[1, "account_status"])
+    assert np.isnan(frame.loc[2, "avg_payment_span_0_12m"])
+    assert "" not in set(frame["account_status"].dropna())
+
+
+@pytest.mark.parametrize("column", ["merchant_group", "age", "has_paid"])
+def test_empty_field_in_required_column_is_an_error(schema, valid_lines, tmp_path, column):
+    lines = set_cell(valid_lines, 6, column, "")
+    with pytest.raises(DatasetError, match=rf"column '{column}': a value is required \(column is not nullable\); got line 6: ''"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_quoted_separator_counts_as_one_field(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 3, "merchant_group", '"Food; drinks"')
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert frame.loc[1, "merchant_group"] == "Food; drinks"

@@ -116,3 +116,19 @@ def test_another_schema_trains_end_to_end(tmp_path, fast_training_config):
     assert len(predictions) == 300 and predictions["uuid"].str.startswith("A").all()
     assert run.cv.pooled.roc_auc > 0.65
     assert list(run.model.feature_names) == ["duration_months", "credit_amount", "checking_status", "purpose", "foreign_worker"]
+
+
+def test_no_unlabelled_rows_says_so_and_writes_a_header_only_file(tmp_path, fast_training_config, capsys):
+    data = tmp_path / "german.csv"
+    write_german_credit(data, n_rows=1_500)
+    text = data.read_text().splitlines()
+    header = text[0].split(",")
+    target = header.index("bad_loan")
+    rows = [line.split(",") for line in text[1:]]
+    kept = [line for line, cells in zip(text[1:], rows) if cells[target] != ""]
+    data.write_text("\n".join([text[0], *kept]) + "\n")
+    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
+                       fast_training_config, progress=False)
+    said = [line for line in capsys.readouterr().out.splitlines() if "no unlabelled rows" in line]
+    assert len(said) == 1 and "header" in said[0]
+    assert run.n_scored == 0 and (tmp_path / "pred.csv").read_text() == "uuid,pd\n"
