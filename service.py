@@ -1,9 +1,10 @@
 """BentoML service: `POST /predict` scores applications with a PD and an exact SHAP explanation.
 
 Serve with `bentoml serve` (see README). The request contract is built from the stored model
-itself (its schema, vocabularies and example travel in the model store entry), so whatever model
-`CREDIT_PD_MODEL_TAG` names is served with its own API. Tunables are `CREDIT_PD_*` environment
-variables (credit_pd.serving.settings); the logic lives in credit_pd.serving.
+itself (its schema, vocabularies, training ranges and example travel in the model store entry),
+so whatever model `CREDIT_PD_MODEL_TAG` names is served with its own API. Tunables are
+`CREDIT_PD_*` environment variables (credit_pd.serving.settings); the logic lives in
+credit_pd.serving.
 """
 
 from __future__ import annotations
@@ -11,17 +12,36 @@ from __future__ import annotations
 import bentoml
 
 from credit_pd.model_store import get_stored_model, load_from_store
-from credit_pd.serving.contract import PredictionOut, application_list_type, build_application_model
-from credit_pd.serving.runtime import RetryAfterOn503, cap_batcher_hold_time, freeze_startup_objects
+from credit_pd.monitoring.live import live_monitor
+from credit_pd.serving.contract import (
+    PredictionOut,
+    application_list_type,
+    build_application_model,
+    build_input_spec,
+    openapi_document,
+)
+from credit_pd.serving.runtime import (
+    OpenAPIDocument,
+    RequestLimits,
+    RetryAfterOn503,
+    cap_batcher_hold_time,
+    freeze_startup_objects,
+    log_runtime_patches,
+    quiet_client_error_logs,
+)
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
 
 settings = ServingSettings()
-cap_batcher_hold_time(settings.max_batch_hold_ms)
+RUNTIME_PATCHES = {
+    "batcher hold cap (cap_batcher_hold_time)": cap_batcher_hold_time(settings.max_batch_hold_ms),
+    "value-free 4xx logs (quiet_client_error_logs)": quiet_client_error_logs(),
+}
 stored_model = get_stored_model(settings.model_tag)
 scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
-Application = build_application_model(scoring_model.schema, settings)
+Application = build_application_model(scoring_model, settings)
 Applications = application_list_type(Application, settings)
+PredictRequest = build_input_spec(Applications)
 
 
 @bentoml.service(
@@ -36,13 +56,22 @@ class CreditPDService:
     model = bentoml.models.BentoModel(str(stored_model.tag))
 
     def __init__(self) -> None:
-        self.scorer = PDScorer(scoring_model, str(stored_model.tag))
+        self.scorer = PDScorer(scoring_model, str(stored_model.tag), live_monitor(stored_model, scoring_model.encoder, settings.monitoring_enabled))
+        log_runtime_patches(RUNTIME_PATCHES)
         freeze_startup_objects()
 
-    @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
+    @bentoml.api(batchable=True, input_spec=PredictRequest,
+                 max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
     def predict(self, applications: Applications) -> list[PredictionOut]:
         """Score one application or a list; concurrent requests are merged into one batch."""
         return self.scorer.score(applications)
 
 
+def _openapi() -> dict:
+    return openapi_document(CreditPDService.openapi_spec.asdict(), Application, scoring_model, settings)
+
+
+# Outermost first: the document and the envelope limits answer before BentoML reads a body.
+CreditPDService.add_asgi_middleware(OpenAPIDocument, build=_openapi)
+CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes)
 CreditPDService.add_asgi_middleware(RetryAfterOn503, retry_after_s=settings.retry_after_s)

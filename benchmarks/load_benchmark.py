@@ -156,7 +156,7 @@ def in_process_rows_per_s(model_tag: str, applications: list[dict], batch_rows: 
     """The same validation + model + TreeSHAP + response building the service does, minus HTTP."""
     settings = ServingSettings()
     model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    batch_type = application_list_type(build_application_model(model.schema, settings), settings)
+    batch_type = application_list_type(build_application_model(model, settings), settings)
     from pydantic import TypeAdapter
 
     adapter = TypeAdapter(batch_type)

@@ -1,9 +1,13 @@
 """Process-level tuning of the BentoML runtime: Retry-After on shed requests, the batcher's hold
-cap (a patch of BentoML internals, see `cap_batcher_hold_time`) and GC freezing after start-up."""
+cap (a patch of BentoML internals, see `cap_batcher_hold_time`), GC freezing after start-up, and
+the request envelope: body-size and Content-Type limits answered before parsing, the served
+OpenAPI document, and value-free logging of rejected requests."""
 
 from __future__ import annotations
 
 import gc
+import json
+import logging
 from typing import Any
 
 
@@ -71,3 +75,221 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+
+# ---------------------------------------------------------------- request envelope (CONTRACT) ----
+
+JSON_MEDIA_TYPE = "application/json"
+log = logging.getLogger(__name__)
+
+
+def _header(scope: dict, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def _send_json(send: Any, status: int, body: dict, close: bool = False) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if close:  # the unread rest of the body is not worth receiving: let the client see the answer now
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+class RequestLimits:
+    """ASGI middleware: bound and type-check a request body BEFORE anything parses it.
+
+    BentoML reads the whole body into memory and parses it with whatever serde the Content-Type
+    names (falling back to JSON for any unknown type, and failing with a 500 on multipart without
+    a boundary). For the API routes this answers instead:
+    - 415 unless the Content-Type is `application/json` (a `text/plain` post is what a cross-site
+      form or `fetch` can send without a CORS preflight; multipart is not part of the contract);
+    - 413 when Content-Length exceeds `max_bytes`, without reading the body, and with
+      `Connection: close` so the client gets the answer at once instead of uploading the rest;
+    - 413 when a chunked body grows past `max_bytes` while it is read (bytes are counted as they
+      arrive, so at most `max_bytes` plus one chunk is ever held).
+    A body within the limit is handed on unchanged.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/predict",)) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        content_type = (_header(scope, b"content-type") or b"").decode("latin-1")
+        if content_type.split(";")[0].strip().lower() != JSON_MEDIA_TYPE:
+            log.info("415 %s: Content-Type %r is not %s", scope["path"], content_type[:80], JSON_MEDIA_TYPE)
+            await _send_json(send, 415, {"error": f"Content-Type must be {JSON_MEDIA_TYPE}"})
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                log.info("400 %s: malformed Content-Length", scope["path"])
+                await _send_json(send, 400, {"error": "Content-Length must be a non-negative integer"}, close=True)
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(send, scope, f"Content-Length {int(declared)}")
+                return
+        body = await self._read_bounded(receive)
+        if body is None:
+            await self._too_large(send, scope, "chunked body")
+            return
+        if body is _DISCONNECTED:
+            return
+        await self.app(scope, _replay(body), send)
+
+    async def _read_bounded(self, receive: Any) -> bytes | object | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _DISCONNECTED
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, send: Any, scope: dict, what: str) -> None:
+        log.info("413 %s: %s over the %d-byte limit", scope["path"], what, self.max_bytes)
+        await _send_json(
+            send, 413,
+            {"error": f"request body larger than {self.max_bytes} bytes; send at most the allowed number of applications per request"},
+            close=True,
+        )
+
+
+_DISCONNECTED = object()
+
+
+def _replay(body: bytes) -> Any:
+    """A `receive` that hands the already-read body on once, then reports a disconnect."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class OpenAPIDocument:
+    """ASGI middleware: serve the contract's OpenAPI document at `/docs.json`.
+
+    BentoML 1.4 generates the document from the input model, but collapses any `anyOf` to its
+    first branch (so the single-object form and the unseen-category policy vanish), declares the
+    400's `detail` a string although it is a list, omits `required` on the request body and the
+    413/415 answers. `credit_pd.serving.contract.openapi_document` builds the `/predict` part from
+    the same rules that validate requests (the schemathesis test holds the two together) and
+    keeps BentoML's infrastructure endpoints; it is built once, on first request.
+    """
+
+    def __init__(self, app: Any, build: Any, path: str = "/docs.json") -> None:
+        self.app = app
+        self.build = build
+        self.path = path
+        self._payload: bytes | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        if self._payload is None:
+            self._payload = json.dumps(self.build()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self._payload if scope["method"] == "GET" else b"", "more_body": False})
+
+
+# ---------------------------------------------------------------- 4xx logging (CONTRACT) ----------
+
+# BentoML 1.4 (`_bentoml_impl.server.app.ServiceAppFactory.api_endpoint_wrapper`) answers a
+# pydantic ValidationError with a 400 but first calls `bentoml._internal.server.http_app.log_exception`,
+# which logs "Exception on %s [%s]" at ERROR with the traceback; the traceback's message holds
+# every rejected value (4.7 MB of log for one 4 KB request). The filter below is attached to that
+# logger (a standard logging hook, no code of BentoML's is replaced) and rewrites exactly those
+# records: client errors become one WARNING line with the status, the error count and each field
+# location and error type, without values or traceback. Server errors (5xx) keep their traceback.
+BENTOML_EXCEPTION_LOGGER = "bentoml._internal.server.http_app"
+BENTOML_EXCEPTION_MESSAGE = "Exception on %s [%s]"
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Turn BentoML's ERROR + traceback for a rejected request into one value-free WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != BENTOML_EXCEPTION_MESSAGE or not record.exc_info:
+            return True
+        summary = client_error_summary(record.exc_info[1])
+        if summary is None:
+            return True
+        path = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = "%s %s: %s", (summary[0], path, summary[1])
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def client_error_summary(exc: BaseException | None) -> tuple[int, str] | None:
+    """(status, value-free description) for an exception BentoML answers with a 4xx; else None."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        shown = "; ".join(f"{'.'.join(str(part) for part in e['loc'])} ({e['type']})" for e in errors[:10])
+        more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
+        return 400, f"{len(errors)} validation error(s) at {shown}{more}"
+    if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+        return int(exc.error_code), type(exc).__name__
+    return None
+
+
+def quiet_client_error_logs() -> bool:
+    """Attach `ClientErrorLogFilter` to BentoML's exception logger; False if BentoML moved.
+
+    "Moved" means the API handler no longer logs through `http_app.log_exception` on that logger
+    (then the filter would silently do nothing); tests/serving/test_service.py also checks the
+    effect end to end through the ASGI app.
+    """
+    try:
+        from _bentoml_impl.server import app as bentoml_app
+        from bentoml._internal.server import http_app
+    except ImportError:
+        return False
+    if getattr(bentoml_app, "log_exception", None) is not http_app.log_exception:
+        return False
+    if getattr(http_app, "logger", None) is not logging.getLogger(BENTOML_EXCEPTION_LOGGER):
+        return False
+    logger = logging.getLogger(BENTOML_EXCEPTION_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())
+    return True
+
+
+def log_runtime_patches(results: dict[str, bool]) -> None:
+    """One start-up line per adjustment of BentoML internals: whether it took effect.
+
+    Called in the worker after BentoML configured logging (root at WARNING), so the project's
+    logger is opened to INFO here; the 413/415 lines of `RequestLimits` use it too.
+    """
+    project_logger = logging.getLogger("credit_pd")
+    if project_logger.level == logging.NOTSET:
+        project_logger.setLevel(logging.INFO)
+    for name, applied in results.items():
+        if applied:
+            log.info("runtime adjustment %s: in effect", name)
+        else:
+            log.warning("runtime adjustment %s: NOT in effect (BentoML internals moved; stock behaviour)", name)

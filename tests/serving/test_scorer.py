@@ -23,8 +23,8 @@ def settings() -> ServingSettings:
 
 
 @pytest.fixture(scope="module")
-def application_model(schema, settings):
-    return build_application_model(schema, settings)
+def application_model(trained_run, settings):
+    return build_application_model(load_from_store(trained_run.model_tag), settings)
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +129,16 @@ def test_batch_size_limits(applications, application_model, settings):
     assert len(batch.validate_python(good)) == 1  # a single object is a batch of one
 
 
-def test_reserved_option_names_cannot_be_features(schema, settings):
+def test_reserved_option_names_cannot_be_features(schema, settings, scorer):
+    import dataclasses
+
     from credit_pd.schema import DatasetSchema
 
     clashing = DatasetSchema.model_validate(
         schema.model_dump() | {"features": [*schema.model_dump()["features"], {"name": "explain", "type": "numeric"}], "example": None}
     )
     with pytest.raises(ValueError, match="reserved request field"):
-        build_application_model(clashing, settings)
+        build_application_model(dataclasses.replace(scorer.model, schema=clashing), settings)
 
 
 def _score_variants(scorer, application, field: str, values) -> list[float]:
