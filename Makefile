@@ -9,7 +9,7 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_INSTALLED := $(DEPLOY_VENV)/.installed
 PORT ?= 3000
 
-.PHONY: install deploy-tools train build serve run test test-fast benchmark load-benchmark image image-test clean
+.PHONY: install deploy-tools train build serve run test test-fast promtool benchmark load-benchmark image image-test clean
 
 $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -39,8 +39,17 @@ serve: install
 
 run: build serve
 
-test: install deploy-tools
+test: install deploy-tools promtool
 	$(BIN)/python -m pytest
+
+# promtool (Debian package `prometheus`) checks and unit-tests the chart's drift rules
+# (tests/monitoring/test_rules.py); without it those tests skip and say why.
+promtool:
+	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus) for the rule tests"; \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }) \
+	    || echo "note: could not install prometheus (promtool); the rule tests will skip"; \
+	  else echo "note: not root, so promtool is not installed (the rule tests skip and say why)"; fi; }
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
