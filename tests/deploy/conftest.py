@@ -22,9 +22,12 @@ from tests.deploy.deploy_tools import (
     INSTALL_HINT,
     K8S_BASE,
     K8S_EKS,
+    K8S_LOCAL,
+    LOCAL_VALUES,
     PRODUCTION_VALUES,
     REPO_ROOT,
     S3_VALUES,
+    SITE_VALUES,
     DeployTools,
     Helm,
     kustomize,
@@ -57,12 +60,17 @@ def default_objects(helm: Helm) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def production_objects(helm: Helm) -> list[dict[str, Any]]:
-    return helm.render(PRODUCTION_VALUES)
+    return helm.render(PRODUCTION_VALUES, SITE_VALUES)
 
 
 @pytest.fixture(scope="session")
 def s3_objects(helm: Helm) -> list[dict[str, Any]]:
-    return helm.render(PRODUCTION_VALUES, values=S3_VALUES)
+    return helm.render(PRODUCTION_VALUES, SITE_VALUES, values=S3_VALUES)
+
+
+@pytest.fixture(scope="session")
+def local_chart_objects(helm: Helm) -> list[dict[str, Any]]:
+    return helm.render(LOCAL_VALUES)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +89,11 @@ def base_objects(kubectl: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def eks_objects(kubectl: str) -> list[dict[str, Any]]:
     return kustomize(kubectl, K8S_EKS)
+
+
+@pytest.fixture(scope="session")
+def local_objects(kubectl: str) -> list[dict[str, Any]]:
+    return kustomize(kubectl, K8S_LOCAL)
 
 
 @pytest.fixture(scope="session")

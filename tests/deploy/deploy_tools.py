@@ -24,6 +24,12 @@ PRODUCTION_VALUES = CHART_DIR / "values-production.yaml"
 K8S_DIR = REPO_ROOT / "k8s"
 K8S_BASE = K8S_DIR / "base"
 K8S_EKS = K8S_DIR / "overlays" / "eks"
+K8S_LOCAL = K8S_DIR / "overlays" / "local"
+LOCAL_VALUES = CHART_DIR / "values-local.yaml"
+# The account-specific values values-production.yaml leaves empty (certificate, user pool), filled
+# with examples; k8s/overlays/eks is rendered with them too (scripts/render_k8s.py).
+SITE_VALUES = REPO_ROOT / "deploy" / "eks" / "site-values.example.yaml"
+RENDER_K8S = REPO_ROOT / "scripts" / "render_k8s.py"
 EKS_CLUSTER_CONFIG = REPO_ROOT / "deploy" / "eks" / "cluster.yaml"
 HELM_CLI = Path(__file__).resolve().parent / "helm_cli.py"
 

@@ -28,6 +28,7 @@ from tests.deploy.deploy_tools import (
     NAMESPACE,
     PRODUCTION_VALUES,
     S3_VALUES,
+    SITE_VALUES,
     DeployTools,
     run_tool,
 )
@@ -56,7 +57,7 @@ def checkov_args(target: str, scratch: Path) -> list[str | Path]:
         return ["-d", K8S_DIR, "--framework", "kustomize"]
     args: list[str | Path] = ["-d", CHART_DIR, "--framework", "helm"]
     if target in ("chart-production", "chart-s3-model"):
-        args += ["--var-file", PRODUCTION_VALUES]
+        args += ["--var-file", PRODUCTION_VALUES, "--var-file", SITE_VALUES]
     if target == "chart-s3-model":
         s3_values = scratch / "s3-model-values.yaml"
         s3_values.write_text(yaml.safe_dump(S3_VALUES))

@@ -89,3 +89,10 @@ def test_walkthrough_covers_every_step(docs: str) -> None:
                     "kubectl -n $NAMESPACE get ingress", "port-forward", "scripts/predict_client.py --url",
                     "curl -sS -X POST", "helm test credit-pd", "eksctl delete cluster"):
         assert command in docs, command
+
+
+def test_production_network_policy_names_the_clusters_vpc(cluster: dict[str, Any]) -> None:
+    """values-production.yaml admits the ALB by the VPC's CIDR: the one this cluster config creates."""
+    production = yaml.safe_load((REPO_ROOT / "helm" / "credit-pd" / "values-production.yaml").read_text())
+    cidrs = [peer["ipBlock"]["cidr"] for peer in production["networkPolicy"]["ingressFrom"] if "ipBlock" in peer]
+    assert cidrs == [cluster["vpc"]["cidr"]]

@@ -18,6 +18,7 @@ from tests.deploy.deploy_tools import (
     NAMESPACE,
     PRODUCTION_VALUES,
     S3_VALUES,
+    SITE_VALUES,
     Helm,
     find,
     is_hook,
@@ -25,9 +26,6 @@ from tests.deploy.deploy_tools import (
 )
 
 SERVICE_PORT = 3000
-# The service's settings (credit_pd/serving/settings.py ServingSettings) the chart must expose.
-SETTINGS_ENV = ("CREDIT_PD_MODEL_TAG", "CREDIT_PD_WORKERS", "CREDIT_PD_LIGHTGBM_THREADS", "CREDIT_PD_MAX_BATCH_SIZE",
-                "CREDIT_PD_MAX_LATENCY_MS", "CREDIT_PD_MAX_BATCH_HOLD_MS", "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST")
 RENDERINGS = ("default_objects", "production_objects", "s3_objects")
 
 
@@ -44,7 +42,8 @@ def error_messages(report: dict[str, Any], min_severity: int) -> list[str]:
     return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= min_severity]
 
 
-@pytest.mark.parametrize("files, values", [((), None), ((PRODUCTION_VALUES,), None), ((PRODUCTION_VALUES,), S3_VALUES)],
+@pytest.mark.parametrize("files, values", [((), None), ((PRODUCTION_VALUES, SITE_VALUES), None),
+                                           ((PRODUCTION_VALUES, SITE_VALUES), S3_VALUES)],
                          ids=["default", "production", "s3-model"])
 def test_chart_lints_strict_without_warnings(helm: Helm, files: tuple[Path, ...], values: dict | None) -> None:
     report = helm.lint(*files, values=values, strict=True)
@@ -55,9 +54,14 @@ def test_chart_lints_strict_without_warnings(helm: Helm, files: tuple[Path, ...]
     ({"replicaCount": "two"}, "/replicaCount"),
     ({"replicas": 3}, "additional properties 'replicas'"),
     ({"image": {"tag": "latest"}}, "/image/tag"),
-    ({"config": {"workers": 0}}, "/config/workers"),
+    ({"config": {"workers": [1]}}, "/config/workers"),
+    ({"config": {"MaxBatchSize": 64}}, "invalid propertyName 'MaxBatchSize'"),
+    ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": ""}}}, "/ingress/https/certificateArn"),
+    ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": "my-cert"}}}, "/ingress/https/certificateArn"),
+    ({"ingress": {"enabled": True, "auth": {"type": "cognito"}}}, "/ingress"),
     ({"modelFromS3": {"enabled": True, "uri": "https://example.com/model.bentomodel"}}, "/modelFromS3/uri"),
-], ids=["wrong-type", "unknown-top-level-key", "latest-tag", "zero-workers", "non-s3-uri"])
+], ids=["wrong-type", "unknown-top-level-key", "latest-tag", "setting-wrong-type", "setting-not-by-field-name",
+        "https-without-certificate", "https-with-a-non-acm-arn", "auth-without-https-or-user-pool", "non-s3-uri"])
 def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None:
     rendered = helm.template(values=values)
     assert rendered.returncode != 0, f"helm template accepted {values}"
@@ -67,17 +71,27 @@ def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None
 
 def test_s3_option_requires_a_uri(helm: Helm) -> None:
     rendered = helm.template(values={"modelFromS3": {"enabled": True, "uri": ""},
-                                     "config": {"modelTag": "credit_pd_model:2wqrvxdo3k2ygaav"}})
+                                     "config": {"model_tag": "credit_pd_model:2wqrvxdo3k2ygaav"}})
     assert rendered.returncode != 0
     assert "/modelFromS3/uri" in rendered.stderr  # the schema (if enabled then uri) refuses it
 
 
-@pytest.mark.parametrize("model_tag", ["credit_pd_model:latest", "credit_pd_model"])
-def test_s3_option_requires_a_pinned_model_tag(helm: Helm, model_tag: str) -> None:
+@pytest.mark.parametrize("config", [{"model_tag": "credit_pd_model:latest"}, {"model_tag": "credit_pd_model"}, {}],
+                         ids=["latest", "no-version", "service-default"])
+def test_s3_option_requires_a_pinned_model_tag(helm: Helm, config: dict) -> None:
     """`latest` would silently serve the baked model: the bento's copy keeps the `latest` pointer."""
-    rendered = helm.template(values={**S3_VALUES, "config": {"modelTag": model_tag}})
+    rendered = helm.template(values={**S3_VALUES, "config": config})
     assert rendered.returncode != 0
-    assert "modelFromS3 needs a pinned config.modelTag" in rendered.stderr
+    assert "modelFromS3 needs a pinned config.model_tag" in rendered.stderr
+
+
+def test_production_values_alone_are_refused(helm: Helm) -> None:
+    """The certificate and the user pool are required values: without them the install fails
+    instead of exposing plain HTTP or an unauthenticated endpoint."""
+    rendered = helm.template(PRODUCTION_VALUES)
+    assert rendered.returncode != 0
+    assert "/ingress/https/certificateArn" in rendered.stderr
+    assert "/ingress/auth/cognito/userPoolArn" in rendered.stderr
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
@@ -158,19 +172,32 @@ def test_writable_paths_are_emptydirs(rendering: str, request: pytest.FixtureReq
         assert mounts[env["BENTOML_HOME"]] in empty_dirs, container["name"]
 
 
-def test_settings_reach_the_service_as_environment(default_objects: list[dict], helm: Helm) -> None:
+def test_settings_pass_through_by_name(default_objects: list[dict], helm: Helm) -> None:
+    """values `config` keys are ServingSettings field names; the chart restates no default."""
     pods = service_pods(default_objects)
     config_map = find(default_objects, "ConfigMap")
     (env_from,) = main_container(pods)["envFrom"]
     assert env_from["configMapRef"]["name"] == config_map["metadata"]["name"]
-    assert set(SETTINGS_ENV) <= set(config_map["data"])
-    assert config_map["data"]["CREDIT_PD_MODEL_TAG"] == "credit_pd_model:latest"
-    assert config_map["data"]["CREDIT_PD_WORKERS"] == "2"
+    assert config_map["data"] == {}
 
-    changed = helm.render(values={"config": {"maxBatchSize": 64}})
-    assert find(changed, "ConfigMap")["data"]["CREDIT_PD_MAX_BATCH_SIZE"] == "64"
+    changed = helm.render(values={"config": {"max_batch_size": 64, "access_log": True, "max_batch_hold_ms": 2.5}})
+    assert find(changed, "ConfigMap")["data"] == {"CREDIT_PD_MAX_BATCH_SIZE": "64", "CREDIT_PD_ACCESS_LOG": "true",
+                                                  "CREDIT_PD_MAX_BATCH_HOLD_MS": "2.5"}
     checksum = "checksum/config"
     assert service_pods(changed)["metadata"]["annotations"][checksum] != pods["metadata"]["annotations"][checksum]
+
+
+@pytest.mark.parametrize("values_file", ["values.yaml", "values-production.yaml", "values-local.yaml"])
+def test_config_keys_are_serving_settings(values_file: str) -> None:
+    """Every setting a values file passes is a field the service reads, and parses as its type."""
+    pytest.importorskip("pydantic_settings", reason="needs the app's environment (.venv)")
+    from credit_pd.serving.settings import ServingSettings
+
+    config = yaml.safe_load((CHART_DIR / values_file).read_text()).get("config") or {}
+    assert set(config) <= set(ServingSettings.model_fields), set(config) - set(ServingSettings.model_fields)
+    env = {f"CREDIT_PD_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
+    parsed = ServingSettings(**{k: v for k, v in config.items()})
+    assert {k: getattr(parsed, k) for k in config} == config, env
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
@@ -206,8 +233,52 @@ def test_production_values_pin_image_and_model_and_expose_an_alb(production_obje
     assert ingress["spec"]["ingressClassName"] == "alb"
     assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
     assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == find(production_objects, "Service")["metadata"]["name"]
+    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internal"
+    service_name = find(production_objects, "Service")["metadata"]["name"]
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["backend"]["service"]["name"] == service_name
+
+
+def test_production_edge_is_https_only_authenticated_and_narrow(production_objects: list[dict]) -> None:
+    """HTTPS with the ACM certificate, HTTP only redirecting, ALB authentication, and only the
+    scoring API and the health path routed (no /metrics, /docs.json or Swagger UI at /)."""
+    ingress = find(production_objects, "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    site = yaml.safe_load(SITE_VALUES.read_text())
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == site["ingress"]["https"]["certificateArn"]
+    assert annotations["alb.ingress.kubernetes.io/ssl-policy"].startswith("ELBSecurityPolicy-TLS13")
+    assert annotations["alb.ingress.kubernetes.io/auth-type"] == "cognito"
+    cognito = json.loads(annotations["alb.ingress.kubernetes.io/auth-idp-cognito"])
+    assert cognito == {"userPoolARN": site["ingress"]["auth"]["cognito"]["userPoolArn"],
+                       "userPoolClientID": site["ingress"]["auth"]["cognito"]["userPoolClientId"],
+                       "userPoolDomain": site["ingress"]["auth"]["cognito"]["userPoolDomain"]}
+    assert annotations["alb.ingress.kubernetes.io/auth-on-unauthenticated-request"] == "deny"
+    routed = {(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert routed == {("/predict", "Exact"), ("/readyz", "Exact")}
+
+
+def test_production_network_policy_admits_only_the_alb_and_monitoring(production_objects: list[dict]) -> None:
+    cluster = yaml.safe_load((CHART_DIR.parents[1] / "deploy" / "eks" / "cluster.yaml").read_text())
+    (rule,) = find(production_objects, "NetworkPolicy")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    sources = rule["from"]
+    assert {"ipBlock": {"cidr": cluster["vpc"]["cidr"]}} in sources
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in sources
+    others = [s for s in sources if "ipBlock" not in s and "namespaceSelector" not in s]
+    # Besides those two, only the chart's own `helm test` pod (it POSTs to the Service).
+    assert [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in others] == ["credit-pd-test"]
+
+
+def test_namespace_template_enforces_restricted_pod_security(helm: Helm, default_objects: list[dict]) -> None:
+    assert not [o for o in default_objects if o["kind"] == "Namespace"]
+    namespace = find(helm.render(values={"namespace": {"create": True}}), "Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["kubernetes.io/metadata.name"] == NAMESPACE
 
 
 def test_production_service_monitor_scrapes_the_service(production_objects: list[dict]) -> None:
@@ -226,6 +297,7 @@ def test_s3_option_imports_the_model_before_the_service_starts(s3_objects: list[
     service = main_container(pods)
     assert init["image"] == service["image"]
     init_env = {e["name"]: e.get("value") for e in init["env"]}
+    assert "AWS_ENDPOINT_URL_S3" not in init_env  # modelFromS3.env is empty on EKS (real S3, IRSA)
     assert init_env["MODEL_URI"] == S3_VALUES["modelFromS3"]["uri"]
     assert init_env["CREDIT_PD_MODEL_TAG"] == find(s3_objects, "ConfigMap")["data"]["CREDIT_PD_MODEL_TAG"]
     script = init["command"][-1]
@@ -267,13 +339,15 @@ def test_helm_test_posts_the_example_and_checks_pd(default_objects: list[dict]) 
     assert example == json.loads((CHART_DIR / "files" / "predict-example.json").read_text())
 
 
-def test_example_request_is_valid_for_the_service() -> None:
-    """The helm test's example must pass the service's own request model (schema drift guard)."""
+def test_example_request_is_valid_for_the_service(request: pytest.FixtureRequest) -> None:
+    """The helm test's example must pass the service's own request model, built from a stored
+    model as the service builds it (schema drift guard)."""
     serving = pytest.importorskip("credit_pd.serving.contract", reason="needs the app's environment (.venv)")
+    from credit_pd.model_store import load_from_store
     from credit_pd.serving.settings import ServingSettings
-    from credit_pd.schema import load_schema
 
-    application = serving.build_application_model(load_schema(), ServingSettings())
+    model = load_from_store(request.getfixturevalue("trained_run").model_tag)
+    application = serving.build_application_model(model, ServingSettings())
     (record,) = json.loads((CHART_DIR / "files" / "predict-example.json").read_text())["applications"]
     application.model_validate(record)
 
@@ -304,7 +378,7 @@ def undocumented_keys(path: Path, schema: dict[str, Any]) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("values_file", ["values.yaml", "values-production.yaml"])
+@pytest.mark.parametrize("values_file", ["values.yaml", "values-production.yaml", "values-local.yaml"])
 def test_every_values_key_is_documented(values_file: str) -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     assert undocumented_keys(CHART_DIR / values_file, schema) == []

@@ -92,7 +92,7 @@ def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: l
         ran = run_tool(init["command"], env=init_env)
         assert ran.returncode == 0, f"{attempt}: {ran.stdout}{ran.stderr}"
     wrong_tag = run_tool(init["command"], env={**init_env, "CREDIT_PD_MODEL_TAG": "tiny_model:notthere"})
-    assert wrong_tag.returncode != 0 and "tiny_model:notthere (config.modelTag) is not in the store" in wrong_tag.stderr
+    assert wrong_tag.returncode != 0 and "tiny_model:notthere (config.model_tag) is not in the store" in wrong_tag.stderr
 
     # The service container: the bento with the volume mounted over models/.
     served_bento = tmp_path / "pod" / "bento"
