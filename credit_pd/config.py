@@ -32,44 +32,72 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class TreeShape:
+    """One candidate model shape: tree size, regularisation and learning rate.
+
+    Training tries each candidate inside every training fold (early stopping on the inner split
+    picks its round count) and keeps the one with the lowest inner log loss among those whose
+    exact-TreeSHAP cost stays within budget (`TrainingConfig.min_explained_rows_per_s`)."""
+
+    name: str
+    num_leaves: int
+    max_depth: int
+    min_child_samples: int
+    lambda_l2: float
+    learning_rate: float
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.num_leaves} leaves, depth {self.max_depth}, min {self.min_child_samples} rows per leaf, "
+                f"L2 {self.lambda_l2:g}, learning rate {self.learning_rate:g}")
+
+
+# The candidate grid. Depth is what the data decides (1 = additive stumps, as close as trees get
+# to a logistic model; 2-4 = pairwise to four-way interactions), each with a light and a strong
+# regularisation; the learning rate is lower for deeper trees, whose rounds each fit more.
+# TreeSHAP cost grows as trees x leaves x depth^2, so the budget rules out the expensive ones.
+DEFAULT_SHAPES: tuple[TreeShape, ...] = (
+    TreeShape("stumps", num_leaves=2, max_depth=1, min_child_samples=50, lambda_l2=1.0, learning_rate=0.1),
+    TreeShape("stumps, strong L2", num_leaves=2, max_depth=1, min_child_samples=200, lambda_l2=30.0, learning_rate=0.1),
+    TreeShape("depth 2", num_leaves=4, max_depth=2, min_child_samples=50, lambda_l2=1.0, learning_rate=0.05),
+    TreeShape("depth 2, strong L2", num_leaves=4, max_depth=2, min_child_samples=200, lambda_l2=10.0, learning_rate=0.05),
+    TreeShape("depth 3", num_leaves=8, max_depth=3, min_child_samples=50, lambda_l2=1.0, learning_rate=0.05),
+    TreeShape("depth 3, strong L2", num_leaves=8, max_depth=3, min_child_samples=200, lambda_l2=10.0, learning_rate=0.05),
+    TreeShape("depth 4", num_leaves=16, max_depth=4, min_child_samples=100, lambda_l2=10.0, learning_rate=0.03),
+)
+
+
+@dataclass(frozen=True)
 class LightGBMParams:
-    """Depth-2 trees (4 leaves), many of them, strongly regularised.
+    """What every candidate shape shares: sampling, categorical handling, the round budget.
 
-    ~1.4% positives need strong regularisation, and depth drives exact-TreeSHAP cost
-    (O(trees x leaves x depth^2)). Measured on the embedded sample (5-fold OOF, `make benchmark`):
-    depth 2 gave log loss 0.04864 and 24.6k explained rows/s; 8 leaves/depth 4 gave 0.04873;
-    31 leaves gave 0.04916 and 2.2k rows/s. Pairwise interactions still fit in depth 2."""
+    ~1.4% positives need regularised leaves (the shapes set size and L2); row and feature
+    subsampling decorrelate the many small trees."""
 
-    learning_rate: float = 0.03
-    num_leaves: int = 4
-    max_depth: int = 2
-    min_child_samples: int = 200
     min_sum_hessian_in_leaf: float = 1.0
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     bagging_freq: int = 1
-    lambda_l2: float = 10.0
     cat_smooth: float = 50.0
-    min_data_per_group: int = 200
+    min_data_per_group: int = 100
     max_cat_to_onehot: int = 8
     # Upper bound only; early stopping on an inner split of the training folds picks the count.
     max_boost_rounds: int = 3000
-    early_stopping_rounds: int = 150
+    early_stopping_rounds: int = 100
 
-    def as_lightgbm(self, seed: int, num_threads: int) -> dict:
-        """The parameter dict LightGBM's native API takes."""
+    def as_lightgbm(self, shape: TreeShape, seed: int, num_threads: int) -> dict:
+        """The parameter dict LightGBM's native API takes, for one candidate shape."""
         return {
             "objective": "binary",
             "metric": "binary_logloss",
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "max_depth": self.max_depth,
-            "min_child_samples": self.min_child_samples,
+            "learning_rate": shape.learning_rate,
+            "num_leaves": shape.num_leaves,
+            "max_depth": shape.max_depth,
+            "min_child_samples": shape.min_child_samples,
+            "lambda_l2": shape.lambda_l2,
             "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": self.bagging_freq,
-            "lambda_l2": self.lambda_l2,
             "cat_smooth": self.cat_smooth,
             "min_data_per_group": self.min_data_per_group,
             "max_cat_to_onehot": self.max_cat_to_onehot,
@@ -86,7 +114,7 @@ class TrainingConfig:
     """How the model is validated and fitted."""
 
     n_folds: int = 5
-    # Share of each training fold held out for early stopping and the fold's calibrator.
+    # Share of each training fold held out for early stopping, the shape choice and the fold's calibrator.
     inner_validation_share: float = 0.2
     # The refit sees 1/(1 - inner share) more rows than the early-stopping fits; a modest
     # increase of the cross-validated round count is the usual correction.
@@ -99,8 +127,13 @@ class TrainingConfig:
     num_threads: int = 2
     seed: int = RANDOM_SEED
     lightgbm: LightGBMParams = field(default_factory=LightGBMParams)
+    shapes: tuple[TreeShape, ...] = DEFAULT_SHAPES
+    # The explanation budget: model + exact TreeSHAP rows/s in-process (batch of
+    # `explain_timing_rows`, `num_threads` threads). A shape below it is never chosen.
+    min_explained_rows_per_s: float = 5_000.0
+    explain_timing_rows: int = 1_000
 
     def quick(self) -> "TrainingConfig":
         """A rough, fast variant for smoke tests (`train.py --quick`): the figures mean little."""
-        return replace(self, n_folds=2, shap_summary_rows=200,
-                       lightgbm=replace(self.lightgbm, max_boost_rounds=60, early_stopping_rounds=15, min_child_samples=20))
+        return replace(self, n_folds=2, shap_summary_rows=200, shapes=(self.shapes[3],),
+                       lightgbm=replace(self.lightgbm, max_boost_rounds=60, early_stopping_rounds=15))

@@ -46,9 +46,12 @@ def small_sample_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fast_training_config():
-    from credit_pd.config import LightGBMParams, TrainingConfig
+    from credit_pd.config import LightGBMParams, TrainingConfig, TreeShape
 
-    return TrainingConfig(n_folds=3, shap_summary_rows=500, lightgbm=LightGBMParams(max_boost_rounds=300, early_stopping_rounds=30, min_child_samples=50))
+    # Two candidate shapes (the real grid has more), so the shape choice runs in every test run.
+    shapes = (TreeShape("stumps", 2, 1, 50, 1.0, 0.1), TreeShape("depth 2", 4, 2, 50, 10.0, 0.05))
+    return TrainingConfig(n_folds=3, shap_summary_rows=500, shapes=shapes,
+                          lightgbm=LightGBMParams(max_boost_rounds=300, early_stopping_rounds=30))
 
 
 @pytest.fixture(scope="session")

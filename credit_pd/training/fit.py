@@ -1,10 +1,14 @@
 """Honest validation and the final fit.
 
-Stratified K-fold on the labelled rows. Inside each training fold a stratified inner split picks
-the number of boosting rounds (early stopping) and fits that fold's Platt calibrator, so the
-validation fold never influences any choice made for it: its scores are true out-of-fold
-forecasts. The final model is refit on every labelled row with the cross-validated round count
-and calibrated on the pooled out-of-fold scores.
+Stratified K-fold on the labelled rows. Inside each training fold a stratified inner split
+chooses the model: every candidate shape of the grid (`TrainingConfig.shapes`) is fitted with
+early stopping on it, its exact-TreeSHAP cost is measured, and the shape with the lowest inner
+log loss among those within the explanation budget is kept, with its round count; the same split
+fits that fold's Platt calibrator. The validation fold never influences any choice made for it,
+so its scores are true out-of-fold forecasts of the whole procedure, shape choice included.
+The final model takes the shape with the lowest mean inner log loss over the folds among those
+within budget in every fold, is refit on every labelled row with that shape's cross-validated
+round count, and is calibrated on the pooled out-of-fold scores.
 
 No class weights or resampling: the log-loss objective on the true class mix already targets
 calibrated probabilities, which a lender needs for pricing and provisioning, not just ranking.
@@ -12,6 +16,7 @@ calibrated probabilities, which a lender needs for pricing and provisioning, not
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -20,11 +25,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from credit_pd.config import TrainingConfig
+from credit_pd.config import TrainingConfig, TreeShape
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import DatasetSchema
 from credit_pd.training.metrics import ForecastMetrics, score_forecast, summarise_folds
 from credit_pd.scoring_model import PlattCalibrator, ScoringModel
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One shape fitted on a fold's inner split: its inner log loss, round count and cost."""
+
+    shape: TreeShape
+    inner_log_loss: float
+    best_iteration: int
+    explained_rows_per_s: float
+    within_budget: bool
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,19 @@ class FoldResult:
     best_iteration: int
     calibrator: PlattCalibrator
     metrics: ForecastMetrics
+    shape: TreeShape
+    candidates: tuple[CandidateResult, ...]
+
+
+@dataclass(frozen=True)
+class ShapeChoice:
+    """The final model's shape, and why: mean inner figures of every candidate over the folds."""
+
+    shape: TreeShape
+    rounds: int
+    reason: str
+    mean_inner_log_loss: dict[str, float]
+    min_explained_rows_per_s: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,7 @@ class FittedBooster:
     best_iteration: int
     inner_raw: np.ndarray
     inner_y: np.ndarray
+    candidate: CandidateResult
 
 
 def fit_platt(raw_score: np.ndarray, y: np.ndarray) -> PlattCalibrator:
@@ -67,9 +97,9 @@ def fit_platt(raw_score: np.ndarray, y: np.ndarray) -> PlattCalibrator:
     return PlattCalibrator(slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
 
 
-def booster_params(encoder: FeatureEncoder, config: TrainingConfig, seed: int) -> dict:
-    """LightGBM parameters plus the schema's monotone constraints."""
-    params = config.lightgbm.as_lightgbm(seed=seed, num_threads=config.num_threads)
+def booster_params(encoder: FeatureEncoder, config: TrainingConfig, shape: TreeShape, seed: int) -> dict:
+    """LightGBM parameters of one shape plus the schema's monotone constraints."""
+    params = config.lightgbm.as_lightgbm(shape, seed=seed, num_threads=config.num_threads)
     if any(encoder.monotone_constraints):
         params["monotone_constraints"] = encoder.monotone_constraints
     return params
@@ -87,23 +117,54 @@ def make_dataset(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, ref
     )
 
 
-def fit_with_early_stopping(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, seed: int) -> FittedBooster:
-    """Fit on part of the given rows; the inner held-out part picks the round count."""
+def explained_rows_per_s(booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None = None,
+                         repeats: int = 3) -> float:
+    """Model + exact TreeSHAP throughput on a batch of `explain_timing_rows` rows (best of a few runs).
+
+    Best of several runs: the least disturbed by other processes on a shared machine.
+    """
+    batch = np.resize(matrix, (config.explain_timing_rows, matrix.shape[1])) if len(matrix) else matrix
+    fastest = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        booster.predict(batch, raw_score=True, num_iteration=num_iteration, num_threads=config.num_threads)
+        booster.predict(batch, pred_contrib=True, num_iteration=num_iteration, num_threads=config.num_threads)
+        fastest = min(fastest, time.perf_counter() - started)
+    return len(batch) / fastest
+
+
+def fit_candidates(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig,
+                   seed: int) -> tuple[FittedBooster, list[CandidateResult]]:
+    """Fit every shape on part of the rows; the inner held-out part picks the shape and round count."""
     fit_idx, stop_idx = train_test_split(
         np.arange(len(y)), test_size=config.inner_validation_share, stratify=y, random_state=seed
     )
     train_set = make_dataset(matrix[fit_idx], y[fit_idx], encoder)
     stop_set = make_dataset(matrix[stop_idx], y[stop_idx], encoder, reference=train_set)
-    booster = lgb.train(
-        booster_params(encoder, config, seed),
-        train_set,
-        num_boost_round=config.lightgbm.max_boost_rounds,
-        valid_sets=[stop_set],
-        callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False)],
-    )
-    best = booster.best_iteration or config.lightgbm.max_boost_rounds
-    inner_raw = booster.predict(matrix[stop_idx], raw_score=True, num_iteration=best)
-    return FittedBooster(booster=booster, best_iteration=best, inner_raw=inner_raw, inner_y=y[stop_idx])
+    fitted: list[tuple[CandidateResult, lgb.Booster]] = []
+    for shape in config.shapes:
+        booster = lgb.train(
+            booster_params(encoder, config, shape, seed),
+            train_set,
+            num_boost_round=config.lightgbm.max_boost_rounds,
+            valid_sets=[stop_set],
+            callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False)],
+        )
+        best = booster.best_iteration or config.lightgbm.max_boost_rounds
+        loss = float(booster.best_score["valid_0"]["binary_logloss"])
+        rate = explained_rows_per_s(booster, matrix[stop_idx], config, num_iteration=best)
+        fitted.append((CandidateResult(shape, loss, best, rate, rate >= config.min_explained_rows_per_s), booster))
+    chosen, booster = pick_candidate(fitted)
+    inner_raw = booster.predict(matrix[stop_idx], raw_score=True, num_iteration=chosen.best_iteration)
+    return FittedBooster(booster, chosen.best_iteration, inner_raw, y[stop_idx], chosen), [c for c, _ in fitted]
+
+
+def pick_candidate(fitted: list[tuple[CandidateResult, lgb.Booster]]) -> tuple[CandidateResult, lgb.Booster]:
+    """Lowest inner log loss within the budget; when none is within it, the cheapest."""
+    affordable = [item for item in fitted if item[0].within_budget]
+    if affordable:
+        return min(affordable, key=lambda item: item[0].inner_log_loss)
+    return max(fitted, key=lambda item: item[0].explained_rows_per_s)
 
 
 def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, progress: bool = True) -> CrossValidationResult:
@@ -114,26 +175,48 @@ def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, c
     folds: list[FoldResult] = []
     bar = tqdm(total=config.n_folds, desc="cross-validation", unit="fold", disable=not progress)
     for fold, (train_idx, valid_idx) in enumerate(splitter.split(matrix, y), start=1):
-        fitted = fit_with_early_stopping(matrix[train_idx], y[train_idx], encoder, config, seed=config.seed + fold)
+        fitted, candidates = fit_candidates(matrix[train_idx], y[train_idx], encoder, config, seed=config.seed + fold)
         calibrator = fit_platt(fitted.inner_raw, fitted.inner_y)
         oof_raw[valid_idx] = fitted.booster.predict(matrix[valid_idx], raw_score=True, num_iteration=fitted.best_iteration)
         oof_pd[valid_idx] = calibrator.apply(oof_raw[valid_idx])
         metrics = score_forecast(y[valid_idx], oof_pd[valid_idx], config.ece_bins)
-        folds.append(FoldResult(fold, fitted.best_iteration, calibrator, metrics))
-        bar.set_postfix(auc=f"{metrics.roc_auc:.4f}", logloss=f"{metrics.log_loss:.5f}", rounds=fitted.best_iteration)
+        folds.append(FoldResult(fold, fitted.best_iteration, calibrator, metrics, fitted.candidate.shape, tuple(candidates)))
+        bar.set_postfix(auc=f"{metrics.roc_auc:.4f}", logloss=f"{metrics.log_loss:.5f}", shape=fitted.candidate.shape.name,
+                        rounds=fitted.best_iteration)
         bar.update()
     bar.close()
     return CrossValidationResult(folds=folds, oof_raw=oof_raw, oof_pd=oof_pd, pooled=score_forecast(y, oof_pd, config.ece_bins))
 
 
-def final_round_count(cv: CrossValidationResult, config: TrainingConfig) -> int:
-    """Cross-validated round count, scaled up because the refit sees more rows than any fold."""
-    return max(1, int(round(np.mean(cv.best_iterations) * config.final_rounds_multiplier)))
+def choose_shape(cv: CrossValidationResult, config: TrainingConfig) -> ShapeChoice:
+    """The final shape: lowest mean inner log loss over the folds among shapes within budget in every fold."""
+    names = [shape.name for shape in config.shapes]
+    per_shape = {name: [c for f in cv.folds for c in f.candidates if c.shape.name == name] for name in names}
+    mean_loss = {name: float(np.mean([c.inner_log_loss for c in results])) for name, results in per_shape.items()}
+    slowest = {name: float(min(c.explained_rows_per_s for c in results)) for name, results in per_shape.items()}
+    affordable = [name for name in names if all(c.within_budget for c in per_shape[name])]
+    floor = f"{config.min_explained_rows_per_s:,.0f} explained rows/s"
+    if affordable:
+        name = min(affordable, key=mean_loss.get)
+        over = [n for n in names if n not in affordable]
+        beaten = sorted((n for n in names if mean_loss[n] < mean_loss[name]), key=mean_loss.get)
+        reason = (f"lowest mean inner-split log loss ({mean_loss[name]:.5f}) of the {len(affordable)} shapes within the budget "
+                  f"of {floor}" + (f"; over budget: {', '.join(over)}" if over else "")
+                  + (f"; lower loss but over budget: {', '.join(beaten)}" if beaten else ""))
+    else:
+        name = max(names, key=slowest.get)
+        reason = f"no shape met the budget of {floor} in every fold; the cheapest was taken"
+    chosen = per_shape[name]
+    rounds = max(1, int(round(np.mean([c.best_iteration for c in chosen]) * config.final_rounds_multiplier)))
+    shape = next(s for s in config.shapes if s.name == name)
+    return ShapeChoice(shape=shape, rounds=rounds, reason=reason, mean_inner_log_loss=mean_loss, min_explained_rows_per_s=slowest)
 
 
 def fit_final_model(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, cv: CrossValidationResult, config: TrainingConfig,
-                    schema: DatasetSchema) -> ScoringModel:
-    """Refit on every labelled row; calibrate on the pooled out-of-fold log-odds."""
-    booster = lgb.train(booster_params(encoder, config, config.seed), make_dataset(matrix, y, encoder), num_boost_round=final_round_count(cv, config))
+                    schema: DatasetSchema, choice: ShapeChoice | None = None) -> ScoringModel:
+    """Refit on every labelled row in the chosen shape; calibrate on the pooled out-of-fold log-odds."""
+    choice = choice or choose_shape(cv, config)
+    booster = lgb.train(booster_params(encoder, config, choice.shape, config.seed), make_dataset(matrix, y, encoder),
+                        num_boost_round=choice.rounds)
     calibrator = fit_platt(cv.oof_raw, y)
     return ScoringModel(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=config.num_threads)

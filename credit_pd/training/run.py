@@ -1,40 +1,37 @@
-"""The training run end to end: load and validate, cross-validate, refit, store, predict, report.
+"""The training run end to end: load and validate, cross-validate and choose the shape, refit, publish.
 
-Every check on the input happens before anything is written, and files are written atomically,
-so a failed run leaves the previous predictions, report and store entries as they were.
+Every check on the input happens before anything is written, and the outputs (model store
+entry, predictions, report folder) are published all or nothing (`credit_pd.training.publish`),
+so a failed or killed run leaves the previous outputs as they were.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
-from credit_pd.config import DEFAULT_DATASET_PATH, MODEL_NAME, SampleConfig, TrainingConfig
+from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig, TrainingConfig
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
-from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.model_store import save_to_store
 from credit_pd.monitoring.reference import drift_reference_objects
-from credit_pd.training.publish import publication
-from credit_pd.training.report import REPORT_CARD, ReportInputs, write_report
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
-from credit_pd.training.fit import CrossValidationResult, cross_validate, final_round_count, fit_final_model
+from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
+from credit_pd.training.facts import ModelFacts, describe_run, file_sha256  # noqa: F401  (file_sha256: tests)
+from credit_pd.training.fit import CrossValidationResult, choose_shape, cross_validate, fit_final_model
+from credit_pd.training.publish import publication
+from credit_pd.training.report import REPORT_CARD, ReportInputs, write_report
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("uuid", "pd")
-LIBRARIES = ("lightgbm", "scikit-learn", "shap", "bentoml", "pandas", "numpy")
-# Rows timed for the explained-rows/s figure in the card (the benchmark measures it properly).
-EXPLAIN_TIMING_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,7 @@ class TrainingRun:
     model_tag: str
     cv: CrossValidationResult
     model: ScoringModel
+    facts: ModelFacts
     predictions_path: Path
     report_path: Path
     n_scored: int
@@ -84,19 +82,22 @@ def run_training(
     if labelled.all():
         print(f"{data_path.name} has no unlabelled rows (every {schema.target_column!r} is set): nothing to score; "
               f"{predictions_path} will hold only its header, so it always belongs to the model this run publishes.")
+    if schema.example is None:
+        schema = schema.model_copy(update={"example": example_application(frame.loc[labelled].iloc[0], schema)})
 
     cv = cross_validate(matrix[labelled], y, encoder, config, progress=progress)
-    model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema)
+    choice = choose_shape(cv, config)
+    model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema, choice)
     unlabelled_pd = model.predict_pd(matrix[~labelled])
-    facts = describe_run(schema, data_path, frame, labelled, cv, model, config, time.perf_counter() - started)
+    facts = describe_run(schema, data_path, frame, labelled, cv, choice, model, matrix[labelled], config, time.perf_counter() - started)
 
     explain_rows = _summary_sample(labelled, config)
     publishing = publication(predictions_path, report_dir)
     try:
         stored = publishing.stage_model(
-            lambda store_dir: save_to_store(model, metadata=store_metadata(facts, schema, cv), labels=store_labels(schema, facts),
+            lambda store_dir: save_to_store(model, metadata=store_metadata(facts, schema), labels=store_labels(schema, facts),
                                             custom_objects=drift_reference_objects(model, matrix), store_dir=store_dir))
-        facts["model_tag"] = str(stored.tag)
+        facts = facts.with_tag(str(stored.tag))
         ids = frame.loc[~labelled, schema.id_column]
         publishing.stage_predictions(lambda out: write_predictions(out, ids, unlabelled_pd))
         inputs = ReportInputs(y=y, cv=cv, model=model, explain_matrix=matrix[explain_rows], explain_frame=frame.iloc[explain_rows], facts=facts)
@@ -105,7 +106,7 @@ def run_training(
     except BaseException:
         publishing.discard()
         raise
-    return TrainingRun(str(stored.tag), cv, model, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum()))
+    return TrainingRun(str(stored.tag), cv, model, facts, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum()))
 
 
 def write_predictions(out: TextIO, ids: pd.Series, pd_values: np.ndarray) -> None:
@@ -114,70 +115,32 @@ def write_predictions(out: TextIO, ids: pd.Series, pd_values: np.ndarray) -> Non
     table.to_csv(out, index=False)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def example_application(row: pd.Series, schema: DatasetSchema) -> dict[str, Any]:
+    """A labelled training row as a JSON-ready application, for schemas that bring no example.
+
+    Every stored model carries an example (the service's OpenAPI document shows it).
+    """
+    example: dict[str, Any] = {}
+    for spec in schema.features:
+        value = row[spec.name]
+        if value is None or pd.isna(value):
+            example[spec.name] = None
+        elif spec.type is FeatureType.BOOLEAN:
+            example[spec.name] = bool(value)
+        elif spec.type is FeatureType.NUMERIC:
+            example[spec.name] = float(value)
+        else:
+            example[spec.name] = str(value)
+    return example
 
 
-def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, labelled: np.ndarray,
-                 cv: CrossValidationResult, model: ScoringModel, config: TrainingConfig, seconds: float) -> dict:
-    """Facts shared by the model card and the store metadata."""
-    y = frame.loc[labelled, schema.target_column]
-    counts = {t.value: len(schema.names_of(t)) for t in FeatureType}
-    return {
-        "model_tag": f"{MODEL_NAME}:unsaved",
-        "schema_name": schema.name,
-        "id_column": schema.id_column,
-        "n_features": len(schema.features),
-        "feature_types": ", ".join(f"{n} {t}" for t, n in counts.items()),
-        "data_path": str(data_path),
-        "data_sha256": file_sha256(data_path),
-        "n_rows": int(len(frame)),
-        "n_labelled": int(labelled.sum()),
-        "n_unlabelled": int((~labelled).sum()),
-        "n_positives": int(y.sum()),
-        "default_rate": float(y.mean()),
-        "n_folds": config.n_folds,
-        "inner_share": config.inner_validation_share,
-        "ece_bins": config.ece_bins,
-        "final_rounds": final_round_count(cv, config),
-        "final_rounds_multiplier": config.final_rounds_multiplier,
-        "n_trees": model.booster.num_trees(),
-        "num_leaves": config.lightgbm.num_leaves,
-        "max_depth": config.lightgbm.max_depth,
-        "monotone_features": ", ".join(f"`{f.name}`" for f in schema.features if f.monotone is not None) or "none",
-        "calibration": model.scoring_spec()["calibration"],
-        "training_seconds": seconds,
-        "explained_rows_per_s": measure_explained_rows_per_s(model, frame, schema),
-    }
-
-
-def measure_explained_rows_per_s(model: ScoringModel, frame: pd.DataFrame, schema: DatasetSchema) -> float:
-    """Model + exact TreeSHAP throughput on one batch, for the card's statement about cost."""
-    batch = model.encoder.encode_frame(frame.head(EXPLAIN_TIMING_ROWS))
-    started = time.perf_counter()
-    model.explain(batch)
-    return len(batch) / (time.perf_counter() - started)
-
-
-def store_metadata(facts: dict, schema: DatasetSchema, cv: CrossValidationResult) -> dict:
+def store_metadata(facts: ModelFacts, schema: DatasetSchema) -> dict[str, Any]:
     """Everything a reviewer needs from `bentoml models get`, as plain JSON-able values."""
-    return {
-        **{k: v for k, v in facts.items() if k != "model_tag"},
-        "cv_metrics_per_fold": [f.metrics.as_dict() for f in cv.folds],
-        "cv_metrics_summary": cv.summary,
-        "cv_metrics_pooled": cv.pooled.as_dict(),
-        "cv_best_iterations": cv.best_iterations,
-        "schema": schema.model_dump(mode="json", exclude_none=True, exclude={"example"}),
-        "library_versions": {name: version(name) for name in LIBRARIES},
-    }
+    return {**facts.as_metadata(), "schema": schema.model_dump(mode="json", exclude_none=True, exclude={"example"})}
 
 
-def store_labels(schema: DatasetSchema, facts: dict) -> dict[str, str]:
-    return {"schema": schema.name, "data_sha256": facts["data_sha256"][:16], "stage": "trained"}
+def store_labels(schema: DatasetSchema, facts: ModelFacts) -> dict[str, str]:
+    return {"schema": schema.name, "data_sha256": facts.data.sha256[:16], "stage": "trained"}
 
 
 def _summary_sample(labelled: np.ndarray, config: TrainingConfig) -> np.ndarray:

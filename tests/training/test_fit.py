@@ -7,7 +7,7 @@ import pytest
 
 from credit_pd.features import FeatureEncoder
 from credit_pd.training.dataset import labelled_mask, load_dataset
-from credit_pd.training.fit import cross_validate, final_round_count, fit_final_model
+from credit_pd.training.fit import choose_shape, cross_validate, fit_final_model
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,25 @@ def test_oof_forecast_is_calibrated_in_the_mean(labelled, fast_training_config):
 def test_final_model_uses_cross_validated_rounds(labelled, fast_training_config, schema):
     matrix, y, encoder = labelled
     cv = cross_validate(matrix, y, encoder, fast_training_config, progress=False)
-    model = fit_final_model(matrix, y, encoder, cv, fast_training_config, schema)
-    assert model.booster.num_trees() == final_round_count(cv, fast_training_config)
+    choice = choose_shape(cv, fast_training_config)
+    model = fit_final_model(matrix, y, encoder, cv, fast_training_config, schema, choice)
+    assert model.booster.num_trees() == choice.rounds
+    assert model.booster.dump_model()["tree_info"][0]["num_leaves"] <= choice.shape.num_leaves
     assert model.booster.feature_name() == list(encoder.feature_names)
+
+
+def test_shape_choice_respects_the_explanation_budget(labelled, fast_training_config):
+    """A floor no shape can meet except the cheapest leaves the cheapest; a floor of 0 leaves the best loss."""
+    from dataclasses import replace
+
+    matrix, y, encoder = labelled
+    free = replace(fast_training_config, min_explained_rows_per_s=0.0)
+    cv = cross_validate(matrix, y, encoder, free, progress=False)
+    choice = choose_shape(cv, free)
+    assert choice.shape.name == min(choice.mean_inner_log_loss, key=choice.mean_inner_log_loss.get)
+    assert all(len(f.candidates) == len(free.shapes) for f in cv.folds)
+    impossible = replace(fast_training_config, min_explained_rows_per_s=1e12)
+    cv = cross_validate(matrix, y, encoder, impossible, progress=False)
+    choice = choose_shape(cv, impossible)
+    assert "no shape met the budget" in choice.reason
+    assert choice.shape.name == max(choice.min_explained_rows_per_s, key=choice.min_explained_rows_per_s.get)

@@ -39,18 +39,31 @@ def test_store_round_trip_reproduces_the_csv_exactly(trained_run, small_sample_p
 def test_store_metadata_tells_a_reviewer_what_the_model_is(trained_run, small_sample_path):
     import bentoml
 
-    from credit_pd.training.run import file_sha256
+    from credit_pd.training.facts import file_sha256
 
     info = bentoml.models.get(trained_run.model_tag).info
     meta = info.metadata
-    assert meta["data_sha256"] == file_sha256(small_sample_path)
-    assert set(meta["cv_metrics_summary"]) == {"roc_auc", "pr_auc", "log_loss", "brier", "ece"}
-    assert len(meta["cv_metrics_per_fold"]) == 3
+    assert meta["data"]["sha256"] == file_sha256(small_sample_path)
+    assert meta["data"]["file_name"] == small_sample_path.name
+    assert set(meta["cv_summary"]) == {"roc_auc", "pr_auc", "log_loss", "brier", "ece"}
+    assert len(meta["cv_per_fold"]) == 3
     assert meta["schema"]["name"] == "klarna_bnpl"
     assert {"lightgbm", "bentoml", "scikit-learn"} <= set(meta["library_versions"])
     assert meta["calibration"]["method"] == "platt"
     assert meta["training_seconds"] > 0
+    assert meta["shape"]["name"] in {"stumps", "depth 2"} and meta["shape"]["reason"]
+    assert meta["explained_rows_per_s"] > 0
     assert info.labels["schema"] == "klarna_bnpl"
+
+
+def test_card_and_metadata_read_the_same_facts(trained_run):
+    card = trained_run.report_path.read_text()
+    facts = trained_run.facts
+    assert facts.model_tag == trained_run.model_tag
+    assert f"{facts.explained_rows_per_s:,.0f} rows/s" in card and facts.shape.description in card
+    assert f"`{facts.data.file_name}`" in card and str(trained_run.report_path.parent.parent) not in card
+    for frozen in ("0.0492", "0.0486", "~10", "on 2 cores"):
+        assert frozen not in card
 
 
 def test_report_has_card_and_plots(trained_run):
@@ -111,6 +124,10 @@ def test_another_schema_trains_end_to_end(tmp_path, fast_training_config):
     write_german_credit(data)
     run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
                        fast_training_config, progress=False)
+    stored = load_from_store(run.model_tag)
+    example = stored.schema.example  # the schema file has none: one is built from a labelled row
+    assert example is not None and set(example) == set(stored.feature_names)
+    assert isinstance(example["foreign_worker"], (bool, type(None))) and isinstance(example["duration_months"], float)
     predictions = pd.read_csv(run.predictions_path)
     assert list(predictions.columns) == ["uuid", "pd"]
     assert len(predictions) == 300 and predictions["uuid"].str.startswith("A").all()
