@@ -87,7 +87,9 @@ def test_walkthrough_covers_every_step(docs: str) -> None:
                     "eks/aws-load-balancer-controller", "helm upgrade --install credit-pd helm/credit-pd",
                     "-f helm/credit-pd/values-production.yaml", "bentoml models export", "modelFromS3.enabled=true",
                     "kubectl -n $NAMESPACE get ingress", "port-forward", "scripts/predict_client.py --url",
-                    "curl -sS -X POST", "helm test credit-pd", "eksctl delete cluster"):
+                    "curl -sS -X POST", "helm test credit-pd", "eksctl delete cluster",
+                    "ingress.https.certificateArn=$CERTIFICATE_ARN", "ingress.auth.cognito.userPoolArn=$USER_POOL_ARN",
+                    "aws acm request-certificate", "aws cognito-idp create-user-pool", "make k8s", "make cluster-test"):
         assert command in docs, command
 
 
