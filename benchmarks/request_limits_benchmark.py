@@ -5,7 +5,7 @@
 Starts `bentoml serve` with one worker on loopback and prints, for the worker process:
 - RSS before, peak during (sampled every 2 ms) and after requests at the limits: 1,000 copies of
   the model's example application (what clients send), and 1,000 applications with every field at
-  its longest allowed spelling (the worst case the contract admits);
+  its longest allowed spelling (the worst case the contract admits), one at a time and 8 at once;
 - the time until the status line of a 413 for a 60 MB body sent with Content-Length, and for one
   sent chunked (no Content-Length), and the worker's RSS before and after each.
 Figures vary with what else runs on the machine; the memory figures vary by a few MB run to run.
@@ -128,6 +128,25 @@ def measure_request(base: str, worker: psutil.Process, label: str, body: bytes, 
               f"worker RSS before {mb(before)} MB, peak {mb(sampler.peak)} MB, after {mb(after)} MB")
 
 
+def measure_concurrent(base: str, worker: psutil.Process, label: str, body: bytes, concurrency: int) -> None:
+    """`concurrency` copies of the largest request at once: the worst case one worker must hold."""
+    import asyncio
+
+    async def fire() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            calls = [client.post(f"{base}/predict", content=body, headers={"content-type": "application/json"}) for _ in range(concurrency)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    before = worker.memory_info().rss
+    with PeakRSS(worker) as sampler:
+        started = time.perf_counter()
+        statuses = asyncio.run(fire())
+        seconds = time.perf_counter() - started
+    codes = {code: statuses.count(code) for code in sorted(set(statuses))}
+    print(f"{concurrency} x {label} at once: HTTP {codes} in {seconds:.2f} s; worker RSS before {mb(before)} MB, "
+          f"peak {mb(sampler.peak)} MB ({(sampler.peak - before) / concurrency / 1e6:.0f} MB per request in flight)")
+
+
 def time_to_413(port: int, worker: psutil.Process, chunked: bool) -> None:
     """Send a 60 MB body as fast as loopback takes it; time until the status line arrives."""
     head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -182,8 +201,11 @@ def main(argv: list[str] | None = None) -> None:
         worker = worker_process(server)
         limit = httpx.get(f"{base}/docs.json").json()["components"]["schemas"]["PredictRequest"]["properties"]["applications"]["anyOf"][1]["maxItems"]
         print(f"worker pid {worker.pid}, idle RSS {mb(worker.memory_info().rss)} MB; per-request cap {limit} applications")
-        for label, body in largest_requests(base, limit).items():
+        print(f"server (arbiter) process RSS {mb(psutil.Process(server.pid).memory_info().rss)} MB")
+        requests = largest_requests(base, limit)
+        for label, body in requests.items():
             measure_request(base, worker, label, body)
+        measure_concurrent(base, worker, "1,000 longest-form applications", requests["1,000 longest-form applications"], concurrency=8)
         time_to_413(port, worker, chunked=False)
         time_to_413(port, worker, chunked=True)
         measure_request(base, worker, "after the 413s, 1,000 example applications", largest_requests(base, limit)["1,000 example applications"], repeats=1)
