@@ -212,7 +212,7 @@ def test_server_errors_keep_their_traceback(asgi_client, example_requests, bento
     def broken(self, applications):
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr(PDScorer, "score", broken)
+    monkeypatch.setattr(PDScorer, "answers", broken)  # the method the service calls
     response = asgi_client.post("/predict", json={"applications": example_requests[0]})
     assert response.status_code == 500
     [record] = [r for r in bentoml_exception_log if r.levelno >= logging.ERROR]
@@ -480,7 +480,7 @@ SCHEMATHESIS_EXAMPLES = 300
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_openapi_document_is_true_to_the_server(server, tmp_path):
+def test_schemathesis_finds_the_openapi_document_true_to_the_server(server, tmp_path):
     """schemathesis: every check, examples + coverage + fuzzing phases, zero failures."""
     command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server}/docs.json", "--checks", "all",
                "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--seed", "20261125", "--generation-database", "none",
