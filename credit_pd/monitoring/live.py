@@ -152,6 +152,8 @@ class LiveMonitor:
         self.scored_child = self.metrics.scored.labels(tag)
         self.pd_histogram = self.metrics.prediction_pd.labels(tag)
         self.histogram_bounds = np.array([*self.reference.pd_bucket_bounds, np.inf])
+        # PD bins on the PD scale (same bins as the reference's log-odds edges; a PD is never NaN).
+        self.pd_bounds = np.array(self.reference.pd_bucket_bounds)
         _check_histogram(self.pd_histogram, self.histogram_bounds.tolist())
 
     def _export_reference(self) -> None:
@@ -169,8 +171,7 @@ class LiveMonitor:
         numeric_missing = np.isnan(numeric)
         numeric_bins = (numeric[:, :, None] >= self.numeric_edges[None, :, :]).sum(axis=2)
         numeric_bins = np.where(numeric_missing, self.numeric_missing_bin, numeric_bins)
-        with np.errstate(invalid="ignore"):
-            out_of_range = ((numeric < self.numeric_low) | (numeric > self.numeric_high)).sum(axis=0)
+        out_of_range = ((numeric < self.numeric_low) | (numeric > self.numeric_high)).sum(axis=0)  # NaN compares False
 
         codes = matrix[:, self.categorical_cols]
         nan_codes = np.isnan(codes)
@@ -201,7 +202,7 @@ class LiveMonitor:
         if len(pds) == 0:
             return
         counts, unseen, out_of_range = self.feature_bin_counts(records, matrix)
-        pd_bins = np.bincount(self.reference.pd_bin_indices(pds), minlength=len(self.pd_children))
+        pd_bins = np.bincount(np.searchsorted(self.pd_bounds, pds, side="right"), minlength=len(self.pd_children))
         buckets = np.bincount(np.searchsorted(self.histogram_bounds, pds, side="left"), minlength=len(self.histogram_bounds))
         with self._lock:
             self._pending.feature_bins += counts
