@@ -151,7 +151,9 @@ class LiveMonitor:
         self.out_of_range_children = [self.metrics.out_of_range.labels(tag, n) for n in self.numeric_names]
         self.scored_child = self.metrics.scored.labels(tag)
         self.pd_histogram = self.metrics.prediction_pd.labels(tag)
-        self.histogram_bounds = np.array([*self.reference.pd_bucket_bounds, np.inf])
+        # The family's buckets are fixed when a process first creates it: a second model scored in
+        # the same process (tests, notebooks; never a BentoML worker) shares the first one's buckets.
+        self.histogram_bounds = np.array(getattr(self.pd_histogram, "_upper_bounds", [*self.reference.pd_bucket_bounds, np.inf]))
         # PD bins on the PD scale (same bins as the reference's log-odds edges; a PD is never NaN).
         self.pd_bounds = np.array(self.reference.pd_bucket_bounds)
         _check_histogram(self.pd_histogram, self.histogram_bounds.tolist())
@@ -271,8 +273,7 @@ def _check_histogram(child: Any, bounds: Sequence[float]) -> None:
     """Adding a whole batch to a histogram needs prometheus_client's per-bucket counters
     (`_buckets`, `_sum`, `_upper_bounds`, stable since 0.1; prometheus_client has no bulk
     observe). Fails at start-up, naming the reason, if a new version moved them."""
-    upper = list(getattr(child, "_upper_bounds", []))
-    if upper != list(bounds) or len(getattr(child, "_buckets", [])) != len(bounds) or not hasattr(child, "_sum"):
+    if len(getattr(child, "_buckets", [])) != len(bounds) or not hasattr(child, "_sum") or not len(bounds):
         raise RuntimeError("prometheus_client's Histogram no longer has _buckets/_sum/_upper_bounds; "
                            "credit_pd.monitoring.live needs updating (or set CREDIT_PD_MONITORING_ENABLED=false)")
 

@@ -104,3 +104,27 @@ def test_report_cli_names_a_bad_file(trained_run, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "credit_pd.monitoring.report", "--data", str(bad), "--model-tag", trained_run.model_tag],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "missing columns" in result.stderr
+
+
+def test_live_counts_match_the_reference_binning(trained_run, stored_reference, small_sample_path: Path, schema) -> None:
+    """The vectorised live counting gives the reference's own bins, unseen labels go to `other`,
+    and a second monitor in the same process (another model) still works."""
+    from credit_pd.client import requests_from_frame
+    from credit_pd.monitoring.live import LiveMonitor
+
+    encoder = trained_run.model.encoder
+    records = requests_from_frame(load_dataset(small_sample_path, schema).head(300), schema)
+    records[0]["merchant_group"] = "never seen"
+    matrix = encoder.encode_records(records)
+    monitor = LiveMonitor(stored_reference, encoder, "test:one")
+    counts, unseen, _ = monitor.feature_bin_counts(records, matrix)
+    for i, name in enumerate(monitor.feature_order):
+        binned, col = stored_reference.features[name], encoder.feature_names.index(name)
+        table = binned.code_to_bin(encoder.categorical[name]) if name in encoder.categorical else None
+        flag = np.array([name == "merchant_group" and r is records[0] for r in records]) if table is not None else None
+        expected = binned.counts(matrix[:, col], table, flag)
+        assert list(counts[monitor.feature_offsets[i]:monitor.feature_offsets[i] + len(binned.bins)]) == list(expected), name
+    assert dict(zip(monitor.categorical_names, unseen.tolist()))["merchant_group"] == 1 and unseen.sum() == 1
+    monitor.observe(records, matrix, trained_run.model.predict_pd(matrix))
+    monitor.close()
+    LiveMonitor(stored_reference, encoder, "test:two").close()
