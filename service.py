@@ -27,15 +27,18 @@ from credit_pd.serving.runtime import (
     cap_batcher_hold_time,
     freeze_startup_objects,
     log_runtime_patches,
+    prediction_output_spec,
     quiet_client_error_logs,
 )
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
 
 settings = ServingSettings()
+PredictionsOut, orjson_responses = prediction_output_spec(PredictionOut)
 RUNTIME_PATCHES = {
     "batcher hold cap (cap_batcher_hold_time)": cap_batcher_hold_time(settings.max_batch_hold_ms),
     "value-free 4xx logs (quiet_client_error_logs)": quiet_client_error_logs(),
+    "orjson responses (prediction_output_spec)": orjson_responses,
 }
 stored_model = get_stored_model(settings.model_tag)
 scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
@@ -60,11 +63,11 @@ class CreditPDService:
         log_runtime_patches(RUNTIME_PATCHES)
         freeze_startup_objects()
 
-    @bentoml.api(batchable=True, input_spec=PredictRequest,
+    @bentoml.api(batchable=True, input_spec=PredictRequest, output_spec=PredictionsOut,
                  max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
     def predict(self, applications: Applications) -> list[PredictionOut]:
         """Score one application or a list; concurrent requests are merged into one batch."""
-        return self.scorer.score(applications)
+        return self.scorer.answers(applications)  # JSON-ready dicts, written by PredictionsOut
 
 
 def _openapi() -> dict:
@@ -73,5 +76,6 @@ def _openapi() -> dict:
 
 # Outermost first: the document and the envelope limits answer before BentoML reads a body.
 CreditPDService.add_asgi_middleware(OpenAPIDocument, build=_openapi)
-CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes)
+CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
+                                  paths=tuple(api.route for api in CreditPDService.apis.values()))
 CreditPDService.add_asgi_middleware(RetryAfterOn503, retry_after_s=settings.retry_after_s)

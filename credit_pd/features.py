@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -116,17 +117,41 @@ class FeatureEncoder:
         return np.column_stack(columns).astype(np.float64, copy=False)
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Encode request records (dicts of feature -> value or None); the service's path."""
-        matrix = np.full((len(records), len(self.feature_names)), np.nan)
-        lookups = {name: {label: code for code, label in enumerate(vocab)} for name, vocab in self.categorical.items()}
-        for col, name in enumerate(self.feature_names):
-            lookup = lookups.get(name)
-            for row, record in enumerate(records):
+        """Encode request records (dicts of feature -> value or None); the service's path.
+
+        Rows are built as Python lists and converted to the matrix in one numpy call. A category
+        already in canonical spelling (what the service's request model hands over) is found with
+        one dict look-up; any other spelling goes through `canonical_category` first.
+        """
+        nan = math.nan
+        columns = [(name, self._code_lookups.get(name)) for name in self.feature_names]
+        rows = []
+        for record in records:
+            row = []
+            for name, lookup in columns:
                 value = record.get(name)
                 if value is None:
-                    continue
-                matrix[row, col] = lookup.get(canonical_category(value), np.nan) if lookup is not None else float(value)
-        return matrix
+                    row.append(nan)
+                elif lookup is None:
+                    row.append(value)
+                elif value in lookup:
+                    row.append(lookup[value])
+                else:
+                    row.append(lookup.get(canonical_category(value), nan))
+            rows.append(row)
+        return np.array(rows, dtype=np.float64).reshape(len(records), len(self.feature_names))
+
+    @cached_property
+    def _code_lookups(self) -> dict[str, dict[Any, float]]:
+        """Per categorical: canonical label -> code (as float, the matrix's type).
+
+        Only labels that are their own canonical spelling are keys, so a direct hit can never
+        differ from `lookup[canonical_category(value)]`; booleans are never keys (`True == 1`).
+        """
+        return {
+            name: {label: float(code) for code, label in enumerate(vocab) if canonical_category(label) == label}
+            for name, vocab in self.categorical.items()
+        }
 
     def unseen_categories(self, record: Mapping[str, Any]) -> dict[str, str]:
         """Categorical values the model never saw; they are scored as missing."""

@@ -4,7 +4,7 @@ The model store entry carries the schema (types, bounds, nullability, descriptio
 the category vocabularies and the numeric training ranges; this module turns them into the
 pydantic request model that validates every request, and into the OpenAPI document that
 describes it. Both are built from the same `CategoryRule`s and feature specs, and the
-schemathesis test (tests/serving/test_openapi_schemathesis.py) checks that they agree.
+schemathesis test (tests/serving/test_service.py) checks that they agree.
 
 All validation happens per client request, before BentoML's adaptive batcher merges requests:
 a bad application is rejected with a 400 naming its list index and field, and can never fail a
@@ -105,8 +105,18 @@ class CategoryRule:
         more = f" and {len(self.labels) - 20} more (see the OpenAPI document)" if len(self.labels) > 20 else ""
         return shown + more
 
+    @cached_property
+    def accepted_as_is(self) -> frozenset[str]:
+        """Labels that `validate` returns unchanged under any policy: known, well spelled, canonical."""
+        return frozenset(
+            label for label in self.labels
+            if (not self.numeric_coded or re.fullmatch(CODE_SPELLING, label)) and canonical_category(label) == label
+        )
+
     def validate(self, value: str | float, info: ValidationInfo, default_policy: UnseenPolicy) -> str:
         """The canonical label; raises for a malformed code and, under `reject`, an unseen value."""
+        if type(value) is str and value in self.accepted_as_is:
+            return value  # the common case, one set look-up (the checks below cost ~40 us per application)
         if self.numeric_coded and isinstance(value, str) and not re.fullmatch(CODE_SPELLING, value):
             raise PydanticCustomError(
                 "category_code_spelling",

@@ -40,28 +40,81 @@ def cap_batcher_hold_time(max_hold_ms: float) -> bool:
     """Stop BentoML's adaptive batcher from holding requests longer than `max_hold_ms` on purpose.
 
     The batcher (bentoml 1.4 `CorkDispatcher`) holds a lone request for about the mean wait it
-    observed over its last 50 batches. Under overload those waits are queueing time (hundreds of
-    ms), so after a burst it kept holding single requests ~300 ms for minutes (measured by the
-    load benchmark). Capping the learned hold leaves queueing and load shedding as they are and
-    only bounds the deliberate wait. Returns False (and changes nothing) if BentoML's internals
-    moved, so an upgrade degrades to stock behaviour rather than failing.
+    observed over its last 50 batches. Those waits include the holds themselves and, under load,
+    queueing time, so once learned the hold sustains itself: a lone request waited up to the old
+    10 ms cap after any busy spell, and ~300 ms after an overload without a cap. The default cap
+    is 0 (`ServingSettings.max_batch_hold_ms`): no deliberate hold, so a lone request is scored at
+    once, while requests arriving during a running batch still queue and form the next batch
+    (one batch runs at a time per worker), which is where batches come from under load. Queueing
+    and load shedding are unchanged. Calling it again changes the cap. Returns False (and changes
+    nothing) if BentoML's internals moved, so an upgrade degrades to stock behaviour.
     """
     try:
         from bentoml._internal.marshal.dispatcher import Optimizer
     except ImportError:
         return False
     refresh = getattr(Optimizer, "trigger_refresh", None)
-    if refresh is None or getattr(refresh, "capped_hold_s", None) is not None:
-        return refresh is not None
-    cap_s = max_hold_ms / 1000.0
+    if refresh is None:
+        return False
+    cap_s = max(0.0, max_hold_ms / 1000.0)
+    if getattr(refresh, "capped_hold_s", None) is not None:
+        refresh.capped_hold_s = cap_s
+        return True
 
     def trigger_refresh_capped(self: Any) -> None:
         refresh(self)
-        self.wait = min(self.wait, cap_s)
+        self.wait = min(self.wait, trigger_refresh_capped.capped_hold_s)  # type: ignore[attr-defined]
 
     trigger_refresh_capped.capped_hold_s = cap_s  # type: ignore[attr-defined]
     Optimizer.trigger_refresh = trigger_refresh_capped
     return True
+
+
+def prediction_output_spec(item_model: type) -> tuple[type, bool]:
+    """The `output_spec` of `POST /predict`: a list of `item_model`, written with orjson.
+
+    BentoML 1.4 turns a returned list into a response by validating it into its root model, dumping
+    it to Python, dumping it again in JSON mode and running `json.dumps` over the result (the stock
+    `IORootModel.to_http_response`): for a 100-application answer that cost more than scoring it.
+    The scorer already returns JSON-ready dicts in `item_model`'s shape (tests validate them against
+    it), so this spec writes them with one `orjson.dumps`; the OpenAPI schema stays the list of
+    `item_model`. Returns (spec, in effect). Not in effect when BentoML's handler no longer calls
+    `output_spec.to_http_response(output, serde)`: then the stock spec is returned, which validates
+    the dicts into `item_model` (slower, same answer). tests/serving/test_scorer.py fails when it moves.
+    """
+    try:
+        from _bentoml_impl.server.app import ServiceAppFactory
+        from _bentoml_sdk.io_models import IORootModel, ensure_io_descriptor
+    except ImportError:
+        return list[item_model], False  # type: ignore[valid-type]
+    stock = ensure_io_descriptor(list[item_model])  # type: ignore[valid-type]
+    if not (issubclass(stock, IORootModel) and _handler_renders_with_output_spec(ServiceAppFactory)):
+        return stock, False
+
+    import orjson
+    from starlette.responses import Response
+
+    class OrjsonPredictions(stock):  # type: ignore[misc, valid-type]
+        @classmethod
+        async def to_http_response(cls, obj: Any, serde: Any) -> Response:
+            if isinstance(obj, list) and all(type(item) is dict for item in obj):
+                return Response(orjson.dumps(obj), media_type="application/json")
+            return await super().to_http_response(obj, serde)
+
+    OrjsonPredictions.__name__ = OrjsonPredictions.__qualname__ = stock.__name__
+    return OrjsonPredictions, True
+
+
+def _handler_renders_with_output_spec(app_factory: type) -> bool:
+    """True while BentoML's API handler renders a non-Response result with `output_spec.to_http_response`."""
+    import inspect
+
+    try:
+        source = inspect.getsource(app_factory.api_endpoint)
+        parameters = list(inspect.signature(app_factory.api_endpoint).parameters)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return "method.output_spec.to_http_response(output, serde)" in source and parameters[:3] == ["self", "name", "request"]
 
 
 def freeze_startup_objects() -> None:

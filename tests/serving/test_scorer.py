@@ -163,17 +163,24 @@ def test_batcher_hold_time_is_capped_after_queueing_waits():
 
     from credit_pd.serving.runtime import cap_batcher_hold_time
 
-    assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
-    optimizer = Optimizer(max_latency=0.5)
-    for _ in range(20):  # batches that waited 300 ms in a queue, as under overload
-        optimizer.o_stat.append((8, 0.004, 0.3))
-    optimizer.trigger_refresh()
-    assert optimizer.wait == pytest.approx(0.010)
-    optimizer.o_stat.clear()
-    for _ in range(20):
-        optimizer.o_stat.append((1, 0.002, 0.001))
-    optimizer.trigger_refresh()
-    assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
+    assert ServingSettings().max_batch_hold_ms == 0, "a lone request must not wait for company"
+    try:
+        assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
+        optimizer = Optimizer(max_latency=0.5)
+        for _ in range(20):  # batches that waited 300 ms in a queue, as under overload
+            optimizer.o_stat.append((8, 0.004, 0.3))
+        optimizer.trigger_refresh()
+        assert optimizer.wait == pytest.approx(0.010)
+        optimizer.o_stat.clear()
+        for _ in range(20):
+            optimizer.o_stat.append((1, 0.002, 0.001))
+        optimizer.trigger_refresh()
+        assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
+        assert cap_batcher_hold_time(0.0)
+        optimizer.trigger_refresh()
+        assert optimizer.wait == 0, "the default cap: no deliberate hold at all"
+    finally:
+        cap_batcher_hold_time(ServingSettings().max_batch_hold_ms)
 
 
 def test_start_up_objects_are_frozen_out_of_gc_scans():
@@ -196,3 +203,120 @@ def test_schema_example_validates_and_scores(schema, application_model, scorer):
     assert 0.0 <= result.pd <= 1.0
     assert result.explanation is not None and result.warnings == []
     assert application_model.model_json_schema()["example"]["age"] == schema.example["age"]
+
+
+# ---------------------------------------------------------------- the fast answer path (issue 8) --
+
+def _mixed_batch(applications):
+    """Explained and unexplained rows, default / small / "all" top_k, an unseen category and an
+    out-of-range age, in one merged batch: every branch of the whole-batch answer building."""
+    batch = []
+    for i, app in enumerate(applications[:60]):
+        update = {"top_k": 10} if i % 3 == 0 else {"top_k": 3} if i % 3 == 1 else {}
+        if i % 7 == 0:
+            update["explain"] = False
+        batch.append(app.model_copy(update=update))
+    batch.append(applications[0].model_copy(update={"merchant_group": "Spaceships", "age": 99.0, "top_k": 5}))
+    return batch
+
+
+def test_answers_on_the_wire_are_the_documented_contract(scorer, applications):
+    import orjson
+
+    from credit_pd.serving.contract import PredictionOut
+
+    batch = _mixed_batch(applications)
+    answers = scorer.answers(batch)
+    wire = TypeAdapter(list[PredictionOut]).validate_json(orjson.dumps(answers))
+    assert wire == scorer.score(batch)
+    assert [list(a) for a in answers] == [list(PredictionOut.model_fields)] * len(batch), "field order as documented"
+    assert [a["uuid"] for a in answers] == [b.uuid for b in batch]
+    unseen = answers[-1]
+    assert unseen["warnings"] == [
+        "merchant_group: value 'Spaceships' was not seen in training; scored as missing",
+        f"age: value 99.0 is outside the training range [{scorer.model.encoder.numeric_ranges['age'][0]:g}, "
+        f"{scorer.model.encoder.numeric_ranges['age'][1]:g}]; scored as the nearest seen value",
+    ]
+    assert all(a["explanation"] is None for a, b in zip(answers, batch) if not b.explain)
+
+
+def test_whole_batch_ranking_equals_ranking_each_row_alone(scorer, applications):
+    from credit_pd.explanation import rank_contributions
+
+    batch = _mixed_batch(applications)
+    answers = scorer.answers(batch)
+    for application, answer in zip(batch, answers):
+        if not application.explain:
+            continue
+        record = vars(application)
+        alone = scorer.model.explain(scorer.model.encoder.encode_records([record]))
+        top_k = None if application.top_k == "all" else application.top_k
+        expected = rank_contributions(alone.contributions[0], scorer.feature_names, record, top_k)
+        got = answer["explanation"]["contributions"]
+        assert [c["feature"] for c in got] == [c.feature for c in expected]
+        np.testing.assert_allclose([c["contribution"] for c in got], [c.contribution for c in expected], rtol=0, atol=1e-12)
+        assert [c["value"] for c in got] == [c.value for c in expected]
+
+
+def test_ranking_breaks_ties_in_feature_order():
+    from credit_pd.explanation import top_contributions
+
+    contributions = np.array([[0.0, -0.5, 0.0, 0.5, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    order, values = top_contributions(contributions, 4)
+    assert order.tolist() == [[1, 3, 4, 0], [0, 1, 2, 3]], "equal magnitudes keep the schema's feature order"
+    np.testing.assert_array_equal(values, np.take_along_axis(contributions, order, axis=1))
+
+
+def test_encoder_direct_lookup_matches_the_canonical_path(scorer):
+    from credit_pd.features import canonical_category
+
+    encoder = scorer.model.encoder
+    for name, vocab in encoder.categorical.items():
+        for code, label in enumerate(vocab):
+            spellings = [label]
+            if encoder.numeric_coded(name):
+                spellings += [float(label), f"{float(label)}"]
+            encoded = encoder.encode_records([{name: spelling} for spelling in spellings])
+            column = encoded[:, encoder.feature_names.index(name)]
+            assert column.tolist() == [float(code)] * len(spellings), (name, spellings)
+            assert canonical_category(label) == label
+        unseen = encoder.encode_records([{name: "never-seen-label"}])
+        assert np.isnan(unseen[0, encoder.feature_names.index(name)])
+
+
+def test_category_fast_path_returns_what_the_full_check_returns(application_model):
+    from types import SimpleNamespace
+
+    from credit_pd.serving.settings import UNSEEN_POLICIES
+
+    for rule in application_model.category_rules.values():
+        assert rule.accepted_as_is <= rule.label_set
+        slow = type(rule)(name=rule.name, labels=rule.labels, numeric_coded=rule.numeric_coded)
+        slow.__dict__["accepted_as_is"] = frozenset()  # the full check only
+        for policy in UNSEEN_POLICIES:
+            info = SimpleNamespace(data={"unseen_categories": policy})
+            for label in rule.accepted_as_is:
+                assert rule.validate(label, info, policy) == slow.validate(label, info, policy) == label
+
+
+def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applications):
+    """Fails when BentoML moves the hook `prediction_output_spec` relies on (then answers would be
+    re-validated and dumped by the stock path: same bytes' meaning, several times slower)."""
+    import asyncio
+    import json
+
+    import orjson
+    from _bentoml_impl.serde import JSONSerde
+
+    from credit_pd.serving.contract import PredictionOut
+    from credit_pd.serving.runtime import prediction_output_spec
+
+    spec, in_effect = prediction_output_spec(PredictionOut)
+    assert in_effect, "BentoML's api_endpoint no longer renders results with output_spec.to_http_response(output, serde)"
+    answers = scorer.answers(_mixed_batch(applications)[:5])
+    response = asyncio.run(spec.to_http_response(answers, JSONSerde()))
+    assert response.body == orjson.dumps(answers) and response.media_type == "application/json"
+    stock = asyncio.run(spec.to_http_response(scorer.score(_mixed_batch(applications)[:5]), JSONSerde()))
+    body = b"".join(stock.body_iterator) if hasattr(stock, "body_iterator") else stock.body
+    assert json.loads(body) == json.loads(response.body), "models still take the stock path, same answer"
+    assert spec.model_json_schema()["items"]["$ref"].endswith("PredictionOut")
