@@ -485,7 +485,8 @@ def test_schemathesis_finds_the_openapi_document_true_to_the_server(server, tmp_
     command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server}/docs.json", "--checks", "all",
                "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--seed", "20261125", "--generation-database", "none",
                "--workers", "2", "--no-color", "--report", "junit", "--report-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its .schemathesis/ cache
+                            env={**os.environ, "NO_COLOR": "1"})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", output)
