@@ -1,0 +1,225 @@
+"""Batch benchmark: explained scoring of 1,000,000 generated rows on Spark local[2].
+
+    python -m benchmarks.batch_benchmark [--rows 1000000] [--model-tag credit_pd_model:latest] [--master local[2]]
+
+Builds the book from the embedded generator (100,000 seeded rows, replicated with fresh uuids up
+to --rows: the generator's per-row Python would take longer than the scoring), runs the real job
+(`credit_pd.batch.job.run_job`: CSV in, validation, TreeSHAP top-10, Parquet out, rejects pass),
+samples the memory of the executor (the local JVM and its Python workers) every 0.2 s, and
+measures two in-process baselines on the same machine in the same run:
+  - the service's scorer (`PDScorer`: request validation + model + TreeSHAP + response objects)
+    on 20,000 rows, one process: the ratio the issue asks for;
+  - the batch wing's own per-batch path (`validate_batch` + `BatchScorer.score`) on 200,000 rows,
+    one process: the per-core ceiling of a Spark task, with where its time goes.
+Prints figures, not a timed test. Other processes on the machine change the figures: the load
+average before and after the run is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
+from credit_pd.batch.model import ship_model
+from credit_pd.batch.scoring import BatchScorer
+from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, DEFAULT_MODEL_TAG, DEFAULT_TOP_K, BatchJobConfig
+from credit_pd.batch.validation import validate_batch
+from credit_pd.client import requests_from_frame
+from credit_pd.config import PROJECT_ROOT, SampleConfig
+from credit_pd.errors import ModelNotFoundError
+from credit_pd.model_store import get_stored_model
+from credit_pd.serving.contract import build_application_model
+from credit_pd.serving.scorer import PDScorer
+from credit_pd.serving.settings import ServingSettings
+from credit_pd.training.dataset import load_dataset
+from credit_pd.training.sample import write_sample
+
+SEED_ROWS = 100_000
+SERVICE_ROWS = 20_000
+IN_PROCESS_ROWS = 200_000
+MEMORY_SAMPLE_S = 0.2
+
+
+@dataclass
+class MemoryPeaks:
+    """Peak resident memory of the Spark JVM and its Python workers, sampled from /proc via psutil."""
+
+    jvm: int = 0
+    python_workers: int = 0
+    one_python_worker: int = 0
+    total: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(MEMORY_SAMPLE_S):
+            jvm = python = biggest = 0
+            for child in me.children(recursive=True):
+                try:
+                    rss = child.memory_info().rss
+                    name = " ".join(child.cmdline()[:3])
+                except psutil.Error:
+                    continue
+                if "java" in name:
+                    jvm += rss
+                elif "pyspark" in " ".join(child.cmdline()) or "python" in name:
+                    python += rss
+                    biggest = max(biggest, rss)
+            self.jvm, self.python_workers = max(self.jvm, jvm), max(self.python_workers, python)
+            self.one_python_worker, self.total = max(self.one_python_worker, biggest), max(self.total, jvm + python)
+            self.samples += 1
+
+
+def ensure_model(tag: str) -> str:
+    """The model to score with; trains the embedded sample (`python train.py`) when the store has none."""
+    try:
+        return str(get_stored_model(tag).tag)
+    except ModelNotFoundError:
+        print(f"{tag} not in the model store: running `python train.py` first")
+        subprocess.run([sys.executable, str(PROJECT_ROOT / "train.py")], check=True, cwd=PROJECT_ROOT)
+        return str(get_stored_model(tag).tag)
+
+
+def build_book(path: Path, rows: int, workdir: Path) -> Path:
+    """`rows` rows in the dataset's CSV format: the seeded sample, replicated with fresh uuids."""
+    seed = workdir / "seed.csv"
+    write_sample(seed, SampleConfig(n_rows=SEED_ROWS))
+    lines = seed.read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    with path.open("w") as out:
+        out.write(header + "\n")
+        written, copy = 0, 0
+        while written < rows:
+            take = body[: rows - written]
+            out.write("\n".join(line if copy == 0 else f"r{copy}-{line}" for line in take) + "\n")
+            written, copy = written + len(take), copy + 1
+    return seed
+
+
+def service_rate(seed: Path, tag: str) -> float:
+    """The service's scorer in-process: rows/s over SERVICE_ROWS rows in requests of 100 (top 10)."""
+    from credit_pd.model_store import load_from_store
+
+    model = load_from_store(tag)
+    frame = load_dataset(seed, model.schema).head(SERVICE_ROWS)
+    application = build_application_model(model, ServingSettings())
+    scorer = PDScorer(model, tag)
+    records = requests_from_frame(frame, model.schema)
+    started = time.perf_counter()
+    for i in range(0, len(records), 100):
+        scorer.score([application.model_validate(r | {"top_k": DEFAULT_TOP_K, "unseen_categories": "score_as_missing"})
+                      for r in records[i:i + 100]])
+    return len(records) / (time.perf_counter() - started)
+
+
+def batch_path_rate(book: Path, tag: str) -> tuple[float, dict[str, float]]:
+    """The batch wing's per-batch path in one process, with its time split by step."""
+    shipped = ship_model(tag)
+    model = shipped.rebuild()
+    scorer = BatchScorer(model, shipped.model_tag, model.schema, DEFAULT_TOP_K)
+    raw = pd.read_csv(book, sep=";", dtype="str", keep_default_na=False, na_values=["NA"], nrows=IN_PROCESS_ROWS)
+    steps = {"validate": 0.0, "encode": 0.0, "treeshap": 0.0, "rank+format": 0.0}
+    started = time.perf_counter()
+    for i in range(0, len(raw), DEFAULT_ARROW_BATCH_SIZE):
+        t0 = time.perf_counter()
+        typed = validate_batch(raw.iloc[i:i + DEFAULT_ARROW_BATCH_SIZE], model.schema).typed
+        t1 = time.perf_counter()
+        matrix = model.encoder.encode_frame(typed)
+        t2 = time.perf_counter()
+        model.explain(matrix)
+        t3 = time.perf_counter()
+        scorer.score(typed)  # the whole step again: its excess over encode + TreeSHAP is ranking and formatting
+        t4 = time.perf_counter()
+        steps["validate"] += t1 - t0
+        steps["encode"] += t2 - t1
+        steps["treeshap"] += t3 - t2
+        steps["rank+format"] += max(0.0, (t4 - t3) - (t3 - t1))
+    total = sum(steps.values())
+    return len(raw) / total, {k: v / total for k, v in steps.items()}, (time.perf_counter() - started)
+
+
+def run_spark(book: Path, out: Path, tag: str, master: str):
+    from credit_pd.batch.job import build_session, run_job
+
+    shipped = ship_model(tag)
+    spark = build_session(master, {"spark.ui.enabled": "false", "spark.driver.memory": "2g"}, app_name="credit-pd-batch-benchmark")
+    spark.sparkContext.setLogLevel("ERROR")
+    memory = MemoryPeaks()
+    watcher = memory.watch()
+    try:
+        summary = run_job(spark, shipped, BatchJobConfig(str(book), str(out), model_tag=tag, top_k=DEFAULT_TOP_K))
+    finally:
+        memory.stop()
+        watcher.join()
+        spark.stop()
+    return summary, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--model-tag", default=DEFAULT_MODEL_TAG)
+    parser.add_argument("--master", default="local[2]")
+    args = parser.parse_args()
+    require_pyspark()
+    require_java()
+    prepare_python_workers()
+    tag = ensure_model(args.model_tag)
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="credit-pd-batch-benchmark-"))
+    try:
+        book = workdir / "book.csv"
+        t = time.perf_counter()
+        seed = build_book(book, args.rows, workdir)
+        print(f"book: {args.rows:,} rows, {book.stat().st_size / 1e6:,.0f} MB CSV ({time.perf_counter() - t:.0f} s to generate); model {tag}")
+        summary, memory = run_spark(book, workdir / "out", tag, args.master)
+        service = service_rate(seed, tag)
+        in_process, shares, _ = batch_path_rate(book, tag)
+        report(args, summary, memory, service, in_process, shares, load_before, os.getloadavg())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(args, summary, memory: MemoryPeaks, service: float, in_process: float, shares: dict[str, float],
+           load_before: tuple, load_after: tuple) -> None:
+    mib = 1024 * 1024
+    cores = int(args.master[args.master.index("[") + 1:-1]) if "[" in args.master and args.master[-2].isdigit() else os.cpu_count()
+    print(summary.line())
+    print(f"Spark {args.master}: {summary.rows_scored:,} rows scored with top-{DEFAULT_TOP_K} TreeSHAP, {summary.rows_rejected} rejects, "
+          f"{summary.seconds:.1f} s (scores pass + rejects pass) = {summary.rows_per_s:,.0f} rows/s")
+    print(f"in-process service scorer (PDScorer, 1 process, {SERVICE_ROWS:,} rows): {service:,.0f} rows/s -> "
+          f"ratio Spark / in-process = {summary.rows_per_s / service:.2f}")
+    print(f"in-process batch path (validate + BatchScorer, 1 process, {IN_PROCESS_ROWS:,} rows): {in_process:,.0f} rows/s -> "
+          f"Spark on {cores} cores = {summary.rows_per_s / in_process:.2f} x one core (ideal {cores}.00)")
+    print("where one core's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    print(f"peak memory of the local executor ({memory.samples} samples): JVM {memory.jvm / mib:,.0f} MiB, "
+          f"Python workers {memory.python_workers / mib:,.0f} MiB (largest one {memory.one_python_worker / mib:,.0f} MiB), "
+          f"total {memory.total / mib:,.0f} MiB")
+    print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs "
+          "(other processes share the machine: figures vary with it)")
+
+
+if __name__ == "__main__":
+    main()

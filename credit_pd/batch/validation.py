@@ -1,0 +1,160 @@
+"""Row-level validation of an input batch against the stored model's schema.
+
+The same rules as the training loader (`credit_pd.training.dataset.load_dataset`): numbers must be
+finite and inside the schema's bounds, booleans one of the loader's spellings, required columns
+present, categories in their canonical spelling, `NA` and the empty string mean missing. The
+difference is what happens to a bad row: the loader stops a training run, while a batch of a
+hundred million rows must not die for one of them, so each bad row is set aside with a reason
+naming every failing column and what was expected, and the rest are scored.
+
+Typed output matches `load_dataset`'s (numeric and boolean float64 with NaN, categoricals as
+canonical labels with None), so `FeatureEncoder.encode_frame` builds the very matrix `train.py` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, MAX_QUOTED_LINE
+from credit_pd.features import canonical_category
+from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
+from credit_pd.training.dataset import FALSE_SPELLINGS, TRUE_SPELLINGS
+
+REJECT_REASON_COLUMN = "reject_reason"
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """A batch split in two: typed rows to score and rejected rows with their reasons."""
+
+    typed: pd.DataFrame
+    rejects: pd.DataFrame
+
+
+class _Problems:
+    """Per-row reasons, collected column by column (a row can fail several columns)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.reasons: list[list[str]] = [[] for _ in range(n_rows)]
+        self.bad = np.zeros(n_rows, dtype=bool)
+
+    def add(self, mask: np.ndarray | pd.Series, raw: pd.Series, column: str, expectation: str) -> None:
+        positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if positions.size == 0:
+            return
+        values = raw.to_numpy(dtype=object)
+        for i in positions:
+            got = "nothing (missing)" if _is_missing(values[i]) else repr(values[i])
+            self.reasons[i].append(f"{column}: {expectation}, got {got}")
+        self.bad[positions] = True
+
+    def replace(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
+        for i in np.flatnonzero(mask):
+            self.reasons[i] = [reason_of(i)]
+        self.bad |= mask
+
+    def joined(self) -> list[str]:
+        return ["; ".join(self.reasons[i]) for i in np.flatnonzero(self.bad)]
+
+
+def validate_batch(batch: pd.DataFrame, schema: DatasetSchema) -> ValidatedBatch:
+    """Split a raw batch (strings from CSV, or typed Parquet columns) into typed rows and rejects."""
+    batch = batch.reset_index(drop=True)
+    problems = _Problems(len(batch))
+    ids = _clean(batch[schema.id_column], schema.missing_marker)
+    problems.add(ids.isna(), batch[schema.id_column], schema.id_column, "an id is required on every row")
+    typed: dict[str, Any] = {schema.id_column: _as_text(ids)}
+    for spec in schema.features:
+        typed[spec.name] = _parse_feature(batch[spec.name], spec, schema.missing_marker, problems)
+    if CORRUPT_RECORD_COLUMN in batch:
+        malformed = batch[CORRUPT_RECORD_COLUMN].notna().to_numpy()
+        lines = batch[CORRUPT_RECORD_COLUMN].to_numpy(dtype=object)
+        expected = len(schema.columns)
+        problems.replace(malformed, lambda i: f"malformed line: expected the header's fields separated by {schema.separator!r} "
+                                              f"({expected} for {schema.name}), got {str(lines[i])[:MAX_QUOTED_LINE]!r}")
+    frame = pd.DataFrame(typed)
+    good = ~problems.bad
+    return ValidatedBatch(typed=frame[good].reset_index(drop=True), rejects=_rejects(batch, problems))
+
+
+def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, problems: _Problems) -> pd.Series:
+    column = _clean(raw, missing_marker)
+    missing = column.isna()
+    if not spec.nullable:
+        problems.add(missing, raw, spec.name, "a value is required (column is not nullable)")
+    if spec.type is FeatureType.NUMERIC:
+        return _parse_numeric(raw, column, missing, spec, problems)
+    if spec.type is FeatureType.BOOLEAN:
+        return _parse_boolean(raw, column, missing, spec, problems)
+    return _parse_categorical(raw, column, spec, problems)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+
+
+def _clean(raw: pd.Series, missing_marker: str) -> pd.Series:
+    """NaN/None, the empty string and the dataset's missing marker (`NA`) all mean missing."""
+    return raw.mask(raw.isna() | raw.isin(["", missing_marker]))
+
+
+def _parse_numeric(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        problems.add(~missing, raw, spec.name, "expected a finite number, not a boolean")
+        return pd.Series(np.nan, index=column.index)
+    parsed = pd.to_numeric(column, errors="coerce").astype("float64")
+    not_finite = ~missing & (parsed.isna() | ~np.isfinite(parsed.fillna(0.0)))
+    problems.add(not_finite, raw, spec.name, "expected a finite number")
+    parsed = parsed.mask(not_finite)
+    if spec.minimum is not None:
+        problems.add(parsed < spec.minimum, raw, spec.name, f"expected a value >= {spec.minimum:g}")
+    if spec.maximum is not None:
+        problems.add(parsed > spec.maximum, raw, spec.name, f"expected a value <= {spec.maximum:g}")
+    return parsed
+
+
+def _parse_boolean(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
+    values = column.astype(object)
+    parsed = pd.Series(np.nan, index=column.index, dtype="float64")
+    if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
+        parsed[values.isin([True, 1])] = 1.0
+        parsed[values.isin([False, 0])] = 0.0
+    else:
+        parsed[values.isin(TRUE_SPELLINGS)] = 1.0
+        parsed[values.isin(FALSE_SPELLINGS)] = 0.0
+    problems.add(~missing & parsed.isna(), raw, spec.name, "expected True or False")
+    return parsed
+
+
+def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
+    """Canonical labels, computed once per distinct value; a value with no label spelling is rejected."""
+    present = column.dropna()
+    mapping: dict[Any, str | None] = {}
+    invalid = []
+    for value in present.unique():
+        try:
+            mapping[value] = canonical_category(value)
+        except (TypeError, ValueError):
+            invalid.append(value)
+    problems.add(column.isin(invalid) if invalid else np.zeros(len(column), bool), raw, spec.name, "expected a category label")
+    return column.astype(object).map(mapping).where(column.notna() & ~column.isin(invalid), None)
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Values as the text a reviewer would type back into the file (None for missing)."""
+    values = column.astype(object)
+    return values.map(lambda v: v if isinstance(v, str) else str(v)).where(column.notna(), None)
+
+
+def _rejects(batch: pd.DataFrame, problems: _Problems) -> pd.DataFrame:
+    """The rejected rows as they came in (every input column as text) plus the reason."""
+    bad = problems.bad
+    columns = [c for c in batch.columns if c != CORRUPT_RECORD_COLUMN]
+    text = {c: _as_text(batch.loc[bad, c]).to_numpy(dtype=object) for c in columns}
+    # Explicit object dtype: an empty list would otherwise become a float64 column.
+    text[REJECT_REASON_COLUMN] = np.array(problems.joined(), dtype=object)
+    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in text.items()})

@@ -1,0 +1,176 @@
+"""Batch scoring end to end on local[2]: exactness against train.py and the service, CSV and Parquet, rejects."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from credit_pd.batch.job import BatchInputError, run_job
+from credit_pd.batch.settings import BatchJobConfig
+from credit_pd.client import requests_from_frame
+from credit_pd.model_store import load_from_store
+from credit_pd.serving.contract import build_application_model
+from credit_pd.serving.scorer import PDScorer
+from credit_pd.serving.settings import ServingSettings
+from credit_pd.training.dataset import labelled_mask, load_dataset
+
+TOP_K = 10
+# Rows of the sample compared field by field with the service's scorer (all rows are compared on PD).
+SERVICE_ROWS = 300
+
+
+def read_scores(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path).set_index("uuid")
+
+
+@pytest.fixture(scope="module")
+def csv_run(spark, shipped_model, small_sample_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch-csv")
+    summary = run_job(spark, shipped_model, BatchJobConfig(str(small_sample_path), str(out), model_tag=shipped_model.model_tag,
+                                                           top_k=TOP_K, arrow_batch_size=2_000))
+    return summary, read_scores(summary.scores_path)
+
+
+@pytest.fixture(scope="module")
+def sample_frame(small_sample_path, schema) -> pd.DataFrame:
+    return load_dataset(small_sample_path, schema)
+
+
+def test_every_row_of_the_sample_is_scored_once(csv_run, sample_frame):
+    summary, scores = csv_run
+    assert summary.rows_rejected == 0
+    assert summary.rows_scored == len(sample_frame) == len(scores)
+    assert scores.index.is_unique and set(scores.index) == set(sample_frame["uuid"])
+    assert (scores["model_tag"] == summary_tag(scores)).all()
+
+
+def summary_tag(scores: pd.DataFrame) -> str:
+    (tag,) = scores["model_tag"].unique()
+    assert tag.startswith("credit_pd_model:") and not tag.endswith(":latest")
+    return tag
+
+
+def test_pd_equals_train_py_predictions(csv_run, trained_run):
+    _, scores = csv_run
+    expected = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
+    assert len(expected) > 1_000
+    assert set(expected.index) <= set(scores.index)
+    np.testing.assert_allclose(scores.loc[expected.index, "pd"].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_pd_and_contributions_equal_the_service_scorer(csv_run, trained_run, sample_frame, schema):
+    _, scores = csv_run
+    rows = sample_frame[~labelled_mask(sample_frame, schema)].head(SERVICE_ROWS)
+    model = load_from_store(trained_run.model_tag)
+    application = build_application_model(model, ServingSettings())
+    service = PDScorer(model, trained_run.model_tag)
+    answers = service.score([application.model_validate(r | {"top_k": TOP_K}) for r in requests_from_frame(rows, schema)])
+    assert len(answers) == SERVICE_ROWS
+    for answer in answers:
+        row = scores.loc[answer.uuid]
+        assert row["pd"] == pytest.approx(answer.pd, abs=1e-9)
+        assert row["base_value"] == pytest.approx(answer.explanation.base_value, abs=1e-9)
+        assert row["raw_score"] == pytest.approx(answer.explanation.raw_score, abs=1e-9)
+        expected = answer.explanation.contributions
+        assert [row[f"feature_{r}"] for r in range(1, TOP_K + 1)] == [c.feature for c in expected]
+        np.testing.assert_allclose([row[f"contribution_{r}"] for r in range(1, TOP_K + 1)], [c.contribution for c in expected], rtol=0, atol=1e-9)
+        assert [none_for_missing(row[f"value_{r}"]) for r in range(1, TOP_K + 1)] == [as_text(c.value) for c in expected]
+        assert list(row["warnings"]) == answer.warnings
+
+
+def none_for_missing(value):
+    """pandas 3 reads a null Parquet string as NaN."""
+    return None if pd.isna(value) else value
+
+
+def as_text(value) -> str | None:
+    """How the batch output writes an input value: Arrow's shortest round-trip text, true/false."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+def test_parquet_input_with_pandas_3_dtypes_scores_the_same(spark, shipped_model, sample_frame, csv_run, tmp_path, schema):
+    """Typed Parquet as pandas 3 writes it: `str` ids, nullable categoricals, float features, bool flags."""
+    frame = sample_frame.drop(columns=[schema.target_column]).copy()
+    frame["uuid"] = frame["uuid"].astype("str")
+    frame["merchant_group"] = frame["merchant_group"].astype("category")
+    frame["account_status"] = frame["account_status"].astype("category")  # nullable: mostly missing
+    frame["has_paid"] = frame["has_paid"].astype(bool)
+    assert frame["account_status"].isna().any()
+    path = tmp_path / "book.parquet"
+    frame.to_parquet(path, index=False)
+    summary = run_job(spark, shipped_model, BatchJobConfig(str(path), str(tmp_path / "out"), model_tag=shipped_model.model_tag, top_k=TOP_K))
+    assert (summary.rows_scored, summary.rows_rejected) == (len(frame), 0)
+    scores, expected = read_scores(summary.scores_path), csv_run[1]
+    np.testing.assert_allclose(scores.loc[expected.index, "pd"].to_numpy(), expected["pd"].to_numpy(), rtol=0, atol=1e-12)
+    ranked = [f"{part}_{r}" for r in range(1, TOP_K + 1) for part in ("feature", "value")]
+    pd.testing.assert_frame_equal(scores.loc[expected.index, ranked], expected[ranked])
+
+
+def sample_lines(path: Path, n: int) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle, delimiter=";")
+        header = next(reader)
+        return header, [next(reader) for _ in range(n)]
+
+
+def changed(header: list[str], row: list[str], **changes: str) -> list[str]:
+    out = list(row)
+    for column, value in changes.items():
+        out[header.index(column)] = value
+    return out
+
+
+def test_bad_rows_go_to_rejects_with_reasons_and_the_rest_is_scored(spark, shipped_model, small_sample_path, tmp_path):
+    header, rows = sample_lines(small_sample_path, 30)
+    good = rows[:24]
+    bad = {
+        "too-young": changed(header, rows[24], uuid="too-young", age="12"),
+        "not-a-flag": changed(header, rows[25], uuid="not-a-flag", has_paid="maybe"),
+        "no-group": changed(header, rows[26], uuid="no-group", merchant_group="NA"),
+        "not-a-number": changed(header, rows[27], uuid="not-a-number", num_active_inv="three"),
+        "extra-field": changed(header, rows[28], uuid="extra-field") + ["surplus"],
+        "short-line": changed(header, rows[29], uuid="short-line")[:10],
+    }
+    lines = [";".join(header)] + [";".join(r) for r in good] + [";".join(r) for r in bad.values()] + [";".join(changed(header, rows[0], uuid=""))]
+    book = tmp_path / "book.csv"
+    book.write_text("\n".join(lines) + "\n")
+    summary = run_job(spark, shipped_model, BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag))
+    assert (summary.rows_scored, summary.rows_rejected) == (len(good), len(bad) + 1)
+    scores = pd.read_parquet(summary.scores_path)
+    assert sorted(scores["uuid"]) == sorted(r[0] for r in good)
+    rejects = pd.read_parquet(summary.rejects_path)
+    reasons = dict(zip(rejects["uuid"].fillna("<no id>"), rejects["reject_reason"]))
+    assert reasons["too-young"] == "age: expected a value >= 18, got '12'"
+    assert reasons["not-a-flag"] == "has_paid: expected True or False, got 'maybe'"
+    assert reasons["no-group"] == "merchant_group: a value is required (column is not nullable), got nothing (missing)"
+    assert reasons["not-a-number"] == "num_active_inv: expected a finite number, got 'three'"
+    for name in ("extra-field", "short-line"):
+        assert reasons[name].startswith("malformed line: expected the header's fields separated by ';'"), reasons[name]
+        assert name in reasons[name]
+    assert reasons["<no id>"] == "uuid: an id is required on every row, got nothing (missing)"
+    assert rejects.loc[rejects["uuid"] == "too-young", "age"].item() == "12"  # the row as it came in
+
+
+def test_missing_columns_fail_before_scoring(spark, shipped_model, small_sample_path, tmp_path):
+    header, rows = sample_lines(small_sample_path, 3)
+    keep = [i for i, name in enumerate(header) if name != "age"]
+    book = tmp_path / "no-age.csv"
+    book.write_text("\n".join(";".join(r[i] for i in keep) for r in [header, *rows]) + "\n")
+    with pytest.raises(BatchInputError, match=r"missing columns \['age'\] for the model's schema 'klarna_bnpl'"):
+        run_job(spark, shipped_model, BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag))
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_refused_unless_overwriting(spark, shipped_model, csv_run, small_sample_path):
+    summary, _ = csv_run
+    output = str(Path(summary.scores_path).parent)
+    with pytest.raises(BatchInputError, match="already exists; choose another --output or pass --overwrite"):
+        run_job(spark, shipped_model, BatchJobConfig(str(small_sample_path), output, model_tag=shipped_model.model_tag))
