@@ -57,10 +57,15 @@ test-fast: install
 benchmark: install
 	$(BIN)/python -m benchmarks.training_benchmark
 
+# Service vs the naive Flask/FastAPI peers and a trivial BentoML endpoint (benchmarks/load_benchmark.py);
+# LOAD_BENCHMARK_ARGS="--duration 5 --profile" for a shorter run with py-spy's busiest functions.
+LOAD_BENCHMARK_ARGS ?=
 load-benchmark: build
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package) for the load benchmark"; \
-		apt-get install -y wrk >/dev/null 2>&1 || sudo apt-get install -y wrk; }
-	$(BIN)/python -m benchmarks.load_benchmark
+		apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk; } \
+		|| sudo apt-get install -y wrk; }
+	$(BIN)/pip install --quiet -e ".[dev,load-benchmark]"
+	$(BIN)/python -m benchmarks.load_benchmark $(LOAD_BENCHMARK_ARGS)
 
 # Container tools for the image and cluster targets (Debian packages; needs root).
 PODMAN_TOOLS := podman runc debootstrap uidmap fuse-overlayfs slirp4netns

@@ -1,14 +1,24 @@
-"""Load benchmark: the built service under load from a second process on loopback.
+"""Load benchmark: the built service against the server a user would write and a trivial BentoML
+endpoint, started one after the other in the same run and driven with the same request bodies.
 
-    python -m benchmarks.load_benchmark [--target credit_pd_service:latest] [--duration 10]
+    python -m benchmarks.load_benchmark [--target credit_pd_service:latest] [--duration 10] [--profile]
 
-Starts `bentoml serve` on a free loopback port with the service's default settings, then drives
-it with wrk (closed loop, fixed duration) at concurrency 1, 8, 32 and 128 with single-application
-requests that ask for explanations, with 100-application requests, at a steady 200 requests/s
-(open loop, asyncio client, fixed count), and beyond saturation, followed by a recovery check.
-Prints requests/s, p50/p95/p99 latency and non-200 counts, and compares batched rows/s with the
-in-process rows/s of the same model + TreeSHAP. Figures, not a timed test. Needs `wrk`
-(Debian package `wrk`; `make load-benchmark` installs it).
+Servers (each alone on the machine while it is measured, on a free loopback port):
+- the project: `bentoml serve` of the built bento with its default settings;
+- the project with live monitoring off (`CREDIT_PD_MONITORING_ENABLED=false`): concurrency 32 only;
+- a trivial BentoML endpoint (benchmarks/trivial_service.py): the same workers, no model, a
+  constant answer; BentoML's own cost per request, the framework's ceiling here;
+- the naive peer (benchmarks/naive_peer.py) twice, Flask under gunicorn and FastAPI under uvicorn,
+  2 workers each: the service is held to whichever is faster on each load.
+
+Loads: wrk (closed loop, fixed duration) with single-application requests that ask for an
+explanation at concurrency 1, 8, 32 and 128, with 100-application requests at concurrency 2 and 4,
+an asyncio client at a steady 200 requests/s (open loop), and wrk beyond saturation followed by a
+recovery check. Prints requests/s, p50/p95/p99 latency and non-200 counts for every server and
+load, the ratios the serving issue asks for, and PASS/MISS against its bars. Figures, not a timed
+test: wrk shares the machine's cores with the servers. `--profile` adds py-spy's busiest functions
+in a service worker at concurrency 32. Needs wrk (Debian package) and the `load-benchmark` extra;
+`make load-benchmark` installs both.
 """
 
 from __future__ import annotations
@@ -17,38 +27,36 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import numpy as np
 
-from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig
-from credit_pd.serving.settings import ServingSettings
-from credit_pd.training.dataset import load_dataset
-from credit_pd.model_store import load_from_store
-from credit_pd.schema import load_schema
-from credit_pd.client import requests_from_frame
-from credit_pd.serving.contract import application_list_type, build_application_model
-from credit_pd.serving.scorer import PDScorer
-
+REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY_LEVELS = (1, 8, 32, 128)
 BATCH_ROWS = 100
-# Batched requests at a few concurrencies; the best is compared with in-process (all are printed).
-BATCH_CONCURRENCY_LEVELS = (1, 2, 4)
+BATCH_CONCURRENCY_LEVELS = (2, 4)
 STEADY_RATE = 200
 OVERLOAD_CONCURRENCY = 512
 READY_TIMEOUT_S = 180
-# Bars from the service issue.
-MIN_SINGLE_RPS_AT_32 = 400
-MAX_STEADY_P99_MS = 100
-MIN_BATCHED_TO_INPROCESS = 0.5
+# Bars from the serving-speed issue.
+MIN_SINGLE_VS_PEER = 2.0
+MIN_SINGLE_VS_TRIVIAL = 0.85
+MAX_P50_ABOVE_PEER_MS = 1.0
+MIN_BATCH_ROWS_VS_PEER = 2.0
+MAX_STEADY_P99_MS = 50.0
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -56,32 +64,47 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
-function init(args) counts = {{}} end
-function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+function init(args) counts = {{}}; no_retry_after = 0 end
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  if status == 503 and headers["retry-after"] == nil and headers["Retry-After"] == nil then no_retry_after = no_retry_after + 1 end
+end
 function done(summary, latency, requests)
   local merged = {{}}
+  local missing = 0
   for _, t in ipairs(threads) do
+    missing = missing + t:get("no_retry_after")
     for status, n in pairs(t:get("counts")) do merged[tostring(status)] = (merged[tostring(status)] or 0) + n end
   end
   local parts = {{}}
   for status, n in pairs(merged) do table.insert(parts, string.format('"%s": %d', status, n)) end
-  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "socket_errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "statuses": {{%s}}}}\\n',
+  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "socket_errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "no_retry_after": %d, "statuses": {{%s}}}}\\n',
     summary.requests, summary.duration,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), table.concat(parts, ", ")))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), missing, table.concat(parts, ", ")))
 end
 """
 
 
 @dataclass(frozen=True)
 class LoadResult:
-    label: str
+    server: str
+    load: str
     requests_per_s: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
     non_200: int
     statuses: dict[str, int]
+    no_retry_after: int = 0  # 503 answers without a Retry-After header
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
 
 
 def free_port() -> int:
@@ -90,54 +113,82 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(target: str, port: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()[-2000:]}")
+@contextmanager
+def serving(name: str, command: list[str], env: dict[str, str], workdir: Path, ready_path: str = "/readyz") -> Iterator[Server]:
+    """Start a server in its own process group, wait until it answers, stop the whole group after."""
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    log = workdir / f"{name.replace(' ', '_').replace('/', '_')}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{log.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield Server(name, url, process, log)
+    finally:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except ProcessLookupError:
             pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S}s:\n{log_path.read_text()[-2000:]}")
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
-def run_wrk(url: str, body_path: Path, concurrency: int, seconds: int, label: str, workdir: Path) -> LoadResult:
-    script = workdir / f"post_{body_path.stem}.lua"
+def bentoml_command(target: str) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def peer_commands(workers: int) -> dict[str, list[str]]:
+    return {
+        "naive Flask peer": [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", "127.0.0.1:{port}",
+                             "--log-level", "warning", "benchmarks.naive_peer:flask_app()"],
+        "naive FastAPI peer": [sys.executable, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1", "--port", "{port}",
+                               "--no-access-log", "--log-level", "warning", "--factory", "benchmarks.naive_peer:fastapi_app"],
+    }
+
+
+def run_wrk(server: Server, body_path: Path, concurrency: int, seconds: int, load: str) -> LoadResult:
+    script = body_path.with_suffix(".lua")
     script.write_text(WRK_SCRIPT.format(body=body_path))
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), f"{url}/predict"],
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), f"{server.url}/predict"],
         capture_output=True, text=True, check=True,
     ).stdout
     line = next(l for l in output.splitlines() if l.startswith("RESULT "))
     data = json.loads(line[len("RESULT "):])
     statuses = data["statuses"]
     ok = statuses.get("200", 0)
-    return LoadResult(label, ok / (data["duration_us"] / 1e6), data["p50_us"] / 1e3, data["p95_us"] / 1e3, data["p99_us"] / 1e3,
-                      data["requests"] - ok + data["socket_errors"], statuses)
+    return LoadResult(server.name, load, ok / (data["duration_us"] / 1e6), data["p50_us"] / 1e3, data["p95_us"] / 1e3,
+                      data["p99_us"] / 1e3, data["requests"] - ok + data["socket_errors"], statuses, data["no_retry_after"])
 
 
-async def steady_rate(url: str, body: bytes, rate: int, seconds: int) -> LoadResult:
+async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> LoadResult:
     """Open loop: one request every 1/rate s regardless of answers, so queueing shows in latency."""
     latencies: list[float] = []
-    statuses: dict[str, int] = {}
+    statuses: Counter[str] = Counter()
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, limits=limits) as client:
         async def one() -> None:
             started = time.perf_counter()
             try:
                 response = await client.post("/predict", content=body, headers={"content-type": "application/json"})
-                key = str(response.status_code)
+                statuses[str(response.status_code)] += 1
             except httpx.HTTPError as exc:
-                key = type(exc).__name__
+                statuses[type(exc).__name__] += 1
             latencies.append(time.perf_counter() - started)
-            statuses[key] = statuses.get(key, 0) + 1
 
         tasks = []
         start = time.perf_counter()
@@ -149,28 +200,28 @@ async def steady_rate(url: str, body: bytes, rate: int, seconds: int) -> LoadRes
         await asyncio.gather(*tasks)
     ms = np.array(latencies) * 1e3
     ok = statuses.get("200", 0)
-    return LoadResult(f"steady {rate} req/s", ok / seconds, *np.percentile(ms, [50, 95, 99]), sum(statuses.values()) - ok, statuses)
+    return LoadResult(server.name, f"steady {rate} req/s (asyncio)", ok / seconds, *np.percentile(ms, [50, 95, 99]),
+                      sum(statuses.values()) - ok, dict(statuses))
 
 
-def in_process_rows_per_s(model_tag: str, applications: list[dict], batch_rows: int, repeats: int = 20) -> float:
-    """The same validation + model + TreeSHAP + response building the service does, minus HTTP."""
-    settings = ServingSettings()
-    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    batch_type = application_list_type(build_application_model(model, settings), settings)
-    from pydantic import TypeAdapter
+def probe_retry_after(server: Server, body: bytes) -> tuple[int, bool]:
+    """A burst large enough to be shed: (503 count, every 503 carried Retry-After)."""
+    async def burst() -> tuple[int, bool]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=1024)) as client:
+            calls = [client.post("/predict", content=body, headers={"content-type": "application/json"}) for _ in range(1500)]
+            responses = await asyncio.gather(*calls, return_exceptions=True)
+        shed = [r for r in responses if isinstance(r, httpx.Response) and r.status_code == 503]
+        return len(shed), bool(shed) and all("retry-after" in r.headers for r in shed)
 
-    adapter = TypeAdapter(batch_type)
-    scorer = PDScorer(model, model_tag)
-    body = applications[:batch_rows]
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        scorer.score(adapter.validate_python(body))
-        best = min(best, time.perf_counter() - started)
-    return batch_rows / best
+    return asyncio.run(burst())
 
 
 def sample_applications(n: int) -> list[dict]:
+    from credit_pd.client import requests_from_frame
+    from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig
+    from credit_pd.schema import load_schema
+    from credit_pd.training.dataset import load_dataset
+
     schema = load_schema()
     path = DEFAULT_DATASET_PATH
     if not path.exists():
@@ -181,20 +232,77 @@ def sample_applications(n: int) -> list[dict]:
     return requests_from_frame(load_dataset(path, schema).head(n), schema)
 
 
+def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) -> float:
+    """The service's validation + model + TreeSHAP + answer + JSON, minus HTTP (best of `repeats`)."""
+    import orjson
+
+    from credit_pd.model_store import load_from_store
+    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.scorer import PDScorer
+    from credit_pd.serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
+    request_model = build_input_spec(application_list_type(build_application_model(model, settings), settings))
+    scorer = PDScorer(model, model_tag)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        orjson.dumps(scorer.answers(request_model.model_validate_json(body).applications))
+        best = min(best, time.perf_counter() - started)
+    return rows / best
+
+
+def profile_workers(server: Server, body_path: Path, seconds: int, top: int = 12) -> list[str]:
+    """py-spy's busiest leaf functions (own samples, idle waits excluded) in the service workers under load."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        return ["py-spy not installed (pip install -e '.[load-benchmark]')"]
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    import psutil  # a BentoML dependency
+
+    children = [str(child.pid) for child in psutil.Process(server.process.pid).children(recursive=True)
+                if "_bentoml_impl.worker.service" in " ".join(child.cmdline())]
+    raw = [body_path.parent / f"profile_{pid}.txt" for pid in children]
+    load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{seconds + 2}s", "-s", str(body_path.with_suffix(".lua")), f"{server.url}/predict"],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    spies = [subprocess.Popen([py_spy, "record", "-d", str(seconds), "-r", "100", "-p", pid, "-f", "raw", "-o", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid, out in zip(children, raw)]
+    for spy in spies:
+        spy.wait()
+    load.wait()
+    own: Counter[str] = Counter()
+    for path in raw:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = stack.split(";")[-1]
+            if any(idle in leaf for idle in ("epoll", "Condition.wait", "Queue.get", "Event.wait", "select (")):
+                continue
+            own[re.sub(r" \(/.*/", " (", leaf)] += int(count)
+    total = sum(own.values()) or 1
+    return [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+
+
 def print_results(results: list[LoadResult]) -> None:
-    header = f"{'load':<34}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-200':>9}  statuses"
-    print("\n" + header + "\n" + "-" * (len(header) + 10))
+    header = f"{'server':<24}{'load':<34}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-200':>9}"
+    print("\n" + header + "\n" + "-" * len(header))
     for r in results:
-        print(f"{r.label:<34}{r.requests_per_s:>9.1f}{r.p50_ms:>9.1f}{r.p95_ms:>9.1f}{r.p99_ms:>9.1f}{r.non_200:>9}  {r.statuses}")
+        print(f"{r.server:<24}{r.load:<34}{r.requests_per_s:>9.1f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_200:>9}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="credit_pd_service:latest", help="bento tag or service import path")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load level (default: %(default)s)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the service workers at concurrency 32")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk (or run `make load-benchmark`)")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+    from credit_pd.serving.settings import ServingSettings
 
     settings = ServingSettings()
     applications = sample_applications(BATCH_ROWS)
@@ -203,64 +311,116 @@ def main(argv: list[str] | None = None) -> None:
     single_body.write_text(json.dumps({"applications": applications[0]}))
     batch_body = workdir / "batch.json"
     batch_body.write_text(json.dumps({"applications": applications[:BATCH_ROWS]}))
+    env = {**os.environ}
+    d = args.duration
+    load_avg = os.getloadavg()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, {os.cpu_count()} cores, load average before: "
+          f"{load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}; {d} s per load; wrk shares the cores")
+    print(f"service {args.target}: workers={settings.workers}, lightgbm_threads={settings.lightgbm_threads}, "
+          f"max_batch_size={settings.max_batch_size}, max_latency_ms={settings.max_latency_ms}, max_batch_hold_ms={settings.max_batch_hold_ms}")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    print(f"serving {args.target} on {url}: workers={settings.workers}, max_batch_size={settings.max_batch_size}, "
-          f"max_latency_ms={settings.max_latency_ms}, lightgbm_threads={settings.lightgbm_threads}")
-    server = start_server(args.target, port, workdir / "server.log")
-    try:
-        model_tag = httpx.post(f"{url}/predict", content=single_body.read_bytes(), headers={"content-type": "application/json"}).json()[0]["model_tag"]
-        run_wrk(url, single_body, 8, 3, "warm-up", workdir)
-        results = [run_wrk(url, single_body, c, args.duration, f"single+explain, concurrency {c}", workdir) for c in CONCURRENCY_LEVELS]
-        batch_runs = [run_wrk(url, batch_body, c, args.duration, f"{BATCH_ROWS} apps/request, conc. {c}", workdir) for c in BATCH_CONCURRENCY_LEVELS]
-        batched = max(batch_runs, key=lambda run: run.requests_per_s)
-        steady = asyncio.run(steady_rate(url, single_body.read_bytes(), STEADY_RATE, args.duration))
-        overload = run_wrk(url, single_body, OVERLOAD_CONCURRENCY, args.duration, f"overload, concurrency {OVERLOAD_CONCURRENCY}", workdir)
-        retry_after = probe_retry_after(url, single_body.read_bytes())
-        recovery = run_wrk(url, single_body, 1, 3, "right after overload, conc. 1", workdir)
-        alive = server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    results: list[LoadResult] = []
+    profile: list[str] = []
+    with serving("project", bentoml_command(args.target), env, workdir) as project:
+        model_tag = httpx.post(f"{project.url}/predict", content=single_body.read_bytes(),
+                               headers={"content-type": "application/json"}).json()[0]["model_tag"]
+        monitoring_active = "carries no drift reference" not in project.log.read_text()
+        run_wrk(project, single_body, 8, 3, "warm-up")
+        run_wrk(project, batch_body, 2, 2, "warm-up")
+        results += [run_wrk(project, single_body, c, d, f"1 app, concurrency {c}") for c in CONCURRENCY_LEVELS]
+        results += [run_wrk(project, batch_body, c, d, f"{BATCH_ROWS} apps/request, concurrency {c}") for c in BATCH_CONCURRENCY_LEVELS]
+        results.append(asyncio.run(steady_rate(project, single_body.read_bytes(), STEADY_RATE, d)))
+        results.append(run_wrk(project, single_body, OVERLOAD_CONCURRENCY, d, f"overload, concurrency {OVERLOAD_CONCURRENCY}"))
+        shed, retry_after = probe_retry_after(project, single_body.read_bytes())
+        results.append(run_wrk(project, single_body, 1, 3, "1 app, conc. 1, right after overload"))
+        alive = project.process.poll() is None
+        if args.profile:
+            profile = profile_workers(project, single_body, 8)
+    peer_env = {**env, "CREDIT_PD_MODEL_TAG": model_tag}
+    if "monitoring_enabled" in ServingSettings.model_fields:
+        with serving("project, monitoring off", bentoml_command(args.target), {**env, "CREDIT_PD_MONITORING_ENABLED": "false"}, workdir) as quiet:
+            run_wrk(quiet, single_body, 8, 3, "warm-up")
+            results.append(run_wrk(quiet, single_body, 32, d, "1 app, concurrency 32"))
+    with serving("trivial BentoML", bentoml_command("benchmarks.trivial_service:TrivialService"), env, workdir) as trivial:
+        run_wrk(trivial, single_body, 8, 3, "warm-up")
+        results += [run_wrk(trivial, single_body, c, d, f"1 app, concurrency {c}") for c in (1, 32)]
+    for name, command in peer_commands(settings.workers).items():
+        with serving(name, command, peer_env, workdir) as peer:
+            run_wrk(peer, single_body, 8, 3, "warm-up")
+            results += [run_wrk(peer, single_body, c, d, f"1 app, concurrency {c}") for c in (1, 32)]
+            results += [run_wrk(peer, batch_body, c, d, f"{BATCH_ROWS} apps/request, concurrency {c}") for c in BATCH_CONCURRENCY_LEVELS]
 
-    print_results([*results, *batch_runs, steady, overload, recovery])
-    service_rows = batched.requests_per_s * BATCH_ROWS
-    inproc_100 = in_process_rows_per_s(model_tag, applications, BATCH_ROWS)
-    inproc_1 = in_process_rows_per_s(model_tag, applications, 1, repeats=200)
-    print(f"\nrows/s, {BATCH_ROWS} applications per request: service {service_rows:,.0f} (best: {batched.label}), in-process {inproc_100:,.0f} "
-          f"(ratio {service_rows / inproc_100:.2f})")
-    single_32 = results[CONCURRENCY_LEVELS.index(32)]
-    print(f"rows/s, single applications: service at concurrency 32 {single_32.requests_per_s:,.0f}, in-process batch of 1 {inproc_1:,.0f} "
-          f"(ratio {single_32.requests_per_s / inproc_1:.2f})")
-    print(f"overload: {overload.statuses.get('503', 0)} answers were 503, Retry-After header seen: {retry_after}; "
-          f"server alive afterwards: {alive}; recovery non-200: {recovery.non_200}")
-    print("\nbars:")
+    print_results(results)
+    report(results, model_tag, batch_body, single_body, shed, retry_after, alive, monitoring_active)
+    if profile:
+        print("\npy-spy, service workers at concurrency 32 (own samples, idle waits excluded):")
+        print("\n".join("  " + line for line in profile))
+    load_avg = os.getloadavg()
+    print(f"\nload average after: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+
+
+def report(results: list[LoadResult], model_tag: str, batch_body: Path, single_body: Path,
+           shed: int, retry_after: bool, alive: bool, monitoring_active: bool) -> None:
+    def get(server: str, load: str) -> LoadResult | None:
+        return next((r for r in results if r.server == server and r.load == load), None)
+
+    peers = [s for s in dict.fromkeys(r.server for r in results) if "peer" in s]
+    single32 = get("project", "1 app, concurrency 32")
+    single1 = get("project", "1 app, concurrency 1")
+    peer32 = max((get(p, "1 app, concurrency 32") for p in peers), key=lambda r: r.requests_per_s)
+    peer1 = min((get(p, "1 app, concurrency 1") for p in peers), key=lambda r: r.p50_ms)
+    trivial32 = get("trivial BentoML", "1 app, concurrency 32")
+    batch_loads = [f"{BATCH_ROWS} apps/request, concurrency {c}" for c in BATCH_CONCURRENCY_LEVELS]
+    project_batch = max((get("project", load) for load in batch_loads), key=lambda r: r.requests_per_s)
+    peer_batch = max((get(p, load) for p in peers for load in batch_loads), key=lambda r: r.requests_per_s)
+    steady = next(r for r in results if r.server == "project" and r.load.startswith("steady"))
+    overload = next(r for r in results if r.server == "project" and r.load.startswith("overload"))
+    recovery = get("project", "1 app, conc. 1, right after overload")
+    quiet = get("project, monitoring off", "1 app, concurrency 32")
+
+    vs_peer = single32.requests_per_s / peer32.requests_per_s
+    vs_trivial = single32.requests_per_s / trivial32.requests_per_s
+    p50_gap = single1.p50_ms - peer1.p50_ms
+    rows_project, rows_peer = project_batch.requests_per_s * BATCH_ROWS, peer_batch.requests_per_s * BATCH_ROWS
+    inproc_100 = in_process_rows_per_s(model_tag, batch_body.read_bytes(), BATCH_ROWS, 20)
+    inproc_1 = in_process_rows_per_s(model_tag, single_body.read_bytes(), 1, 300)
+
+    print("\nratios (same run, same bodies; the peer is the faster of the two on each load):")
+    print(f"  1 app, concurrency 32: project {single32.requests_per_s:,.0f} req/s / {peer32.server} {peer32.requests_per_s:,.0f} = {vs_peer:.2f}; "
+          f"/ trivial BentoML {trivial32.requests_per_s:,.0f} = {vs_trivial:.2f}")
+    print(f"  1 app, concurrency 1: p50 project {single1.p50_ms:.2f} ms - {peer1.server} {peer1.p50_ms:.2f} ms = {p50_gap:+.2f} ms")
+    print(f"  {BATCH_ROWS} apps/request: project {rows_project:,.0f} rows/s ({project_batch.load}) / {peer_batch.server} "
+          f"{rows_peer:,.0f} rows/s ({peer_batch.load}) = {rows_project / rows_peer:.2f}")
+    print(f"  in-process (validation + model + TreeSHAP + answer + JSON, one thread): {inproc_100:,.0f} rows/s at {BATCH_ROWS} per "
+          f"request, {inproc_1:,.0f} at 1; service {BATCH_ROWS}-app rows/s / in-process = {rows_project / inproc_100:.2f}")
+    if quiet is None:
+        print("  monitoring on/off: this version has no CREDIT_PD_MONITORING_ENABLED setting")
+    else:
+        note = "" if monitoring_active else " (the served model carries no drift reference: monitoring was off in both)"
+        print(f"  monitoring on / off, 1 app at concurrency 32: {single32.requests_per_s:,.0f} / {quiet.requests_per_s:,.0f} req/s "
+              f"= {single32.requests_per_s / quiet.requests_per_s:.2f}{note}")
+    wrk_shed = overload.statuses.get("503", 0)
+    print(f"  overload: wrk at concurrency {OVERLOAD_CONCURRENCY} got {wrk_shed} x 503 ({overload.no_retry_after} without Retry-After); "
+          f"a 1,500-request burst got {shed} x 503 (Retry-After on all: {retry_after}); server alive: {alive}; "
+          f"right after: p50 {recovery.p50_ms:.2f} ms (before: {single1.p50_ms:.2f} ms), {recovery.non_200} non-200")
+
     bars = [
-        (f">= {MIN_SINGLE_RPS_AT_32} req/s, 0 non-200 at concurrency 32", f"{single_32.requests_per_s:.0f} req/s, {single_32.non_200} non-200",
-         single_32.requests_per_s >= MIN_SINGLE_RPS_AT_32 and single_32.non_200 == 0),
-        (f"p99 < {MAX_STEADY_P99_MS} ms at steady {STEADY_RATE} req/s", f"{steady.p99_ms:.1f} ms, {steady.non_200} non-200",
+        (f"1 app, conc. 32: >= {MIN_SINGLE_VS_PEER} x peer, 0 non-200", f"{vs_peer:.2f}, {single32.non_200} non-200",
+         vs_peer >= MIN_SINGLE_VS_PEER and single32.non_200 == 0),
+        (f"1 app, conc. 32: >= {MIN_SINGLE_VS_TRIVIAL} x trivial BentoML", f"{vs_trivial:.2f}", vs_trivial >= MIN_SINGLE_VS_TRIVIAL),
+        (f"1 app, conc. 1: p50 <= peer's + {MAX_P50_ABOVE_PEER_MS:g} ms", f"{p50_gap:+.2f} ms", p50_gap <= MAX_P50_ABOVE_PEER_MS),
+        (f"{BATCH_ROWS} apps/request: rows/s >= {MIN_BATCH_ROWS_VS_PEER} x peer", f"{rows_project / rows_peer:.2f}",
+         rows_project / rows_peer >= MIN_BATCH_ROWS_VS_PEER),
+        (f"steady {STEADY_RATE} req/s: p99 < {MAX_STEADY_P99_MS:g} ms, 0 non-200", f"{steady.p99_ms:.1f} ms, {steady.non_200} non-200",
          steady.p99_ms < MAX_STEADY_P99_MS and steady.non_200 == 0),
-        (f"batched rows/s >= {MIN_BATCHED_TO_INPROCESS} x in-process", f"{service_rows / inproc_100:.2f}", service_rows / inproc_100 >= MIN_BATCHED_TO_INPROCESS),
-        ("sheds overload with 503 + Retry-After, stays up, recovers", f"503s={overload.statuses.get('503', 0)}",
-         alive and recovery.non_200 == 0 and (overload.non_200 == 0 or retry_after)),
+        ("overload shed with 503 + Retry-After, recovers at once", f"503s {wrk_shed} + {shed}, p50 after {recovery.p50_ms:.2f} ms",
+         alive and wrk_shed + shed > 0 and overload.no_retry_after == 0 and (shed == 0 or retry_after)
+         and recovery.non_200 == 0 and recovery.p50_ms <= 2 * single1.p50_ms + 1),
     ]
+    print("\nbars:")
     for name, value, ok in bars:
-        print(f"  {'PASS' if ok else 'MISS'}  {name:<58} {value}")
-
-
-def probe_retry_after(url: str, body: bytes) -> bool:
-    """Fire a burst large enough to be shed and look for Retry-After on a 503."""
-    async def burst() -> bool:
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1024)) as client:
-            calls = [client.post("/predict", content=body, headers={"content-type": "application/json"}) for _ in range(1500)]
-            responses = await asyncio.gather(*calls, return_exceptions=True)
-        shed = [r for r in responses if isinstance(r, httpx.Response) and r.status_code == 503]
-        return bool(shed) and all("retry-after" in r.headers for r in shed)
-
-    return asyncio.run(burst())
+        print(f"  {'PASS' if ok else 'MISS'}  {name:<52} {value}")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     main()
