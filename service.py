@@ -65,9 +65,10 @@ class CreditPDService:
 
     @bentoml.api(batchable=True, input_spec=PredictRequest, output_spec=PredictionsOut,
                  max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
-    def predict(self, applications: Applications) -> list[PredictionOut]:
+    async def predict(self, applications: Applications) -> list[PredictionOut]:
         """Score one application or a list; concurrent requests are merged into one batch."""
-        return self.scorer.answers(applications)  # JSON-ready dicts, written by PredictionsOut
+        # JSON-ready dicts (written by PredictionsOut); small batches on the event loop, large in a thread.
+        return await self.scorer.answers_async(applications, settings.inline_max_rows)
 
 
 def _openapi() -> dict:

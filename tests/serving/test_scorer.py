@@ -320,3 +320,28 @@ def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applicat
     body = b"".join(stock.body_iterator) if hasattr(stock, "body_iterator") else stock.body
     assert json.loads(body) == json.loads(response.body), "models still take the stock path, same answer"
     assert spec.model_json_schema()["items"]["$ref"].endswith("PredictionOut")
+
+
+def test_small_batches_are_scored_on_the_event_loop_large_ones_in_a_thread(scorer, applications, monkeypatch):
+    import asyncio
+    import threading
+
+    threads: list[int] = []
+    original = PDScorer.answers
+
+    def recording(self, batch):
+        threads.append(threading.get_ident())
+        return original(self, batch)
+
+    monkeypatch.setattr(PDScorer, "answers", recording)
+
+    async def run():
+        small = await scorer.answers_async(applications[:2], inline_max_rows=2)
+        large = await scorer.answers_async(applications[:3], inline_max_rows=2)
+        return threading.get_ident(), small, large
+
+    loop_thread, small, large = asyncio.run(run())
+    assert threads[0] == loop_thread, "a small batch must not pay a thread hop"
+    assert threads[1] != loop_thread, "a large batch must not block the event loop"
+    assert small == original(scorer, applications[:2]) and large == original(scorer, applications[:3])
+    assert ServingSettings().inline_max_rows >= 1
