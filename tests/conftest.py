@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="credit-pd-test-bentoml-"))
     os.environ["BENTOML_HOME"] = str(home)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    # LightGBM's OpenMP threads sleep rather than spin while waiting (read when LightGBM loads):
+    # with other processes on the 2 cores, spinning made 2-thread fits ~15x slower.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

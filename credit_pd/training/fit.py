@@ -114,6 +114,8 @@ def make_dataset(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, ref
         categorical_feature=encoder.categorical_indices,
         reference=reference,
         free_raw_data=False,
+        # One binned dataset serves every candidate shape, whose minimum leaf sizes differ.
+        params={"feature_pre_filter": False},
     )
 
 
