@@ -52,6 +52,8 @@ PredictRequest = build_input_spec(Applications)
     workers=settings.workers,
     traffic={"timeout": settings.request_timeout_s},
     logging={"access": {"enabled": settings.access_log}},
+    # No OpenTelemetry spans for /predict unless asked for (settings.request_tracing: why).
+    **({} if settings.request_tracing else {"tracing": {"excluded_urls": ["/predict"]}}),
 )
 class CreditPDService:
     """Probability of default for buy-now-pay-later applications, with explanations."""

@@ -42,6 +42,11 @@ class ServingSettings(BaseSettings):
     # a thread (PDScorer.answers_async): at concurrency 1 that halved p50 and server CPU per request
     # (load benchmark); larger batches (~0.15 ms a row) go to a thread so requests keep being read.
     inline_max_rows: int = 32
+    # OpenTelemetry spans for the API routes. BentoML's default trace sample rate is 0, so unless
+    # tracing is configured every request paid for spans nobody records: ~30% of the server's CPU
+    # per single-application request (load benchmark, A/B at concurrency 1 and 32). Set true
+    # together with BentoML's tracing configuration (exporter, sample_rate) to trace /predict.
+    request_tracing: bool = False
     # Largest list one client request may carry; bigger requests get a 400 naming the limit, not a slow 5xx.
     max_applications_per_request: int = 1_000
     # Largest request body (bytes); bigger bodies get a 413 before a byte of them is parsed. 8 MiB:

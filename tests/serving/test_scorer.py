@@ -345,3 +345,20 @@ def test_small_batches_are_scored_on_the_event_loop_large_ones_in_a_thread(score
     assert threads[1] != loop_thread, "a large batch must not block the event loop"
     assert small == original(scorer, applications[:2]) and large == original(scorer, applications[:3])
     assert ServingSettings().inline_max_rows >= 1
+
+
+def test_predict_is_not_traced_unless_asked_for(trained_run):
+    """Fails when BentoML stops reading the service's `tracing.excluded_urls` (then every request
+    would pay for OpenTelemetry spans again)."""
+    import importlib
+    import sys
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    assert ServingSettings().request_tracing is False
+    service = sys.modules.get("service") or importlib.import_module("service")
+    assert service.CreditPDService.config["tracing"] == {"excluded_urls": ["/predict"]}
+    service.CreditPDService.inject_config()  # what `bentoml serve` does before starting workers
+    excluded = BentoMLContainer.tracing_excluded_urls.get()
+    assert excluded.url_disabled("http://127.0.0.1:3000/predict")
+    assert not excluded.url_disabled("http://127.0.0.1:3000/readyz")
