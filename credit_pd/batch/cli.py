@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
 from credit_pd.batch.model import ship_model
-from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, DEFAULT_MODEL_TAG, DEFAULT_TOP_K, BatchJobConfig
+from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, DEFAULT_MODEL_TAG, DEFAULT_TOP_K, UNSEEN_POLICIES, BatchJobConfig
 from credit_pd.errors import CreditPDError
 
 # Exit status of a run refused before or during Spark work for a reason the message names.
@@ -64,6 +64,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--arrow-batch-size", type=positive_int, default=DEFAULT_ARROW_BATCH_SIZE,
                         help=f"rows per Arrow batch handed to the scoring function (default {DEFAULT_ARROW_BATCH_SIZE})")
     parser.add_argument("--input-format", choices=("csv", "parquet"), default=None, help="default: from the extension (.csv = CSV, else Parquet)")
+    parser.add_argument("--unseen-categories", choices=UNSEEN_POLICIES, default="score_as_missing",
+                        help="a category never seen in training: scored as missing with a warning (default), or the row rejected")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUTPUT/scores and OUTPUT/rejects")
     parser.add_argument("--conf", type=spark_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="extra Spark setting, repeatable (e.g. spark.jars.packages=org.apache.hadoop:hadoop-aws:3.5.0 for s3a://)")
@@ -73,7 +75,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = BatchJobConfig(input_path=args.input, output_path=args.output, model_tag=args.model_tag, top_k=args.top_k,
-                            arrow_batch_size=args.arrow_batch_size, input_format=args.input_format, overwrite=args.overwrite)
+                            arrow_batch_size=args.arrow_batch_size, input_format=args.input_format, overwrite=args.overwrite,
+                            unseen_categories=args.unseen_categories)
     try:
         shipped = ship_model(config.model_tag)
         require_pyspark()

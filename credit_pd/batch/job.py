@@ -82,24 +82,37 @@ def build_session(master: str | None = None, conf: Mapping[str, str] | None = No
 
 def run_job(spark: "SparkSession", shipped: ShippedModel, config: BatchJobConfig) -> JobSummary:
     """Validate, score and write; returns the counts once both outputs are committed."""
-    schema = shipped.schema
     scores_path, rejects_path = output_paths(config.output_path)
     _check_outputs(spark, (scores_path, rejects_path), config.overwrite)
-    raw = read_input(spark, config, schema)
+    raw = read_input(spark, config, shipped.schema)
     spark.conf.set(ARROW_BATCH_CONF, str(config.arrow_batch_size))
-    mode = "overwrite" if config.overwrite else "errorifexists"
     started = time.perf_counter()
-    model = spark.sparkContext.broadcast(shipped)
-    k = top_k_count(config.top_k, len(schema.features))
-    scored = raw.mapInPandas(partial(score_partition, model=model, top_k=config.top_k), scores_ddl(schema.id_column, k))
-    scored.write.mode(mode).parquet(scores_path)
-    reject_columns = [c for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
-    rejected = raw.mapInPandas(partial(reject_partition, schema_spec=shipped.spec["schema"]), rejects_ddl(reject_columns))
-    rejected.write.mode(mode).parquet(rejects_path)
+    write_scores(spark, raw, shipped, config, scores_path)
+    write_rejects(raw, shipped, config, rejects_path)
     seconds = time.perf_counter() - started
-    model.unpersist()
-    counts = [spark.read.parquet(path).count() for path in (scores_path, rejects_path)]
+    counts = [spark.read.parquet(path).count() for path in (scores_path, rejects_path)]  # Parquet footers only
     return JobSummary(counts[0], counts[1], seconds, scores_path, rejects_path)
+
+
+def write_scores(spark: "SparkSession", raw: "DataFrame", shipped: ShippedModel, config: BatchJobConfig, path: str) -> None:
+    """Pass 1: the model broadcast once per executor, every valid row scored and written."""
+    model = spark.sparkContext.broadcast(shipped)
+    k = top_k_count(config.top_k, len(shipped.schema.features))
+    function = partial(score_partition, model=model, top_k=config.top_k, reject_unseen=config.unseen_categories == "reject")
+    raw.mapInPandas(function, scores_ddl(shipped.schema.id_column, k)).write.mode(_write_mode(config)).parquet(path)
+    model.unpersist()
+
+
+def write_rejects(raw: "DataFrame", shipped: ShippedModel, config: BatchJobConfig, path: str) -> None:
+    """Pass 2: the rows pass 1 left out, as they came in, with their reasons."""
+    vocabularies = shipped.spec["encoder"]["categorical"] if config.unseen_categories == "reject" else None
+    function = partial(reject_partition, schema_spec=shipped.spec["schema"], reject_unseen=vocabularies)
+    columns = [c for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
+    raw.mapInPandas(function, rejects_ddl(columns)).write.mode(_write_mode(config)).parquet(path)
+
+
+def _write_mode(config: BatchJobConfig) -> str:
+    return "overwrite" if config.overwrite else "errorifexists"
 
 
 def output_paths(output: str) -> tuple[str, str]:
@@ -112,20 +125,23 @@ def rejects_ddl(columns: list[str]) -> str:
     return ", ".join([*(f"`{c}` string" for c in columns), f"`{REJECT_REASON_COLUMN}` string"])
 
 
-def score_partition(batches: Iterator[pd.DataFrame], model: "Broadcast[ShippedModel]", top_k: int | None) -> Iterator[pd.DataFrame]:
+def score_partition(batches: Iterator[pd.DataFrame], model: "Broadcast[ShippedModel]", top_k: int | None,
+                    reject_unseen: bool = False) -> Iterator[pd.DataFrame]:
     """mapInPandas function: rebuild the model once per task, then validate and score each Arrow batch."""
     shipped = model.value
     scoring_model = shipped.rebuild(num_threads=1)
     scorer = BatchScorer(scoring_model, shipped.model_tag, scoring_model.schema, top_k)
+    vocabularies = scoring_model.encoder.categorical if reject_unseen else None
     for batch in batches:
-        yield for_arrow(scorer.score(validate_batch(batch, scoring_model.schema).typed))
+        yield for_arrow(scorer.score(validate_batch(batch, scoring_model.schema, vocabularies).typed))
 
 
-def reject_partition(batches: Iterator[pd.DataFrame], schema_spec: Mapping[str, Any]) -> Iterator[pd.DataFrame]:
+def reject_partition(batches: Iterator[pd.DataFrame], schema_spec: Mapping[str, Any],
+                     reject_unseen: Mapping[str, Any] | None = None) -> Iterator[pd.DataFrame]:
     """mapInPandas function: the rows `score_partition` leaves out, with their reasons."""
     schema = DatasetSchema.model_validate(schema_spec)
     for batch in batches:
-        yield for_arrow(validate_batch(batch, schema).rejects)
+        yield for_arrow(validate_batch(batch, schema, reject_unseen).rejects)
 
 
 def for_arrow(frame: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,8 @@ MIN_JAVA_MAJOR = 17
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 # Column that Spark's CSV reader fills with the raw text of a line it cannot split into the header's fields.
 CORRUPT_RECORD_COLUMN = "_corrupt_record"
+# What a category never seen in training does to its row (the service's `unseen_categories` values).
+UNSEEN_POLICIES = ("score_as_missing", "reject")
 # Longest piece of a malformed line quoted in its reject reason.
 MAX_QUOTED_LINE = 200
 
@@ -38,3 +40,6 @@ class BatchJobConfig:
     # "csv" or "parquet"; None = from the path's extension (a directory of part files: parquet).
     input_format: Optional[str] = None
     overwrite: bool = False
+    # A category never seen in training: "score_as_missing" (scored down the missing-value branch,
+    # listed in the row's warnings) or "reject" (the row goes to rejects), as the service's policy.
+    unseen_categories: str = "score_as_missing"

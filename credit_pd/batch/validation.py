@@ -14,7 +14,7 @@ canonical labels with None), so `FeatureEncoder.encode_frame` builds the very ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
 from credit_pd.training.dataset import FALSE_SPELLINGS, TRUE_SPELLINGS
 
 REJECT_REASON_COLUMN = "reject_reason"
+# Training labels quoted in an unseen-category reason before "and N more".
+MAX_LISTED_LABELS = 10
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,13 @@ class _Problems:
         return ["; ".join(self.reasons[i]) for i in np.flatnonzero(self.bad)]
 
 
-def validate_batch(batch: pd.DataFrame, schema: DatasetSchema) -> ValidatedBatch:
-    """Split a raw batch (strings from CSV, or typed Parquet columns) into typed rows and rejects."""
+def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
+                   reject_unseen: Optional[Mapping[str, Sequence[str]]] = None) -> ValidatedBatch:
+    """Split a raw batch (strings from CSV, or typed Parquet columns) into typed rows and rejects.
+
+    `reject_unseen` (categorical feature -> training labels) rejects rows holding a category the
+    model never saw, the service's `reject` policy; without it they are scored as missing.
+    """
     batch = batch.reset_index(drop=True)
     problems = _Problems(len(batch))
     ids = _clean(batch[schema.id_column], schema.missing_marker)
@@ -70,6 +77,9 @@ def validate_batch(batch: pd.DataFrame, schema: DatasetSchema) -> ValidatedBatch
     typed: dict[str, Any] = {schema.id_column: _as_text(ids)}
     for spec in schema.features:
         typed[spec.name] = _parse_feature(batch[spec.name], spec, schema.missing_marker, problems)
+    for name, labels in (reject_unseen or {}).items():
+        unseen = typed[name].notna() & ~typed[name].isin(labels)
+        problems.add(unseen, batch[name], name, f"expected a value seen in training ({_allowed(labels)})")
     if CORRUPT_RECORD_COLUMN in batch:
         malformed = batch[CORRUPT_RECORD_COLUMN].notna().to_numpy()
         lines = batch[CORRUPT_RECORD_COLUMN].to_numpy(dtype=object)
@@ -91,6 +101,11 @@ def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, probl
     if spec.type is FeatureType.BOOLEAN:
         return _parse_boolean(raw, column, missing, spec, problems)
     return _parse_categorical(raw, column, spec, problems)
+
+
+def _allowed(labels: Sequence[str]) -> str:
+    shown = ", ".join(repr(label) for label in labels[:MAX_LISTED_LABELS])
+    return shown + (f" and {len(labels) - MAX_LISTED_LABELS} more" if len(labels) > MAX_LISTED_LABELS else "")
 
 
 def _is_missing(value: Any) -> bool:

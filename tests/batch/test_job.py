@@ -174,3 +174,22 @@ def test_existing_output_is_refused_unless_overwriting(spark, shipped_model, csv
     output = str(Path(summary.scores_path).parent)
     with pytest.raises(BatchInputError, match="already exists; choose another --output or pass --overwrite"):
         run_job(spark, shipped_model, BatchJobConfig(str(small_sample_path), output, model_tag=shipped_model.model_tag))
+
+
+@pytest.mark.parametrize("policy", ["score_as_missing", "reject"])
+def test_unseen_category_policy(spark, shipped_model, small_sample_path, tmp_path, policy):
+    header, rows = sample_lines(small_sample_path, 3)
+    lines = [header, rows[0], rows[1], changed(header, rows[2], uuid="new-group", merchant_group="Space Tourism")]
+    book = tmp_path / "book.csv"
+    book.write_text("\n".join(";".join(r) for r in lines) + "\n")
+    summary = run_job(spark, shipped_model, BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag,
+                                                           unseen_categories=policy))
+    scores = read_scores(summary.scores_path)
+    if policy == "reject":
+        assert (summary.rows_scored, summary.rows_rejected) == (2, 1)
+        reason = pd.read_parquet(summary.rejects_path)["reject_reason"].item()
+        assert reason.startswith("merchant_group: expected a value seen in training (") and reason.endswith("got 'Space Tourism'")
+    else:
+        assert (summary.rows_scored, summary.rows_rejected) == (3, 0)
+        assert list(scores.loc["new-group", "warnings"]) == [
+            "merchant_group: value 'Space Tourism' was not seen in training; scored as missing"]

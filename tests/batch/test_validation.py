@@ -81,3 +81,13 @@ def test_typed_parquet_columns_are_accepted(schema):
     result = validate_batch(typed, schema)
     assert result.rejects.empty
     assert result.typed.loc[0, "has_paid"] == 1.0 and result.typed.loc[0, "status_last_archived_0_24m"] == "1"
+
+
+def test_unseen_categories_are_scored_as_missing_unless_rejected(schema):
+    batch = frame(schema, text_row(schema, uuid="new-merchant", merchant_group="Space Tourism"))
+    assert validate_batch(batch, schema).rejects.empty
+    vocabularies = {"merchant_group": ("Entertainment", "Food & Beverage")}
+    result = validate_batch(batch, schema, reject_unseen=vocabularies)
+    assert result.typed.empty
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
+        "merchant_group: expected a value seen in training ('Entertainment', 'Food & Beverage'), got 'Space Tourism'"]
