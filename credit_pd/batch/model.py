@@ -9,17 +9,13 @@ no network path to S3 for the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import bentoml
-import lightgbm as lgb
 
+from credit_pd.batch.shipped import ShippedModel
 from credit_pd.errors import CreditPDError
 from credit_pd.model_store import SCORING_SPEC_KEY, get_stored_model
-from credit_pd.schema import DatasetSchema
-from credit_pd.scoring_model import ScoringModel
 
 # Framework modules a credit_pd entry is saved with (model_store.save_to_store: bentoml.lightgbm,
 # which BentoML 1.4 records under either name) and the booster file BentoML writes in the entry
@@ -30,24 +26,6 @@ BOOSTER_FILE = bentoml.lightgbm.MODEL_FILENAME
 
 class IncompatibleModelError(CreditPDError):
     """The tag names a store entry that is not a credit_pd scoring model this code can rebuild."""
-
-
-@dataclass(frozen=True)
-class ShippedModel:
-    """Everything an executor needs to score: the booster as text and the stored scoring spec."""
-
-    model_tag: str
-    booster_text: str
-    spec: Mapping[str, Any]
-
-    def rebuild(self, num_threads: int = 1) -> ScoringModel:
-        """The scoring model the service loads: same booster file, same spec (`ScoringModel.from_parts`)."""
-        booster = lgb.Booster(model_str=self.booster_text)
-        return ScoringModel.from_parts(booster, self.spec, num_threads=num_threads)
-
-    @property
-    def schema(self) -> DatasetSchema:
-        return DatasetSchema.model_validate(self.spec["schema"])
 
 
 def ship_model(tag: str) -> ShippedModel:

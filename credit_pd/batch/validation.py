@@ -41,7 +41,8 @@ class _Problems:
     """Per-row reasons, collected column by column (a row can fail several columns)."""
 
     def __init__(self, n_rows: int) -> None:
-        self.reasons: list[list[str]] = [[] for _ in range(n_rows)]
+        # Only failing rows get an entry: nearly every row of a real book is valid.
+        self.reasons: dict[int, list[str]] = {}
         self.bad = np.zeros(n_rows, dtype=bool)
 
     def add(self, mask: np.ndarray | pd.Series, raw: pd.Series, column: str, expectation: str) -> None:
@@ -51,16 +52,16 @@ class _Problems:
         values = raw.to_numpy(dtype=object)
         for i in positions:
             got = "nothing (missing)" if _is_missing(values[i]) else repr(values[i])
-            self.reasons[i].append(f"{column}: {expectation}, got {got}")
+            self.reasons.setdefault(int(i), []).append(f"{column}: {expectation}, got {got}")
         self.bad[positions] = True
 
     def replace(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
-            self.reasons[i] = [reason_of(i)]
+            self.reasons[int(i)] = [reason_of(i)]
         self.bad |= mask
 
     def joined(self) -> list[str]:
-        return ["; ".join(self.reasons[i]) for i in np.flatnonzero(self.bad)]
+        return ["; ".join(self.reasons[int(i)]) for i in np.flatnonzero(self.bad)]
 
 
 def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
@@ -156,7 +157,8 @@ def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, pro
         except (TypeError, ValueError):
             invalid.append(value)
     problems.add(column.isin(invalid) if invalid else np.zeros(len(column), bool), raw, spec.name, "expected a category label")
-    return column.astype(object).map(mapping).where(column.notna() & ~column.isin(invalid), None)
+    labels = column.map(mapping) if not invalid else column.map(mapping).where(~column.isin(invalid))
+    return labels.astype(object).where(labels.notna(), None)
 
 
 def _as_text(column: pd.Series) -> pd.Series:
