@@ -51,8 +51,8 @@ class PDScorer:
         A lone application or a small merged batch takes ~0.2-1 ms to score; handing it to a
         worker thread and back cost more than that under load (two thread switches, the GIL
         hand-over), and the worker has nothing else to do meanwhile: BentoML runs one batch at a
-        time per worker and each worker has its own core. A large batch (a 100-application
-        request: ~15 ms) goes to a thread so the event loop keeps reading requests meanwhile.
+        time per worker and each worker has its own core. Batches above the limit go to a thread
+        so the event loop keeps answering meanwhile (see `ServingSettings.inline_max_rows`).
         """
         if len(applications) <= inline_max_rows:
             return self.answers(applications)
