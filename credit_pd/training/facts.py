@@ -51,7 +51,7 @@ class ShapeFacts:
     reason: str
     chosen_per_fold: list[str]
     candidates_mean_inner_log_loss: dict[str, float]
-    candidates_min_explained_rows_per_s: dict[str, float]
+    candidates_explained_rows_per_s: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
                          min_child_samples=shape.min_child_samples, lambda_l2=shape.lambda_l2, learning_rate=shape.learning_rate,
                          reason=choice.reason, chosen_per_fold=[f.shape.name for f in cv.folds],
                          candidates_mean_inner_log_loss=choice.mean_inner_log_loss,
-                         candidates_min_explained_rows_per_s=choice.min_explained_rows_per_s),
+                         candidates_explained_rows_per_s=choice.explained_rows_per_s),
         final_rounds=choice.rounds,
         final_rounds_multiplier=config.final_rounds_multiplier,
         n_trees=model.booster.num_trees(),

@@ -66,4 +66,4 @@ def test_shape_choice_respects_the_explanation_budget(labelled, fast_training_co
     cv = cross_validate(matrix, y, encoder, impossible, progress=False)
     choice = choose_shape(cv, impossible)
     assert "no shape met the budget" in choice.reason
-    assert choice.shape.name == max(choice.min_explained_rows_per_s, key=choice.min_explained_rows_per_s.get)
+    assert choice.shape.name == max(choice.explained_rows_per_s, key=choice.explained_rows_per_s.get)
