@@ -1,7 +1,8 @@
 """Train the probability-of-default model: `python train.py --help`.
 
 Reads a dataset (default: data/dataset.csv; the embedded sample is generated there when it is
-absent), validates it against a schema, cross-validates and refits a LightGBM model, saves it to
+absent), validates it against a schema, cross-validates a LightGBM model whose shape is chosen
+from a grid inside the CV within an explanation budget (explained rows/s), refits it, saves it to
 the BentoML model store, writes `uuid,pd` for every unlabelled row and a one-page model report.
 
 Outputs are published all or nothing: the predictions file, the report folder and the model
