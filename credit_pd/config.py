@@ -139,7 +139,8 @@ class TrainingConfig:
     lightgbm: LightGBMParams = field(default_factory=LightGBMParams)
     shapes: tuple[TreeShape, ...] = DEFAULT_SHAPES
     # The explanation budget: model + exact TreeSHAP rows/s in-process (batch of
-    # `explain_timing_rows`, `num_threads` threads). A shape below it is never chosen.
+    # `explain_timing_rows`, `num_threads` threads, timed in CPU seconds so machine load does not
+    # change the choice). A shape below it is never chosen.
     min_explained_rows_per_s: float = 5_000.0
     explain_timing_rows: int = 1_000
 

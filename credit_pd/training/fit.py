@@ -121,18 +121,21 @@ def make_dataset(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, ref
 
 def explained_rows_per_s(booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None = None,
                          repeats: int = 3) -> float:
-    """Model + exact TreeSHAP throughput on a batch of `explain_timing_rows` rows (best of a few runs).
+    """Model + exact TreeSHAP throughput on `num_threads` cores for a batch of `explain_timing_rows` rows.
 
-    Best of several runs: the least disturbed by other processes on a shared machine.
+    Timed in CPU seconds of this process (best of a few runs) and divided by the thread count:
+    wall-clock time on a shared machine depends on what else runs, and the shape chosen for the
+    same data must not. TreeSHAP parallelises over rows, so CPU time / threads is the wall time
+    the batch takes on that many free cores.
     """
     batch = np.resize(matrix, (config.explain_timing_rows, matrix.shape[1])) if len(matrix) else matrix
     fastest = np.inf
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         booster.predict(batch, raw_score=True, num_iteration=num_iteration, num_threads=config.num_threads)
         booster.predict(batch, pred_contrib=True, num_iteration=num_iteration, num_threads=config.num_threads)
-        fastest = min(fastest, time.perf_counter() - started)
-    return len(batch) / fastest
+        fastest = min(fastest, (time.process_time() - started) / config.num_threads)
+    return len(batch) / max(fastest, 1e-9)
 
 
 def fit_candidates(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig,
@@ -193,8 +196,8 @@ def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, c
 def choose_shape(cv: CrossValidationResult, config: TrainingConfig) -> ShapeChoice:
     """The final shape: lowest mean inner log loss over the folds among the shapes within budget.
 
-    A shape's cost is the fastest of its per-fold measurements: each fold timed the same kind of
-    model, and the fastest run is the one least disturbed by other processes on the machine.
+    A shape's cost is the fastest of its per-fold measurements (CPU time, see `explained_rows_per_s`):
+    each fold timed the same kind of model.
     """
     names = [shape.name for shape in config.shapes]
     per_shape = {name: [c for f in cv.folds for c in f.candidates if c.shape.name == name] for name in names}
