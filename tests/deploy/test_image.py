@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.deploy.podman_tools import CONTAINERIZE_TIMEOUT_S, SAMPLE_ROWS, podman, run
 
 RUN_HINT = (
     "image test is opt-in (root, podman, several minutes): run `make image-test`, or "
@@ -47,28 +47,7 @@ IMAGE_TAG = os.environ.get("CREDIT_PD_IMAGE_TEST_TAG", "localhost/credit-pd-serv
 # What `podman run` needs here: runc, ulimits the sandbox allows, no network namespace.
 PODMAN_RUN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
                     "--network", "host"]
-SAMPLE_ROWS = 20_000
 READY_TIMEOUT_S = 180
-CONTAINERIZE_TIMEOUT_S = 45 * 60
-
-
-def run(cmd: list[str], *, env: dict[str, str], log: Path, timeout: float) -> float:
-    """Run one build step with its output in `log`; fail with the log's tail. Returns seconds."""
-    start = time.monotonic()
-    with log.open("w") as handle:
-        try:
-            result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(cmd)} took over {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}:\n{log.read_text()[-4000:]}")
-    return time.monotonic() - start
-
-
-def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def free_port() -> int:
