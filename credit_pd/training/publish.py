@@ -34,7 +34,7 @@ import bentoml
 
 from credit_pd.files import (atomic_write, make_temp_dir_beside, normal_dir_mode, owner_pid, pid_is_alive, remove_stale_temp_files,
                              write_temp_beside)
-from credit_pd.model_store import model_store_dir, save_to_store
+from credit_pd.model_store import model_store_dir
 
 log = logging.getLogger(__name__)
 

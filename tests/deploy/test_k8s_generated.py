@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.deploy.deploy_tools import (

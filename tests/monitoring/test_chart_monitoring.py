@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.deploy.deploy_tools import CHART_DIR, Helm, find, run_tool
+from tests.deploy.deploy_tools import CHART_DIR, Helm, run_tool
 from tests.monitoring.chart import MONITORING_ON, deploy_tools_or_skip, prometheus_rule, render_monitoring
 
 # The CRD's duration pattern (spec.groups[].interval, rules[].for).
