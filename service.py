@@ -2,7 +2,8 @@
 
 Serve with `bentoml serve` (see README). The request contract is built from the stored model
 itself (its schema, vocabularies, training ranges and example travel in the model store entry),
-so whatever model `CREDIT_PD_MODEL_TAG` names is served with its own API. Tunables are
+so whatever model `CREDIT_PD_MODEL_TAG` names (by default: a built bento's own model, else the
+latest in the store) is served with its own API. Tunables are
 `CREDIT_PD_*` environment variables (credit_pd.serving.settings); the logic lives in
 credit_pd.serving.
 """
@@ -27,6 +28,7 @@ from credit_pd.serving.runtime import (
     cap_batcher_hold_time,
     freeze_startup_objects,
     log_runtime_patches,
+    model_tag_to_serve,
     prediction_output_spec,
     quiet_client_error_logs,
 )
@@ -40,7 +42,7 @@ RUNTIME_PATCHES = {
     "value-free 4xx logs (quiet_client_error_logs)": quiet_client_error_logs(),
     "orjson responses (prediction_output_spec)": orjson_responses,
 }
-stored_model = get_stored_model(settings.model_tag)
+stored_model = get_stored_model(model_tag_to_serve(settings.model_tag, "model_tag" in settings.model_fields_set, __file__))
 scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
 Application = build_application_model(scoring_model, settings)
 Applications = application_list_type(Application, settings)

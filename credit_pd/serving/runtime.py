@@ -8,7 +8,10 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 class RetryAfterOn503:
@@ -346,3 +349,25 @@ def log_runtime_patches(results: dict[str, bool]) -> None:
             log.info("runtime adjustment %s: in effect", name)
         else:
             log.warning("runtime adjustment %s: NOT in effect (BentoML internals moved; stock behaviour)", name)
+
+
+def model_tag_to_serve(settings_tag: str, pinned_by_setting: bool, service_file: str | Path) -> str:
+    """The model a service process serves: `CREDIT_PD_MODEL_TAG` when set, else the bento's own.
+
+    `bentoml build` records the model the service was built with in `bento.yaml`, one folder above
+    the bento's `src/service.py`. Served from the local bento store, BentoML resolves a `:latest`
+    tag against the whole model store, so a bento built for one model would silently serve
+    whatever was trained last. A built bento therefore serves its recorded model unless the
+    deployment pins another (the chart's S3 option does); from the source tree the setting's
+    default (`credit_pd_model:latest`) applies.
+    """
+    if pinned_by_setting:
+        return settings_tag
+    bento_yaml = Path(service_file).resolve().parent.parent / "bento.yaml"
+    if not bento_yaml.is_file():
+        return settings_tag
+    info = yaml.safe_load(bento_yaml.read_text()) or {}
+    name = settings_tag.split(":", 1)[0]
+    recorded = [model["tag"] for service in info.get("services", []) for model in service.get("models", [])
+                if str(model.get("tag", "")).split(":", 1)[0] == name]
+    return recorded[0] if recorded else settings_tag

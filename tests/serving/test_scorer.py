@@ -362,3 +362,19 @@ def test_predict_is_not_traced_unless_asked_for(trained_run):
     excluded = BentoMLContainer.tracing_excluded_urls.get()
     assert excluded.url_disabled("http://127.0.0.1:3000/predict")
     assert not excluded.url_disabled("http://127.0.0.1:3000/readyz")
+
+
+# ------------------------------------------------ which model a process serves ----------------
+
+def test_a_built_bento_serves_its_own_model_unless_a_tag_is_set(tmp_path):
+    from credit_pd.serving.runtime import model_tag_to_serve
+
+    (tmp_path / "src").mkdir()
+    service_file = tmp_path / "src" / "service.py"
+    (tmp_path / "bento.yaml").write_text(
+        "services:\n- name: credit_pd_service\n  models:\n  - tag: credit_pd_model:built4it\n    module: bentoml.lightgbm\n"
+    )
+    assert model_tag_to_serve("credit_pd_model:latest", False, service_file) == "credit_pd_model:built4it"
+    assert model_tag_to_serve("credit_pd_model:pinned", True, service_file) == "credit_pd_model:pinned"
+    source_tree = tmp_path / "project" / "repo" / "service.py"
+    assert model_tag_to_serve("credit_pd_model:latest", False, source_tree) == "credit_pd_model:latest"
