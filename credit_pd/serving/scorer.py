@@ -72,7 +72,7 @@ class PDScorer:
         pds = self.model.calibrator.apply(raw)
         self.monitor.observe(records, matrix, pds)
         warnings = self._warnings(records, matrix)
-        pd_list, raw_list = pds.tolist(), raw.tolist()
+        pd_list = pds.tolist()
         answers = [
             {"uuid": app.uuid, "pd": pd_list[i], "model_tag": self.model_tag, "explanation": None, "warnings": warnings[i]}
             for i, app in enumerate(applications)
