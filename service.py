@@ -25,6 +25,7 @@ from credit_pd.serving.runtime import (
     OpenAPIDocument,
     RequestLimits,
     RetryAfterOn503,
+    balance_worker_accepts,
     cap_batcher_hold_time,
     freeze_startup_objects,
     log_runtime_patches,
@@ -41,6 +42,7 @@ RUNTIME_PATCHES = {
     "batcher hold cap (cap_batcher_hold_time)": cap_batcher_hold_time(settings.max_batch_hold_ms),
     "value-free 4xx logs (quiet_client_error_logs)": quiet_client_error_logs(),
     "orjson responses (prediction_output_spec)": orjson_responses,
+    "one listening socket per worker (balance_worker_accepts)": balance_worker_accepts(settings.balanced_workers),
 }
 stored_model = get_stored_model(model_tag_to_serve(settings.model_tag, "model_tag" in settings.model_fields_set, __file__))
 scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
@@ -54,6 +56,9 @@ PredictRequest = build_input_spec(Applications)
     workers=settings.workers,
     traffic={"timeout": settings.request_timeout_s},
     logging={"access": {"enabled": settings.access_log}},
+    # Read by LightGBM's OpenMP runtime when a worker loads it (settings.openmp_spin_count: why);
+    # BentoML passes service envs to its workers and bakes them into the image.
+    envs=[{"name": "GOMP_SPINCOUNT", "value": str(settings.openmp_spin_count)}],
     # No OpenTelemetry spans for /predict unless asked for (settings.request_tracing: why).
     **({} if settings.request_tracing else {"tracing": {"excluded_urls": ["/predict"]}}),
 )
@@ -63,7 +68,9 @@ class CreditPDService:
     model = bentoml.models.BentoModel(str(stored_model.tag))
 
     def __init__(self) -> None:
-        self.scorer = PDScorer(scoring_model, str(stored_model.tag), live_monitor(stored_model, scoring_model.encoder, settings.monitoring_enabled))
+        self.scorer = PDScorer(scoring_model, str(stored_model.tag),
+                               live_monitor(stored_model, scoring_model.encoder, settings.monitoring_enabled),
+                               large_batch_rows=settings.large_batch_rows, large_batch_threads=settings.large_batch_threads)
         log_runtime_patches(RUNTIME_PATCHES)
         freeze_startup_objects()
 

@@ -66,16 +66,17 @@ class ScoringModel:
     def feature_names(self) -> tuple[str, ...]:
         return self.encoder.feature_names
 
-    def raw_score(self, matrix: np.ndarray) -> np.ndarray:
-        return self.booster.predict(matrix, raw_score=True, num_threads=self.num_threads)
+    def raw_score(self, matrix: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """Uncalibrated log-odds; `num_threads` overrides the model's thread count for this call."""
+        return self.booster.predict(matrix, raw_score=True, num_threads=num_threads or self.num_threads)
 
     def predict_pd(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated PD from the explained raw score, so PD and explanation always agree."""
         return self.calibrator.apply(self.raw_score(matrix))
 
-    def explain(self, matrix: np.ndarray) -> Explanation:
-        """LightGBM's native exact TreeSHAP (last column is the expected value)."""
-        contrib = self.booster.predict(matrix, pred_contrib=True, num_threads=self.num_threads)
+    def explain(self, matrix: np.ndarray, num_threads: int | None = None) -> Explanation:
+        """LightGBM's native exact TreeSHAP (last column is the expected value); `num_threads` as in `raw_score`."""
+        contrib = self.booster.predict(matrix, pred_contrib=True, num_threads=num_threads or self.num_threads)
         return Explanation(base_value=contrib[:, -1], contributions=contrib[:, :-1])
 
     def scoring_spec(self) -> dict[str, Any]:

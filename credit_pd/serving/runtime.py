@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,74 @@ def _handler_renders_with_output_spec(app_factory: type) -> bool:
     except (AttributeError, OSError, TypeError):
         return False
     return "method.output_spec.to_http_response(output, serde)" in source and parameters[:3] == ["self", "name", "request"]
+
+
+BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
+
+
+def balance_worker_accepts(enabled: bool = True) -> bool:
+    """Give each BentoML worker its own SO_REUSEPORT listening socket, so the kernel spreads
+    connections across workers instead of the busiest worker taking them all.
+
+    BentoML 1.4 starts every worker on one listening socket inherited from its process manager
+    (`uvicorn.Server(config).run(sockets=[socket])` in `_bentoml_impl.worker.service`). Whichever
+    worker wakes first accepts every pending connection, and keep-alive clients stay where they
+    landed: the load benchmark found all 32 (and all 2 or 4) connections on one of the two workers in
+    every run, so one core served while the other idled (BentoML issue #5426; the unmerged fix,
+    PR #5557, is this same idea). In the worker process only, this wraps `uvicorn.Server.run`: each
+    inherited TCP listener gets SO_REUSEPORT, the worker binds its own listener to the same address,
+    then shuts the shared one (SHUT_RD takes it out of the kernel's reuse-port group, for every
+    holder), and serves its own. The kernel then picks a worker per connection by a hash of the
+    client's address and port. A listener that cannot be replaced is served as before, with a
+    warning. Returns False, changing nothing, outside a BentoML worker or if BentoML's worker
+    module moved; tests/serving/test_runtime.py fails when connections stop spreading.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    if not enabled or getattr(getattr(main, "__spec__", None), "name", None) != BENTOML_WORKER_MODULE:
+        return False
+    try:
+        import uvicorn
+    except ImportError:
+        return False
+    run = uvicorn.Server.run
+    if getattr(run, "balances_accepts", False):
+        return True
+
+    def run_on_own_listeners(self: Any, sockets: list | None = None) -> None:
+        if sockets:
+            sockets = [own_listener(sock, self.config.backlog) for sock in sockets]
+        return run(self, sockets=sockets)
+
+    run_on_own_listeners.balances_accepts = True  # type: ignore[attr-defined]
+    uvicorn.Server.run = run_on_own_listeners  # type: ignore[method-assign]
+    return True
+
+
+def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
+    """A new SO_REUSEPORT listener on `shared`'s address; `shared` is shut for accepting.
+
+    Not for UNIX sockets (no reuse-port group) or when the kernel refuses: then `shared` itself.
+    """
+    if shared.family not in (socket.AF_INET, socket.AF_INET6) or shared.type != socket.SOCK_STREAM:
+        return shared
+    own = socket.socket(shared.family, socket.SOCK_STREAM)
+    try:
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.bind(shared.getsockname())
+        own.listen(backlog)
+    except OSError as exc:
+        own.close()
+        log.warning("workers share one listening socket (own SO_REUSEPORT listener refused: %s); connections may not spread", exc)
+        return shared
+    try:
+        shared.shutdown(socket.SHUT_RD)  # already shut by an earlier worker: ENOTCONN, nothing to do
+    except OSError:
+        pass
+    return own
 
 
 def freeze_startup_objects() -> None:

@@ -29,10 +29,15 @@ Prediction = dict[str, Any]
 class PDScorer:
     """Scores a merged batch: one vectorised LightGBM + TreeSHAP call for all rows that ask."""
 
-    def __init__(self, model: ScoringModel, model_tag: str, monitor: LiveMonitor | NullMonitor = NullMonitor()) -> None:
+    def __init__(self, model: ScoringModel, model_tag: str, monitor: LiveMonitor | NullMonitor = NullMonitor(),
+                 large_batch_rows: int = 0, large_batch_threads: int = 1) -> None:
         self.model = model
         self.model_tag = model_tag
         self.monitor = monitor  # live drift metrics (credit_pd.monitoring.live); observes each scored batch
+        # A batch of at least `large_batch_rows` rows runs LightGBM on `large_batch_threads` threads
+        # (0: never): see ServingSettings.large_batch_rows for why.
+        self.large_batch_rows = large_batch_rows
+        self.large_batch_threads = large_batch_threads
         self.feature_names = list(model.feature_names)
         encoder = model.encoder
         self._categorical_cols = np.array([i for i, name in enumerate(self.feature_names) if name in encoder.categorical], dtype=np.intp)
@@ -63,12 +68,13 @@ class PDScorer:
         records = [vars(app) for app in applications]  # the validated fields, read-only (no copy)
         matrix = self.model.encoder.encode_records(records)
         explained = np.fromiter((app.explain for app in applications), dtype=bool, count=len(records))
+        threads = self.large_batch_threads if 0 < self.large_batch_rows <= len(records) else None
         raw = np.empty(len(records))
         if explained.any():
-            explanation = self.model.explain(matrix[explained])
+            explanation = self.model.explain(matrix[explained], threads)
             raw[explained] = explanation.raw_score
         if not explained.all():
-            raw[~explained] = self.model.raw_score(matrix[~explained])
+            raw[~explained] = self.model.raw_score(matrix[~explained], threads)
         pds = self.model.calibrator.apply(raw)
         self.monitor.observe(records, matrix, pds)
         warnings = self._warnings(records, matrix)

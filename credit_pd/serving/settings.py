@@ -25,8 +25,25 @@ class ServingSettings(BaseSettings):
     model_tag: str = f"{MODEL_NAME}:latest"
     # One worker per core: LightGBM + TreeSHAP are CPU-bound and single-threaded per worker.
     workers: int = 2
+    # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections across
+    # workers (serving.runtime.balance_worker_accepts). With BentoML's one shared socket, the load
+    # benchmark found every keep-alive connection on one worker while the other idled.
+    balanced_workers: bool = True
     # LightGBM threads per worker; workers x threads should not exceed the pod's cores.
     lightgbm_threads: int = 1
+    # A merged batch of at least `large_batch_rows` rows runs LightGBM (TreeSHAP) on
+    # `large_batch_threads` threads (0 rows: never). A lone large request then uses the pod's cores
+    # instead of one: keep-alive clients with few connections often sit on one worker, and a
+    # 1,000-application request is ~100 ms of TreeSHAP. When every worker runs a large batch the
+    # threads oversubscribe the cores; `openmp_spin_count` keeps that from wasting CPU. Set
+    # `large_batch_threads` to the pod's cores (the chart's CPU limit: 2).
+    large_batch_rows: int = 64
+    large_batch_threads: int = 2
+    # GOMP_SPINCOUNT for LightGBM's OpenMP threads, handed to the workers as a service env
+    # (service.py); a GOMP_SPINCOUNT already in the environment wins. libgomp's default (300,000 spins) made two workers' 2-thread
+    # batches on 2 cores lose 22% of throughput to spinning; at 1,000 they lost none, and a lone
+    # 2-thread batch stayed as fast (benchmarks: `python -m benchmarks.openmp_spin`).
+    openmp_spin_count: int = 1_000
     # Largest merged batch the adaptive batcher may form (rows).
     max_batch_size: int = 256
     # Longest predicted wait in the batcher before a request is shed with 503 + Retry-After.

@@ -378,3 +378,22 @@ def test_a_built_bento_serves_its_own_model_unless_a_tag_is_set(tmp_path):
     assert model_tag_to_serve("credit_pd_model:pinned", True, service_file) == "credit_pd_model:pinned"
     source_tree = tmp_path / "project" / "repo" / "service.py"
     assert model_tag_to_serve("credit_pd_model:latest", False, source_tree) == "credit_pd_model:latest"
+
+
+def test_large_batches_run_lightgbm_on_more_threads_with_identical_answers(trained_run, applications, monkeypatch):
+    import lightgbm as lgb
+
+    threaded = PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag, large_batch_rows=50, large_batch_threads=2)
+    calls: list[int] = []
+    predict = lgb.Booster.predict
+
+    def recording(self, data, *args, **kwargs):
+        calls.append(kwargs.get("num_threads"))
+        return predict(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", recording)
+    small = threaded.answers(applications[:49])
+    large = threaded.answers(applications[:120])
+    assert calls == [1, 2], "49 rows on the model's one thread, 120 (>= 50) on two"
+    single = PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag)
+    assert large == single.answers(applications[:120]) and small == single.answers(applications[:49])

@@ -1,0 +1,135 @@
+"""credit_pd.serving.runtime: one listening socket per worker, so connections spread across workers.
+
+The unit tests replace a listener in-process; the integration test serves with two real BentoML
+workers and fails when BentoML's worker stops handing its listener to `uvicorn.Server.run` (then
+every keep-alive connection can land on one worker again, BentoML issue #5426).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import time
+from collections import Counter
+
+import psutil
+import pytest
+
+from credit_pd.serving.runtime import BENTOML_WORKER_MODULE, balance_worker_accepts, own_listener
+from credit_pd.serving.settings import ServingSettings
+
+from tests.conftest import REPO_ROOT
+from tests.serving_process import bentoml_serve
+
+CONNECTIONS = 32
+# Each connection picks a worker by a hash of its source port: with 32 connections and 2 workers,
+# fewer than 4 on either is a 1-in-380,000 event; with the shared socket one worker took all 32.
+MIN_PER_WORKER = 4
+
+
+def listening_socket() -> socket.socket:
+    shared = socket.socket()
+    shared.bind(("127.0.0.1", 0))
+    shared.listen(64)
+    return shared
+
+
+def accepted(listener: socket.socket) -> int:
+    listener.setblocking(False)
+    count = 0
+    while True:
+        try:
+            listener.accept()[0].close()
+        except (BlockingIOError, OSError):
+            return count
+        count += 1
+
+
+def test_own_listener_takes_over_the_shared_address():
+    shared = listening_socket()
+    address = shared.getsockname()
+    own = own_listener(shared, backlog=64)
+    assert own is not shared and own.getsockname() == address
+    clients = [socket.create_connection(address) for _ in range(20)]
+    time.sleep(0.1)
+    assert accepted(own) == 20, "every new connection must reach the worker's own listener"
+    assert accepted(shared) == 0, "the shared listener must be out of the reuse-port group"
+    # A second worker replacing the (already shut) shared listener joins the same group.
+    second = own_listener(shared, backlog=64)
+    more = [socket.create_connection(address) for _ in range(40)]
+    time.sleep(0.1)
+    first_count, second_count = accepted(own), accepted(second)
+    assert first_count + second_count == 40 and min(first_count, second_count) >= 5, (first_count, second_count)
+    for sock in [*clients, *more, own, second, shared]:
+        sock.close()
+
+
+def test_a_unix_listener_is_served_as_it_is(tmp_path):
+    shared = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    shared.bind(str(tmp_path / "api.sock"))
+    shared.listen(8)
+    assert own_listener(shared, backlog=8) is shared
+    shared.close()
+
+
+def test_uvicorn_is_left_alone_outside_a_bentoml_worker():
+    import uvicorn
+
+    run = uvicorn.Server.run
+    assert balance_worker_accepts(True) is False
+    assert uvicorn.Server.run is run
+
+
+def test_bentoml_worker_still_hands_its_listener_to_uvicorn_server_run():
+    """What the patch wraps: if this moves, balance_worker_accepts must follow it."""
+    import importlib
+
+    source = inspect.getsource(importlib.import_module(BENTOML_WORKER_MODULE))
+    assert "uvicorn.Server(config).run(sockets=[socket])" in source
+
+
+def worker_processes(base: str) -> list[psutil.Process]:
+    port = base.rsplit(":", 1)[1]
+    [server] = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "serve" in p.info["cmdline"]
+                and port in p.info["cmdline"] and p.pid != os.getpid()]
+    return [c for c in server.children(recursive=True) if BENTOML_WORKER_MODULE in " ".join(c.cmdline())]
+
+
+def connections_by_worker(workers: list[psutil.Process], port: int, status: str) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for worker in workers:
+        for conn in worker.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == status:
+                counts[worker.pid] += 1
+    return counts
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_keep_alive_connections_spread_across_two_workers(trained_run, tmp_path):
+    env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_WORKERS": "2"}
+    env.pop("GOMP_SPINCOUNT", None)
+    with bentoml_serve("service:CreditPDService", env, REPO_ROOT, tmp_path / "serve.log") as base:
+        host, port = base.removeprefix("http://").split(":")
+        workers = worker_processes(base)
+        assert len(workers) == 2
+        deadline = time.monotonic() + 60
+        while len(connections_by_worker(workers, int(port), psutil.CONN_LISTEN)) < 2:
+            assert time.monotonic() < deadline, "both workers should listen on their own socket"
+            time.sleep(0.2)
+        # A burst, as a load balancer or a client pool opens them: all connect before any request.
+        clients = [socket.create_connection((host, int(port))) for _ in range(CONNECTIONS)]
+        for sock in clients:
+            sock.sendall(f"GET /readyz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        for sock in clients:
+            sock.settimeout(10)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        spread = connections_by_worker(workers, int(port), psutil.CONN_ESTABLISHED)
+        for sock in clients:
+            sock.close()
+        assert sum(spread.values()) == CONNECTIONS
+        assert len(spread) == 2 and min(spread.values()) >= MIN_PER_WORKER, f"connections per worker: {dict(spread)}"
+        # LightGBM's OpenMP spin count reaches the workers as the service env.
+        assert {w.environ().get("GOMP_SPINCOUNT") for w in workers} == {str(ServingSettings().openmp_spin_count)}
+        assert "balance_worker_accepts): in effect" in (tmp_path / "serve.log").read_text()
