@@ -8,8 +8,10 @@ every keep-alive connection can land on one worker again, BentoML issue #5426).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import socket
+import sys
 import time
 from collections import Counter
 
@@ -133,3 +135,37 @@ def test_keep_alive_connections_spread_across_two_workers(trained_run, tmp_path)
         # LightGBM's OpenMP spin count reaches the workers as the service env.
         assert {w.environ().get("GOMP_SPINCOUNT") for w in workers} == {str(ServingSettings().openmp_spin_count)}
         assert "balance_worker_accepts): in effect" in (tmp_path / "serve.log").read_text()
+
+
+def bentoml_error_record(exc: BaseException) -> logging.LogRecord:
+    """A record as BentoML's `log_exception` makes it for a failed request."""
+    from credit_pd.serving.runtime import BENTOML_EXCEPTION_LOGGER, BENTOML_EXCEPTION_MESSAGE
+
+    try:
+        raise exc
+    except type(exc):
+        exc_info = sys.exc_info()
+    return logging.LogRecord(BENTOML_EXCEPTION_LOGGER, logging.ERROR, __file__, 1, BENTOML_EXCEPTION_MESSAGE,
+                             ("/predict", "POST"), exc_info)
+
+
+def test_shed_requests_are_counted_not_logged_one_traceback_each(monkeypatch):
+    from bentoml.exceptions import ServiceUnavailable
+
+    from credit_pd.serving.runtime import ClientErrorLogFilter
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    log_filter = ClientErrorLogFilter(shed_interval_s=10)
+    passed = []
+    for second in range(25):  # 100 sheds a second for 25 s
+        clock[0] = 1000.0 + second
+        for _ in range(100):
+            record = bentoml_error_record(ServiceUnavailable("process is overloaded"))
+            if log_filter.filter(record):
+                passed.append(record)
+    assert [r.getMessage().split(" request")[0] for r in passed] == ["shed 1", "shed 1000", "shed 1000"]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in passed)
+    # Server errors other than shedding keep their ERROR and traceback.
+    crash = bentoml_error_record(RuntimeError("scorer exploded"))
+    assert log_filter.filter(crash) and crash.levelno == logging.ERROR and crash.exc_info is not None
