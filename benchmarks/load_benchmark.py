@@ -286,6 +286,33 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) 
     return rows / best
 
 
+def connections_per_worker(server: Server, body_path: Path, concurrency: int, seconds: int = 3) -> list[int]:
+    """Keep-alive connections each worker process holds while wrk runs at `concurrency` (most first).
+
+    How the server's workers share the connections decides how many cores serve them: with one
+    shared listening socket the first worker to wake can take them all.
+    """
+    import psutil  # a BentoML dependency
+
+    port = int(server.url.rsplit(":", 1)[1])
+    script = body_path.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT.format(body=body_path))
+    load = subprocess.Popen(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script), f"{server.url}/predict"],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(seconds / 2)
+    counts = []
+    for process in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            held = sum(1 for c in process.net_connections(kind="tcp")
+                       if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+        except psutil.Error:
+            continue
+        if held:
+            counts.append(held)
+    load.wait()
+    return sorted(counts, reverse=True)
+
+
 def treeshap_rows_per_s(model_tag: str, body: bytes, repeats: int = 30) -> float:
     """LightGBM's TreeSHAP alone on the body's rows, one thread (best of `repeats`): the compute floor."""
     from credit_pd.model_store import load_from_store
@@ -408,11 +435,18 @@ def main(argv: list[str] | None = None) -> None:
         results.append(run_wrk(project, single_body, overload_c, d, f"overload, concurrency {overload_c}"))
         results.append(run_wrk(project, single_body, 1, 3, "1 app, conc. 1, right after overload"))
         alive = project.process.poll() is None
+        spread = {name: {c: connections_per_worker(servers[name], single_body if c == 32 else batch_body, c) for c in (32, 4, 2)}
+                  for name in ("project", *peers)}
         if args.profile:
             profile = profile_workers(project, single_body, 8)
 
     print_results(results)
     report(results, model_tag, batch_body, single_body, alive, monitoring_active)
+    print(f"\nkeep-alive connections per worker process under wrk (a separate {3} s load each; the project "
+          "spreads them by SO_REUSEPORT, the peers share one socket):")
+    for name, by_concurrency in spread.items():
+        print(f"  {name:<22}" + "; ".join(f"concurrency {c}: {'/'.join(map(str, counts)) or 'none seen'}"
+                                          for c, counts in by_concurrency.items()))
     if profile:
         print("\npy-spy, service workers at concurrency 32 (own samples, idle waits excluded):")
         print("\n".join("  " + line for line in profile))

@@ -389,8 +389,9 @@ class ClientErrorLogFilter(logging.Filter):
         if now - self._shed_logged_at < self.shed_interval_s:
             return False
         record.msg = ("shed %d request(s) with 503 + Retry-After since the last such line: predicted wait over "
-                      "max_latency_ms (overload; counted in bentoml_service_request_total by status)")
-        record.args = (self._shed_unlogged,)
+                      "max_latency_ms (overload). Sheds in the next %g s go into the next such line; every one is "
+                      "counted in bentoml_service_request_total{http_response_code=\"503\"}")
+        record.args = (self._shed_unlogged, self.shed_interval_s)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         self._shed_unlogged, self._shed_logged_at = 0, now
