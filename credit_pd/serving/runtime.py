@@ -126,13 +126,13 @@ BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
 
 def balance_worker_accepts(enabled: bool = True) -> bool:
     """Give each BentoML worker its own SO_REUSEPORT listening socket, so the kernel spreads
-    connections across workers instead of the busiest worker taking them all.
+    connections across workers instead of the first worker to wake taking them all.
 
     BentoML 1.4 starts every worker on one listening socket inherited from its process manager
     (`uvicorn.Server(config).run(sockets=[socket])` in `_bentoml_impl.worker.service`). Whichever
     worker wakes first accepts every pending connection, and keep-alive clients stay where they
-    landed: the load benchmark found all 32 (and all 2 or 4) connections on one of the two workers in
-    every run, so one core served while the other idled (BentoML issue #5426; the unmerged fix,
+    landed: `ss` during wrk loads found all 32 (and all 4, and both 2) connections on one of the two
+    workers, so one core served while the other idled (BentoML issue #5426; the unmerged fix,
     PR #5557, is this same idea). In the worker process only, this wraps `uvicorn.Server.run`: each
     inherited TCP listener gets SO_REUSEPORT, the worker binds its own listener to the same address,
     then shuts the shared one (SHUT_RD takes it out of the kernel's reuse-port group, for every
@@ -167,9 +167,11 @@ def balance_worker_accepts(enabled: bool = True) -> bool:
 def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
     """A new SO_REUSEPORT listener on `shared`'s address; `shared` is shut for accepting.
 
-    Not for UNIX sockets (no reuse-port group) or when the kernel refuses: then `shared` itself.
+    Not for UNIX sockets (no reuse-port group), nor where the platform or kernel lacks or refuses
+    SO_REUSEPORT: then `shared` itself.
     """
-    if shared.family not in (socket.AF_INET, socket.AF_INET6) or shared.type != socket.SOCK_STREAM:
+    tcp = shared.family in (socket.AF_INET, socket.AF_INET6) and shared.type == socket.SOCK_STREAM
+    if not tcp or not hasattr(socket, "SO_REUSEPORT"):
         return shared
     own = socket.socket(shared.family, socket.SOCK_STREAM)
     try:
