@@ -27,21 +27,12 @@ from typing import Any
 
 import helm_python as helm
 
+# Helm's values layering, shared with the k8s/ renderer (one implementation for both).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from render_k8s import merge_values  # noqa: E402
+
 # Helm's name for a release rendered without one (`helm template CHART`).
 DEFAULT_RELEASE_NAME = "release-name"
-
-
-def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing of two values layers: maps merge, anything else replaces, null deletes."""
-    merged = dict(base)
-    for key, value in override.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_values(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def user_values(args: argparse.Namespace) -> dict[str, Any]:
