@@ -1,8 +1,20 @@
-"""The trained artefact: booster + feature encoder + probability calibration.
+"""The trained artefact: GLM part (optional) + booster(s) + feature encoder + probability calibration.
 
-One object scores for `train.py`, the benchmark and the service, so a PD computed anywhere is
-the same number. Explanations are exact TreeSHAP in the booster's log-odds; the calibrated PD is
-a monotone map of that log-odds, so the ranking of contributions carries over to the PD.
+One object scores for `train.py`, the benchmark, the service, the batch job and monitoring, so a
+PD computed anywhere is the same number. The raw score (log-odds) of every model family is
+
+    raw = offset + w_linear x GLM log-odds + sum_k w_k x booster_k log-odds
+
+- `trees`: one booster, no GLM (offset 0, weight 1);
+- `GLM`: the logistic regression alone (the booster holds zero trees);
+- `GLM-offset`: trees boosted from the GLM's logit (LightGBM `init_score`), weights 1 and 1;
+- `blend`: the GLM and one or two tree models, non-negative weights chosen on out-of-fold scores.
+
+Explanations are exact and additive in that log-odds for every family: the GLM part contributes
+coefficient x (design value - training mean) per feature (`credit_pd.linear`), each booster its
+exact TreeSHAP, and a blend the weighted sum; base value + contributions = the raw score. The
+calibrated PD is a monotone map of the raw score, so the ranking of contributions carries over.
+Non-negative weights keep the monotone features' direction of every member.
 """
 
 from __future__ import annotations
@@ -15,7 +27,10 @@ import numpy as np
 from scipy.special import expit
 
 from credit_pd.features import FeatureEncoder
+from credit_pd.linear import LinearModel
 from credit_pd.schema import DatasetSchema
+
+FAMILIES = ("trees", "GLM", "GLM-offset", "blend")
 
 
 @dataclass(frozen=True)
@@ -37,8 +52,24 @@ class PlattCalibrator:
 
 
 @dataclass(frozen=True)
+class BlendWeights:
+    """raw = offset + linear x GLM log-odds + trees[k] x booster k's log-odds (k = 0 is `booster`)."""
+
+    offset: float = 0.0
+    linear: float = 1.0
+    trees: tuple[float, ...] = (1.0,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "linear": self.linear, "trees": list(self.trees)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BlendWeights":
+        return cls(offset=float(data["offset"]), linear=float(data["linear"]), trees=tuple(float(w) for w in data["trees"]))
+
+
+@dataclass(frozen=True)
 class Explanation:
-    """Exact TreeSHAP of a batch: raw log-odds = base_value + contributions.sum(axis=1)."""
+    """Exact additive explanation of a batch: raw log-odds = base_value + contributions.sum(axis=1)."""
 
     base_value: np.ndarray  # (n_rows,)
     contributions: np.ndarray  # (n_rows, n_features)
@@ -54,6 +85,8 @@ class ScoringModel:
 
     `schema` is the dataset schema the model was trained on (with its example application): the
     service builds its request contract from it, so a stored model always carries its own API.
+    `booster` is the model store's booster (zero trees for a GLM); `linear`, `extra_boosters`
+    and `weights` make the hybrid families (see the module docstring).
     """
 
     booster: lgb.Booster
@@ -61,6 +94,41 @@ class ScoringModel:
     calibrator: PlattCalibrator
     schema: DatasetSchema
     num_threads: int = 1
+    linear: LinearModel | None = None
+    extra_boosters: tuple[lgb.Booster, ...] = ()
+    weights: BlendWeights = BlendWeights()
+    family: str = "trees"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
+        if len(self.weights.trees) != 1 + len(self.extra_boosters):
+            raise ValueError(f"{len(self.weights.trees)} tree weights for {1 + len(self.extra_boosters)} boosters")
+        if self.family != "trees" and self.linear is None:
+            raise ValueError(f"a {self.family} model needs its GLM part")
+        for booster in self.boosters:
+            if tuple(booster.feature_name()) != self.encoder.feature_names:
+                raise ValueError("booster and encoder disagree on feature order: "
+                                 f"{booster.feature_name()[:3]}... vs {list(self.encoder.feature_names)[:3]}...")
+
+    @property
+    def boosters(self) -> tuple[lgb.Booster, ...]:
+        return (self.booster, *self.extra_boosters)
+
+    @property
+    def n_trees(self) -> int:
+        """Trees over all boosters (0 for a GLM)."""
+        return sum(booster.num_trees() for booster in self.boosters)
+
+    def describe(self) -> str:
+        """One line a reviewer reads: "GLM-offset, 180 trees", "blend of GLM x 0.620 + trees x 0.410 (96 trees)"."""
+        trees = [booster.num_trees() for booster in self.boosters]
+        if self.family == "GLM":
+            return "GLM (logistic regression), no trees"
+        if self.family == "blend":
+            members = [f"GLM x {self.weights.linear:.3f}"] + [f"trees x {w:.3f} ({n} trees)" for w, n in zip(self.weights.trees, trees)]
+            return "blend of " + " + ".join(members)
+        return f"{self.family}, {trees[0]} trees"
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -68,24 +136,64 @@ class ScoringModel:
 
     def raw_score(self, matrix: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         """Uncalibrated log-odds; `num_threads` overrides the model's thread count for this call."""
-        return self.booster.predict(matrix, raw_score=True, num_threads=num_threads or self.num_threads)
+        threads = num_threads or self.num_threads
+        raw = np.full(len(matrix), self.weights.offset)
+        if self.linear is not None:
+            raw += self.weights.linear * self.linear.raw_score(matrix)
+        for weight, booster in zip(self.weights.trees, self.boosters):
+            if booster.num_trees():
+                raw += weight * booster.predict(matrix, raw_score=True, num_threads=threads)
+        return raw
 
     def predict_pd(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated PD from the explained raw score, so PD and explanation always agree."""
         return self.calibrator.apply(self.raw_score(matrix))
 
     def explain(self, matrix: np.ndarray, num_threads: int | None = None) -> Explanation:
-        """LightGBM's native exact TreeSHAP (last column is the expected value); `num_threads` as in `raw_score`."""
-        contrib = self.booster.predict(matrix, pred_contrib=True, num_threads=num_threads or self.num_threads)
-        return Explanation(base_value=contrib[:, -1], contributions=contrib[:, :-1])
+        """Exact contributions per schema feature: GLM part + weighted TreeSHAP of each booster.
+
+        `num_threads` as in `raw_score`. Members are summed with the same weights `raw_score`
+        uses, so base value + contributions = raw score for every family.
+        """
+        threads = num_threads or self.num_threads
+        base = np.full(len(matrix), self.weights.offset)
+        contributions = np.zeros((len(matrix), len(self.feature_names)))
+        if self.linear is not None:
+            linear_base, linear_contributions = self.linear.explain(matrix)
+            base += self.weights.linear * linear_base
+            contributions += self.weights.linear * linear_contributions
+        for weight, booster in zip(self.weights.trees, self.boosters):
+            if booster.num_trees():
+                tree_base, tree_contributions = self._tree_contributions(booster, matrix, threads)
+                base += weight * tree_base
+                contributions += weight * tree_contributions
+        return Explanation(base_value=base, contributions=contributions)
+
+    @staticmethod
+    def _tree_contributions(booster: lgb.Booster, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact TreeSHAP of one booster: (expected value per row, (n_rows, n_features) contributions).
+
+        The one place the trees' part is explained (LightGBM's native TreeSHAP; the last column is
+        the expected value), so a faster exact algorithm replaces it here for every family.
+        """
+        contrib = booster.predict(matrix, pred_contrib=True, num_threads=threads)
+        return contrib[:, -1], contrib[:, :-1]
 
     def scoring_spec(self) -> dict[str, Any]:
         """The non-booster parts as plain data, stored beside the booster in the model store."""
-        return {
+        spec = {
             "schema": self.schema.model_dump(mode="json", exclude_none=True),
             "encoder": self.encoder.to_dict(),
             "calibration": {"method": "platt", "slope": self.calibrator.slope, "intercept": self.calibrator.intercept},
+            "family": self.family,
+            "blend": self.weights.to_dict(),
         }
+        if self.linear is not None:
+            spec["linear"] = self.linear.to_dict()
+        if self.extra_boosters:
+            # LightGBM's own text format, as the store keeps the main booster.
+            spec["extra_boosters"] = [booster.model_to_string() for booster in self.extra_boosters]
+        return spec
 
     @classmethod
     def from_parts(cls, booster: lgb.Booster, spec: Mapping[str, Any], num_threads: int = 1) -> "ScoringModel":
@@ -103,4 +211,10 @@ class ScoringModel:
             raise ValueError("stored schema and encoder disagree on the features; the model entry is inconsistent")
         calibration = spec["calibration"]
         calibrator = PlattCalibrator(slope=calibration["slope"], intercept=calibration["intercept"])
-        return cls(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads)
+        linear = LinearModel.from_dict(spec["linear"]) if "linear" in spec else None
+        if linear is not None and linear.design.n_features != len(encoder.feature_names):
+            raise ValueError(f"stored GLM part expects {linear.design.n_features} features, the encoder has {len(encoder.feature_names)}")
+        extra = tuple(lgb.Booster(model_str=text) for text in spec.get("extra_boosters", ()))
+        weights = BlendWeights.from_dict(spec["blend"]) if "blend" in spec else BlendWeights()
+        return cls(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads,
+                   linear=linear, extra_boosters=extra, weights=weights, family=spec.get("family", "trees"))
