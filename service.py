@@ -3,52 +3,55 @@
 Serve with `bentoml serve` (see README). The request contract is built from the stored model
 itself (its schema, vocabularies, training ranges and example travel in the model store entry),
 so whatever model `CREDIT_PD_MODEL_TAG` names (by default: a built bento's own model, else the
-latest in the store) is served with its own API. Tunables are
+latest in the store) is served with its own API. At import only the stored model's metadata and
+contract are read; the booster is loaded once per worker in `__init__`. Tunables are
 `CREDIT_PD_*` environment variables (credit_pd.serving.settings); the logic lives in
 credit_pd.serving.
 """
 
 from __future__ import annotations
 
+import functools
+
 import bentoml
 
-from credit_pd.model_store import get_stored_model, load_from_store
+from credit_pd.model_store import TagSource, get_stored_model, load_from_store, model_tag_to_serve, stored_contract
 from credit_pd.monitoring.live import live_monitor
-from credit_pd.serving.contract import (
-    PredictionOut,
-    application_list_type,
-    build_application_model,
-    build_input_spec,
-    openapi_document,
-)
-from credit_pd.serving.runtime import (
-    OpenAPIDocument,
-    RequestLimits,
-    RetryAfterOn503,
+from credit_pd.serving.contract import PredictionOut, application_list_type, build_application_model, build_input_spec
+from credit_pd.serving.middleware import OpenAPIDocument, RequestLimits, RetryAfterOn503
+from credit_pd.serving.openapi import OpenAPIResult, openapi_document
+from credit_pd.serving.patches import (
+    PatchState,
     balance_worker_accepts,
     cap_batcher_hold_time,
-    freeze_startup_objects,
-    log_runtime_patches,
-    model_tag_to_serve,
+    log_patches,
     prediction_output_spec,
     quiet_client_error_logs,
+    state,
 )
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
+from credit_pd.serving.worker import freeze_startup_objects
 
 settings = ServingSettings()
 PredictionsOut, orjson_responses = prediction_output_spec(PredictionOut)
-RUNTIME_PATCHES = {
-    "batcher hold cap (cap_batcher_hold_time)": cap_batcher_hold_time(settings.max_batch_hold_ms),
-    "value-free 4xx logs (quiet_client_error_logs)": quiet_client_error_logs(),
-    "orjson responses (prediction_output_spec)": orjson_responses,
-    "one listening socket per worker (balance_worker_accepts)": balance_worker_accepts(settings.balanced_workers),
-}
-stored_model = get_stored_model(model_tag_to_serve(settings.model_tag, "model_tag" in settings.model_fields_set, __file__))
-scoring_model = load_from_store(stored_model, num_threads=settings.lightgbm_threads)
-Application = build_application_model(scoring_model, settings)
+served_tag, served_tag_source = model_tag_to_serve(settings.model_tag, "model_tag" in settings.model_fields_set, __file__)
+stored_model = get_stored_model(served_tag)
+schema, encoder = stored_contract(stored_model)
+Application = build_application_model(schema, encoder, settings)
 Applications = application_list_type(Application, settings)
 PredictRequest = build_input_spec(Applications)
+PATCHES: dict[str, PatchState] = {
+    "batcher hold cap (cap_batcher_hold_time)": state(cap_batcher_hold_time(settings.max_batch_hold_ms)),
+    "value-free 4xx logs (quiet_client_error_logs)": state(quiet_client_error_logs()),
+    "orjson responses (prediction_output_spec)": state(orjson_responses),
+    "one listening socket per worker (balance_worker_accepts)": state(
+        balance_worker_accepts(settings.balanced_workers), settings.balanced_workers),
+    f"model tag from the bento's bento.yaml (model_tag_to_serve: {served_tag_source.value})": {
+        TagSource.BENTO: PatchState.IN_EFFECT, TagSource.PINNED: PatchState.OFF_BY_SETTING,
+        TagSource.SOURCE_TREE: PatchState.NOT_NEEDED, TagSource.BENTO_LAYOUT_MOVED: PatchState.LIBRARY_MOVED,
+    }[served_tag_source],
+}
 
 
 @bentoml.service(
@@ -68,10 +71,11 @@ class CreditPDService:
     model = bentoml.models.BentoModel(str(stored_model.tag))
 
     def __init__(self) -> None:
-        self.scorer = PDScorer(scoring_model, str(stored_model.tag),
-                               live_monitor(stored_model, scoring_model.encoder, settings.monitoring_enabled),
+        stored = self.model  # the resolved store entry of the class attribute above
+        scoring_model = load_from_store(stored, num_threads=settings.lightgbm_threads)
+        self.scorer = PDScorer(scoring_model, str(stored.tag), live_monitor(stored, scoring_model.encoder, settings.monitoring_enabled),
                                large_batch_rows=settings.large_batch_rows, large_batch_threads=settings.large_batch_threads)
-        log_runtime_patches(RUNTIME_PATCHES)
+        log_patches({**PATCHES, "OpenAPI document replaces BentoML's /predict part (openapi_document)": state(openapi().replaced)})
         freeze_startup_objects()
 
     @bentoml.api(batchable=True, input_spec=PredictRequest, output_spec=PredictionsOut,
@@ -82,12 +86,14 @@ class CreditPDService:
         return await self.scorer.answers_async(applications, settings.inline_max_rows)
 
 
-def _openapi() -> dict:
-    return openapi_document(CreditPDService.openapi_spec.asdict(), Application, scoring_model, settings)
+@functools.cache
+def openapi() -> OpenAPIResult:
+    """The served /docs.json, built once per worker (at start-up, for the patch log)."""
+    return openapi_document(CreditPDService.openapi_spec.asdict(), Application, schema, encoder, settings)
 
 
 # Outermost first: the document and the envelope limits answer before BentoML reads a body.
-CreditPDService.add_asgi_middleware(OpenAPIDocument, build=_openapi)
+CreditPDService.add_asgi_middleware(OpenAPIDocument, build=lambda: openapi().document)
 CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
-                                  paths=tuple(api.route for api in CreditPDService.apis.values()))
+                                    paths=tuple(api.route for api in CreditPDService.apis.values()))
 CreditPDService.add_asgi_middleware(RetryAfterOn503, retry_after_s=settings.retry_after_s)

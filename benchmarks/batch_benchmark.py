@@ -34,7 +34,9 @@ import psutil
 from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
 from credit_pd.batch.model import ship_model
 from credit_pd.batch.scoring import BatchScorer
-from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, DEFAULT_MODEL_TAG, DEFAULT_TOP_K, BatchJobConfig
+from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, BatchJobConfig
+from credit_pd.explanation import DEFAULT_TOP_K
+from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.batch.validation import validate_batch
 from credit_pd.client import requests_from_frame
 from credit_pd.config import PROJECT_ROOT, SampleConfig
@@ -43,7 +45,7 @@ from credit_pd.model_store import get_stored_model
 from credit_pd.serving.contract import build_application_model
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
-from credit_pd.training.dataset import load_dataset
+from credit_pd.dataset import load_dataset
 from credit_pd.training.sample import write_sample
 
 SEED_ROWS = 100_000
@@ -123,7 +125,7 @@ def service_rate(seed: Path, tag: str) -> float:
 
     model = load_from_store(tag)
     frame = load_dataset(seed, model.schema).head(SERVICE_ROWS)
-    application = build_application_model(model, ServingSettings())
+    application = build_application_model(model.schema, model.encoder, ServingSettings())
     scorer = PDScorer(model, tag)
     records = requests_from_frame(frame, model.schema)
     started = time.perf_counter()

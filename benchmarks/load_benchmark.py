@@ -253,7 +253,7 @@ def sample_applications(n: int) -> list[dict]:
     from credit_pd.client import requests_from_frame
     from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig
     from credit_pd.schema import load_schema
-    from credit_pd.training.dataset import load_dataset
+    from credit_pd.dataset import load_dataset
 
     schema = load_schema()
     path = DEFAULT_DATASET_PATH
@@ -276,7 +276,7 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) 
 
     settings = ServingSettings()
     model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    request_model = build_input_spec(application_list_type(build_application_model(model, settings), settings))
+    request_model = build_input_spec(application_list_type(build_application_model(model.schema, model.encoder, settings), settings))
     scorer = PDScorer(model, model_tag)
     best = float("inf")
     for _ in range(repeats):

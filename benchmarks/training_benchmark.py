@@ -44,7 +44,7 @@ from benchmarks.real_datasets import REAL_DATASETS
 from credit_pd.config import SampleConfig, TrainingConfig
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.training.fit import choose_shape, cross_validate, explained_rows_per_s, fit_final_model
 from credit_pd.training.metrics import ForecastMetrics, score_forecast
 from credit_pd.training.sample import true_pd_path_for, write_sample

@@ -15,7 +15,7 @@ from typing import Any
 
 import bentoml
 
-from credit_pd.serving.runtime import balance_worker_accepts
+from credit_pd.serving.patches import balance_worker_accepts
 from credit_pd.serving.settings import ServingSettings
 
 settings = ServingSettings()

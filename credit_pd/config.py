@@ -16,8 +16,10 @@ DEFAULT_DATASET_PATH = DATA_DIR / "dataset.csv"
 DEFAULT_PREDICTIONS_PATH = DATA_DIR / "test_predictions.csv"
 DEFAULT_REPORT_DIR = PROJECT_ROOT / "reports"
 
-# Name under which the model lives in the BentoML model store; the service loads `<name>:latest`.
+# Name under which the model lives in the BentoML model store, and the tag every wing reads when
+# none is pinned (the service, the batch job and the drift report share this one default).
 MODEL_NAME = "credit_pd_model"
+DEFAULT_MODEL_TAG = f"{MODEL_NAME}:latest"
 RANDOM_SEED = 20261124
 
 

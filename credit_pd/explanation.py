@@ -18,6 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+# Features listed per explanation unless a request or the batch job asks otherwise.
+DEFAULT_TOP_K = 10
+
 
 @dataclass(frozen=True)
 class FeatureContribution:

@@ -5,18 +5,12 @@ with the model, so training, batch scoring and the service encode a value identi
 booster's native categorical splits see the same codes. Missing and unseen categories both become
 NaN, which LightGBM routes down its learned missing-value branch.
 
-Categories have one canonical spelling, chosen here and used by the loader, training, the service
-and batch scoring: a numeric code is written without a trailing ".0" (`1`, `1.0`, `"1"` and
-`"1.0"` all become `"1"`), any other label stays as it is, and the empty string is missing.
-The Klarna export writes `account_status` as `1.0` but `status_last_archived_0_24m` as `1`,
-and pandas hands a client numbers for both; without one canonical form the same status would be
-scored as an unseen category, i.e. as missing.
+Categories are spelled canonically first (`credit_pd.categories`).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping, Sequence
@@ -24,48 +18,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from credit_pd.categories import NUMERIC_CODE, canonical_categories, canonical_category
 from credit_pd.schema import DatasetSchema, FeatureType, Monotone
 
 MONOTONE_SIGN = {Monotone.INCREASING: 1, Monotone.DECREASING: -1}
-# A category label that is a plain decimal number ("1", "1.0", "-2.50", "3e2"); such labels are codes.
-NUMERIC_CODE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def canonical_category(value: Any) -> str | None:
-    """The one spelling of a category label; None for missing (None, NaN or the empty string).
-
-    Numbers and numeric strings become their shortest decimal form without a trailing ".0";
-    booleans are rejected because `True == 1` would silently turn a flag into status code 1.
-    """
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"a boolean ({value!r}) is not a category label")
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            raise ValueError(f"{value!r} is not a category label")
-        return _format_code(float(value))
-    text = str(value)
-    if text == "":
-        return None
-    return _format_code(float(text)) if NUMERIC_CODE.match(text) else text
-
-
-def canonical_categories(column: pd.Series) -> pd.Series:
-    """`canonical_category` over a column, computed once per distinct value (object dtype out)."""
-    present = column.dropna()
-    mapping = {value: canonical_category(value) for value in present.unique()}
-    return column.astype(object).map(mapping).where(column.notna(), None)
-
-
-def _format_code(number: float) -> str:
-    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
-
-
 @dataclass(frozen=True)
 class FeatureEncoder:
     """Column order, category vocabularies and the numeric ranges seen in training."""

@@ -46,7 +46,7 @@ def test_bento_holds_service_and_model_but_no_training_wing(bento_tag, trained_r
 @pytest.mark.integration
 @pytest.mark.slow
 def test_built_bento_serves_the_trained_pd(bento_tag, trained_run, small_sample_path, schema, tmp_path):
-    from credit_pd.training.dataset import labelled_mask, load_dataset
+    from credit_pd.dataset import labelled_mask, load_dataset
     from credit_pd.client import requests_from_frame
 
     frame = load_dataset(small_sample_path, schema)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from credit_pd.features import FeatureEncoder
-from credit_pd.training.dataset import load_dataset
+from credit_pd.dataset import load_dataset
 from credit_pd.client import requests_from_frame
 
 

@@ -13,7 +13,10 @@ from typing import Optional, Sequence
 
 from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
 from credit_pd.batch.model import ship_model
-from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, DEFAULT_MODEL_TAG, DEFAULT_TOP_K, UNSEEN_POLICIES, BatchJobConfig
+from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, BatchJobConfig
+from credit_pd.categories import UNSEEN_POLICIES
+from credit_pd.explanation import DEFAULT_TOP_K
+from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.errors import CreditPDError
 
 # Exit status of a run refused before or during Spark work for a reason the message names.

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-# Model store tag scored when --model-tag is not given (the latest `python train.py` run).
-DEFAULT_MODEL_TAG = "credit_pd_model:latest"
-# Contributions kept per row: what an adverse-action letter lists; the service's default too.
-DEFAULT_TOP_K = 10
+from credit_pd.config import DEFAULT_MODEL_TAG
+from credit_pd.explanation import DEFAULT_TOP_K
+
 # Rows per Arrow batch handed to the scoring function. TreeSHAP is vectorised over the batch, so
 # larger batches amortise the per-call overhead; 10,000 (Spark's default) keeps a batch's
 # contribution matrix (10,000 x 41 float64 = 3.3 MB) and its Arrow copies small per Python worker.
@@ -21,8 +20,6 @@ MIN_JAVA_MAJOR = 17
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 # Column that Spark's CSV reader fills with the raw text of a line it cannot split into the header's fields.
 CORRUPT_RECORD_COLUMN = "_corrupt_record"
-# What a category never seen in training does to its row (the service's `unseen_categories` values).
-UNSEEN_POLICIES = ("score_as_missing", "reject")
 # Longest piece of a malformed line quoted in its reject reason.
 MAX_QUOTED_LINE = 200
 

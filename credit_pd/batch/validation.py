@@ -1,6 +1,6 @@
 """Row-level validation of an input batch against the stored model's schema.
 
-The same rules as the training loader (`credit_pd.training.dataset.load_dataset`): numbers must be
+The same rules as the training loader (`credit_pd.dataset.load_dataset`): numbers must be
 finite and inside the schema's bounds, booleans one of the loader's spellings, required columns
 present, categories in their canonical spelling, `NA` and the empty string mean missing. The
 difference is what happens to a bad row: the loader stops a training run, while a batch of a
@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, MAX_QUOTED_LINE
-from credit_pd.features import canonical_category
+from credit_pd.categories import FALSE_SPELLINGS, TRUE_SPELLINGS, canonical_category
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
-from credit_pd.training.dataset import FALSE_SPELLINGS, TRUE_SPELLINGS
 
 REJECT_REASON_COLUMN = "reject_reason"
 # Training labels quoted in an unseen-category reason before "and N more".

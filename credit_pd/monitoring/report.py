@@ -24,10 +24,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from credit_pd.config import MODEL_NAME
 from credit_pd.errors import CreditPDError
 from credit_pd.features import FeatureEncoder
 from credit_pd.files import atomic_write
+from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.model_store import get_stored_model, load_from_store
 from credit_pd.monitoring.reference import BinnedFeature, DriftReference, psi, reference_from_store
 from credit_pd.scoring_model import ScoringModel
@@ -177,13 +177,13 @@ tr.shifted{{background:#f5b7b1}} tr.moving{{background:#fdebd0}} img{{margin:4px
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m credit_pd.monitoring.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="new dataset, in the training file's format (target may be NA)")
-    parser.add_argument("--model-tag", default=f"{MODEL_NAME}:latest", help="stored model to compare with (default: %(default)s)")
+    parser.add_argument("--model-tag", default=DEFAULT_MODEL_TAG, help="stored model to compare with (default: %(default)s)")
     parser.add_argument("--html", type=Path, help="also write an HTML page with one chart per feature")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from credit_pd.training.dataset import load_dataset  # the strict loader; this tool is offline
+    from credit_pd.dataset import load_dataset  # the strict loader; this tool is offline
 
     args = parse_args(argv)
     try:

@@ -5,15 +5,11 @@ The Helm chart passes values through by these names; it does not restate the def
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from credit_pd.config import MODEL_NAME
-
-# What the service does with a category value never seen in training (see `unseen_categories`).
-UnseenPolicy = Literal["reject", "score_as_missing"]
-UNSEEN_POLICIES: tuple[str, ...] = get_args(UnseenPolicy)
+from credit_pd.categories import UnseenPolicy
+from credit_pd.explanation import DEFAULT_TOP_K
+from credit_pd.config import DEFAULT_MODEL_TAG
 
 
 class ServingSettings(BaseSettings):
@@ -22,11 +18,11 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREDIT_PD_", extra="ignore")
 
     # Model store tag to serve; pin a version (e.g. credit_pd_model:abc123) in production.
-    model_tag: str = f"{MODEL_NAME}:latest"
+    model_tag: str = DEFAULT_MODEL_TAG
     # One worker per core: LightGBM + TreeSHAP are CPU-bound and single-threaded per worker.
     workers: int = 2
     # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections across
-    # workers (serving.runtime.balance_worker_accepts). With BentoML's one shared socket, the load
+    # workers (serving.patches.balance_worker_accepts). With BentoML's one shared socket, the load
     # benchmark found every keep-alive connection on one worker while the other idled.
     balanced_workers: bool = True
     # LightGBM threads per worker; workers x threads should not exceed the pod's cores.
@@ -52,7 +48,7 @@ class ServingSettings(BaseSettings):
     # low cap keeps latency low after a burst (2,000 ms gave p99 123 ms at a steady 200 req/s).
     max_latency_ms: int = 500
     # Longest the batcher may hold a request on purpose to grow a batch (see
-    # serving.runtime.cap_batcher_hold_time). 0: a lone request is never held waiting for company;
+    # serving.patches.cap_batcher_hold_time). 0: a lone request is never held waiting for company;
     # under load, requests that arrive while a batch runs still form the next batch.
     max_batch_hold_ms: float = 0.0
     # Merged batches of at most this many rows are scored on the worker's event loop rather than in
@@ -81,7 +77,7 @@ class ServingSettings(BaseSettings):
     # (1, 1.0, "1", "1.0") are one category and never count as unseen.
     unseen_categories: UnseenPolicy = "reject"
     # Features returned per explanation unless the request asks otherwise.
-    default_top_k: int = 10
+    default_top_k: int = DEFAULT_TOP_K
     # HTTP request timeout (seconds) inside BentoML.
     request_timeout_s: int = 30
     # Seconds a shed (503) client is told to wait before retrying.

@@ -23,7 +23,7 @@ from credit_pd.model_store import save_to_store
 from credit_pd.monitoring.reference import drift_reference_objects
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
-from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
+from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.training.facts import ModelFacts, describe_run
 from credit_pd.training.fit import CrossValidationResult, choose_shape, cross_validate, fit_final_model
 from credit_pd.training.publish import publication

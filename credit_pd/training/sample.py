@@ -38,7 +38,7 @@ import yaml
 
 from credit_pd.config import SampleConfig
 from credit_pd.files import atomic_write
-from credit_pd.training.dataset import TRUE_SPELLINGS
+from credit_pd.categories import TRUE_SPELLINGS
 from credit_pd.schema import DatasetSchema, FeatureType, load_schema
 
 PROFILE_PATH = Path(__file__).parents[1] / "schemas" / "klarna_sample_profile.yaml"

@@ -16,7 +16,7 @@ from credit_pd.model_store import load_from_store
 from credit_pd.serving.contract import build_application_model
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 
 TOP_K = 10
 # Rows of the sample compared field by field with the service's scorer (all rows are compared on PD).
@@ -66,7 +66,7 @@ def test_pd_and_contributions_equal_the_service_scorer(csv_run, trained_run, sam
     _, scores = csv_run
     rows = sample_frame[~labelled_mask(sample_frame, schema)].head(SERVICE_ROWS)
     model = load_from_store(trained_run.model_tag)
-    application = build_application_model(model, ServingSettings())
+    application = build_application_model(model.schema, model.encoder, ServingSettings())
     service = PDScorer(model, trained_run.model_tag)
     answers = service.score([application.model_validate(r | {"top_k": TOP_K}) for r in requests_from_frame(rows, schema)])
     assert len(answers) == SERVICE_ROWS

@@ -8,7 +8,7 @@ import pytest
 
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN
 from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
-from credit_pd.training.dataset import load_dataset
+from credit_pd.dataset import load_dataset
 
 
 def text_row(schema, **changes) -> dict:

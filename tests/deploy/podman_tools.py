@@ -96,7 +96,7 @@ def first_unlabelled_application(dataset: Path) -> dict:
     """The first unlabelled row of the dataset as a /predict application (what train.py scores)."""
     from credit_pd.client import requests_from_frame
     from credit_pd.schema import load_schema
-    from credit_pd.training.dataset import labelled_mask, load_dataset
+    from credit_pd.dataset import labelled_mask, load_dataset
 
     schema = load_schema()
     frame = load_dataset(dataset, schema)

@@ -347,7 +347,7 @@ def test_example_request_is_valid_for_the_service(request: pytest.FixtureRequest
     from credit_pd.serving.settings import ServingSettings
 
     model = load_from_store(request.getfixturevalue("trained_run").model_tag)
-    application = serving.build_application_model(model, ServingSettings())
+    application = serving.build_application_model(model.schema, model.encoder, ServingSettings())
     (record,) = json.loads((CHART_DIR / "files" / "predict-example.json").read_text())["applications"]
     application.model_validate(record)
 

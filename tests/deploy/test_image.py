@@ -169,7 +169,7 @@ def test_readyz(container):
 
 
 def test_predict_scores_an_application(container, dataset, model_tag, measurements):
-    from credit_pd.training.dataset import labelled_mask, load_dataset
+    from credit_pd.dataset import labelled_mask, load_dataset
     from credit_pd.schema import load_schema
     from credit_pd.client import requests_from_frame
 

@@ -24,7 +24,7 @@ FRESH_SEED = 20261125
 def fresh_applications(schema, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     from credit_pd.client import requests_from_frame
     from credit_pd.config import SampleConfig
-    from credit_pd.training.dataset import load_dataset
+    from credit_pd.dataset import load_dataset
     from credit_pd.training.sample import write_sample
 
     path = tmp_path_factory.mktemp("fresh") / "dataset.csv"

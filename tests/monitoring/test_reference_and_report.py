@@ -13,7 +13,7 @@ import pytest
 
 from credit_pd.model_store import get_stored_model
 from credit_pd.monitoring.reference import MISSING, OTHER, DriftReference, build_reference, psi, reference_from_store
-from credit_pd.training.dataset import load_dataset
+from credit_pd.dataset import load_dataset
 from tests.conftest import REPO_ROOT
 
 

@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from credit_pd.features import canonical_category
-from credit_pd.model_store import load_from_store
-from credit_pd.serving.contract import (
-    CODE_SPELLING,
-    CategoryRule,
-    application_list_type,
-    build_application_model,
-    build_input_spec,
-    openapi_document,
-)
-from credit_pd.serving.scorer import PDScorer
+from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
 from credit_pd.serving.settings import ServingSettings
-
-import re
 
 CODED = "status_last_archived_0_24m"  # trained as 0/1/2/3: a numeric code
 TEXT = "merchant_group"  # trained as labels
-
-
-@pytest.fixture(scope="module")
-def model(trained_run):
-    return load_from_store(trained_run.model_tag)
-
-
-@pytest.fixture(scope="module")
-def settings() -> ServingSettings:
-    return ServingSettings(max_applications_per_request=50)
-
-
-@pytest.fixture(scope="module")
-def application_model(model, settings):
-    return build_application_model(model, settings)
-
-
-@pytest.fixture(scope="module")
-def scorer(model, trained_run) -> PDScorer:
-    return PDScorer(model, trained_run.model_tag)
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +76,11 @@ def test_per_request_score_as_missing_scores_unseen_as_missing_with_a_warning(ap
 
 
 def test_deployment_default_and_per_request_override(model, example):
-    lenient = build_application_model(model, ServingSettings(unseen_categories="score_as_missing"))
+    lenient = build_application_model(model.schema, model.encoder, ServingSettings(unseen_categories="score_as_missing"))
     assert getattr(lenient.model_validate(example | {TEXT: "Spaceships"}), TEXT) == "Spaceships"
     [error] = errors_of(lenient, example | {TEXT: "Spaceships", "unseen_categories": "reject"})
     assert error["type"] == "unseen_category"
     assert errors_of(lenient, example | {"unseen_categories": "sometimes"})[0]["loc"] == ("unseen_categories",)
-
-
-def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
-    rule = CategoryRule(name="s", labels=("0", "1", "2.5", "-3"), numeric_coded=True)
-    candidates = {f"{sign}{int_part}{frac}" for sign in ("", "-", "+") for int_part in ("0", "1", "2", "3", "10", "01", "")
-                  for frac in ("", ".", ".0", ".00", ".5", ".50", ".05", "e0")}
-    for text in sorted(candidates):
-        if not re.fullmatch(CODE_SPELLING, text):
-            continue
-        assert rule.is_known(text) == (canonical_category(text) in rule.label_set), text
-    assert rule.is_known(2.5) and rule.is_known(-3) and rule.is_known(1.0) and not rule.is_known(4)
 
 
 def test_count_cap_is_checked_before_any_application_is_validated(application_model, settings):
@@ -145,62 +101,8 @@ def test_envelope_rejects_unknown_top_level_keys(application_model, settings, ex
 
 # ---------------------------------------------------------------- the OpenAPI document ----------
 
-@pytest.fixture(scope="module")
-def document(application_model, model, settings) -> dict:
-    base = {"openapi": "3.0.2", "info": {"title": "t", "version": "1"}, "paths": {"/predict": {"post": {"operationId": "op"}}},
-            "components": {"schemas": {}}}
-    return openapi_document(base, application_model, model, settings)
-
-
-def walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
-
-
-def test_document_is_openapi_3_0(document):
-    assert not [n for n in walk(document) if "const" in n or "examples" in n]
-    assert not [n for n in walk(document) if n.get("type") == "null" or isinstance(n.get("type"), list)]
-    for node in walk(document):
-        if node.get("nullable") and "enum" in node:
-            assert None in node["enum"], node  # OpenAPI 3.0.3: a nullable enum lists null
-
-
-def test_document_states_the_contract(document, model, settings):
-    operation = document["paths"]["/predict"]["post"]
-    assert operation["requestBody"]["required"] is True
-    assert {"200", "400", "413", "415", "503"} <= set(operation["responses"])
-    schemas = document["components"]["schemas"]
-    detail = schemas["ValidationErrorOut"]["properties"]["detail"]
-    assert detail["type"] == "array"
-    forms = schemas["PredictRequest"]["properties"]["applications"]["anyOf"]
-    assert forms[0] == {"$ref": "#/components/schemas/Application"}  # the single-object form
-    assert forms[1]["maxItems"] == settings.max_applications_per_request
-    application = schemas["Application"]
-    assert application["additionalProperties"] is False
-    assert application["properties"]["unseen_categories"]["enum"] == ["reject", "score_as_missing"]
-    assert application["properties"]["unseen_categories"]["default"] == "reject"
-    known = application["anyOf"][0]["properties"]
-    text_enum = known[TEXT]["enum"]
-    assert text_enum == list(model.encoder.categorical[TEXT])
-    assert application["anyOf"][1]["required"] == ["unseen_categories"]
-
-
-def test_documented_example_is_valid_and_in_canonical_spelling(document, application_model):
-    example = document["components"]["schemas"]["Application"]["example"]
-    application_model.model_validate(example)
-    assert json.dumps(example)  # JSON-ready
-    for name in application_model.category_rules:
-        value = example[name]
-        assert value is None or value == canonical_category(value)
-
 
 def test_reserved_option_names_cannot_be_features(model, settings):
-    import dataclasses
 
     from credit_pd.schema import DatasetSchema
 
@@ -208,4 +110,61 @@ def test_reserved_option_names_cannot_be_features(model, settings):
         model.schema.model_dump() | {"features": [*model.schema.model_dump()["features"], {"name": "unseen_categories", "type": "numeric"}], "example": None}
     )
     with pytest.raises(ValueError, match="reserved request field"):
-        build_application_model(dataclasses.replace(model, schema=clashing), settings)
+        build_application_model(clashing, model.encoder, settings)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"age": "forty"}, "age"),
+        ({"age": -1}, "age"),
+        ({"age": float("nan")}, "age"),
+        ({"time_hours": float("inf")}, "time_hours"),
+        ({"has_paid": "yes"}, "has_paid"),
+        ({"merchant_group": 3}, "merchant_group"),
+        ({"merchant_group": None}, "merchant_group"),
+        ({"shoe_size": 42}, "shoe_size"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
+def test_bad_application_is_rejected_naming_index_and_field(applications, application_model, settings, change, field):
+    batch = TypeAdapter(application_list_type(application_model, settings))
+    good = applications[0].model_dump()
+    with pytest.raises(ValidationError) as caught:
+        batch.validate_python([good, good | change])
+    locations = [e["loc"] for e in caught.value.errors()]
+    assert any(loc[0] == 1 and loc[1] == field for loc in locations), locations
+
+
+def test_batch_size_limits(applications, application_model, settings):
+    batch = TypeAdapter(application_list_type(application_model, settings))
+    good = applications[0].model_dump()
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        batch.validate_python([])
+    with pytest.raises(ValidationError, match="at most 50 items"):
+        batch.validate_python([good] * 51)
+    assert len(batch.validate_python(good)) == 1  # a single object is a batch of one
+
+
+def test_schema_example_validates_and_scores(schema, application_model, scorer):
+    assert schema.example is not None
+    application = application_model.model_validate(schema.example)
+    [result] = scorer.score([application])
+    assert 0.0 <= result.pd <= 1.0
+    assert result.explanation is not None and result.warnings == []
+    assert application_model.model_json_schema()["example"]["age"] == schema.example["age"]
+
+
+def test_category_fast_path_returns_what_the_full_check_returns(application_model):
+    from types import SimpleNamespace
+
+    from credit_pd.categories import UNSEEN_POLICIES
+
+    for rule in application_model.category_rules.values():
+        assert rule.accepted_as_is <= rule.label_set
+        slow = type(rule)(name=rule.name, labels=rule.labels, numeric_coded=rule.numeric_coded)
+        slow.__dict__["accepted_as_is"] = frozenset()  # the full check only
+        for policy in UNSEEN_POLICIES:
+            info = SimpleNamespace(data={"unseen_categories": policy})
+            for label in rule.accepted_as_is:
+                assert rule.validate(label, info, policy) == slow.validate(label, info, policy) == label

@@ -6,41 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import shap
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from credit_pd.serving.settings import ServingSettings
-from credit_pd.training.dataset import labelled_mask, load_dataset
 from credit_pd.model_store import load_from_store
-from credit_pd.client import requests_from_frame
-from credit_pd.serving.contract import application_list_type, build_application_model
 from credit_pd.serving.scorer import PDScorer
-
-
-
-@pytest.fixture(scope="module")
-def settings() -> ServingSettings:
-    return ServingSettings(max_applications_per_request=50)
-
-
-@pytest.fixture(scope="module")
-def application_model(trained_run, settings):
-    return build_application_model(load_from_store(trained_run.model_tag), settings)
-
-
-@pytest.fixture(scope="module")
-def scorer(trained_run) -> PDScorer:
-    return PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag)
-
-
-@pytest.fixture(scope="module")
-def unlabelled(small_sample_path, schema) -> pd.DataFrame:
-    frame = load_dataset(small_sample_path, schema)
-    return frame[~labelled_mask(frame, schema)].head(200)
-
-
-@pytest.fixture(scope="module")
-def applications(unlabelled, schema, application_model):
-    return [application_model.model_validate(r | {"top_k": "all"}) for r in requests_from_frame(unlabelled, schema)]
+from credit_pd.serving.settings import ServingSettings
 
 
 def test_pd_matches_training_predictions_file(scorer, applications, trained_run):
@@ -96,51 +66,6 @@ def test_unseen_category_is_scored_as_missing_with_a_warning(scorer, application
     assert np.isnan(matrix[0, scorer.feature_names.index("merchant_group")])
 
 
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"age": "forty"}, "age"),
-        ({"age": -1}, "age"),
-        ({"age": float("nan")}, "age"),
-        ({"time_hours": float("inf")}, "time_hours"),
-        ({"has_paid": "yes"}, "has_paid"),
-        ({"merchant_group": 3}, "merchant_group"),
-        ({"merchant_group": None}, "merchant_group"),
-        ({"shoe_size": 42}, "shoe_size"),
-        ({"top_k": 0}, "top_k"),
-    ],
-)
-def test_bad_application_is_rejected_naming_index_and_field(applications, application_model, settings, change, field):
-    batch = TypeAdapter(application_list_type(application_model, settings))
-    good = applications[0].model_dump()
-    with pytest.raises(ValidationError) as caught:
-        batch.validate_python([good, good | change])
-    locations = [e["loc"] for e in caught.value.errors()]
-    assert any(loc[0] == 1 and loc[1] == field for loc in locations), locations
-
-
-def test_batch_size_limits(applications, application_model, settings):
-    batch = TypeAdapter(application_list_type(application_model, settings))
-    good = applications[0].model_dump()
-    with pytest.raises(ValidationError, match="at least 1 item"):
-        batch.validate_python([])
-    with pytest.raises(ValidationError, match="at most 50 items"):
-        batch.validate_python([good] * 51)
-    assert len(batch.validate_python(good)) == 1  # a single object is a batch of one
-
-
-def test_reserved_option_names_cannot_be_features(schema, settings, scorer):
-    import dataclasses
-
-    from credit_pd.schema import DatasetSchema
-
-    clashing = DatasetSchema.model_validate(
-        schema.model_dump() | {"features": [*schema.model_dump()["features"], {"name": "explain", "type": "numeric"}], "example": None}
-    )
-    with pytest.raises(ValueError, match="reserved request field"):
-        build_application_model(dataclasses.replace(scorer.model, schema=clashing), settings)
-
-
 def _score_variants(scorer, application, field: str, values) -> list[float]:
     variants = [application.model_copy(update={field: v, "explain": False}) for v in values]
     return [r.pd for r in scorer.score(variants)]
@@ -158,54 +83,7 @@ def test_uuid_never_changes_the_pd(scorer, applications):
     assert [r.pd for r in scorer.score(renamed)] == [r.pd for r in scorer.score(applications[:50])]
 
 
-def test_batcher_hold_time_is_capped_after_queueing_waits():
-    from bentoml._internal.marshal.dispatcher import Optimizer
-
-    from credit_pd.serving.runtime import cap_batcher_hold_time
-
-    assert ServingSettings().max_batch_hold_ms == 0, "a lone request must not wait for company"
-    try:
-        assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
-        optimizer = Optimizer(max_latency=0.5)
-        for _ in range(20):  # batches that waited 300 ms in a queue, as under overload
-            optimizer.o_stat.append((8, 0.004, 0.3))
-        optimizer.trigger_refresh()
-        assert optimizer.wait == pytest.approx(0.010)
-        optimizer.o_stat.clear()
-        for _ in range(20):
-            optimizer.o_stat.append((1, 0.002, 0.001))
-        optimizer.trigger_refresh()
-        assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
-        assert cap_batcher_hold_time(0.0)
-        optimizer.trigger_refresh()
-        assert optimizer.wait == 0, "the default cap: no deliberate hold at all"
-    finally:
-        cap_batcher_hold_time(ServingSettings().max_batch_hold_ms)
-
-
-def test_start_up_objects_are_frozen_out_of_gc_scans():
-    import gc
-
-    from credit_pd.serving.runtime import freeze_startup_objects
-
-    try:
-        freeze_startup_objects()
-        assert gc.get_freeze_count() > 0
-        assert gc.isenabled(), "objects created after start-up must still be collected"
-    finally:
-        gc.unfreeze()
-
-
-def test_schema_example_validates_and_scores(schema, application_model, scorer):
-    assert schema.example is not None
-    application = application_model.model_validate(schema.example)
-    [result] = scorer.score([application])
-    assert 0.0 <= result.pd <= 1.0
-    assert result.explanation is not None and result.warnings == []
-    assert application_model.model_json_schema()["example"]["age"] == schema.example["age"]
-
-
-# ---------------------------------------------------------------- the fast answer path (issue 8) --
+# ---------------------------------------------------------------- the fast answer path ----------
 
 def _mixed_batch(applications):
     """Explained and unexplained rows, default / small / "all" top_k, an unseen category and an
@@ -268,7 +146,7 @@ def test_ranking_breaks_ties_in_feature_order():
 
 
 def test_encoder_direct_lookup_matches_the_canonical_path(scorer):
-    from credit_pd.features import canonical_category
+    from credit_pd.categories import canonical_category
 
     encoder = scorer.model.encoder
     for name, vocab in encoder.categorical.items():
@@ -282,44 +160,6 @@ def test_encoder_direct_lookup_matches_the_canonical_path(scorer):
             assert canonical_category(label) == label
         unseen = encoder.encode_records([{name: "never-seen-label"}])
         assert np.isnan(unseen[0, encoder.feature_names.index(name)])
-
-
-def test_category_fast_path_returns_what_the_full_check_returns(application_model):
-    from types import SimpleNamespace
-
-    from credit_pd.serving.settings import UNSEEN_POLICIES
-
-    for rule in application_model.category_rules.values():
-        assert rule.accepted_as_is <= rule.label_set
-        slow = type(rule)(name=rule.name, labels=rule.labels, numeric_coded=rule.numeric_coded)
-        slow.__dict__["accepted_as_is"] = frozenset()  # the full check only
-        for policy in UNSEEN_POLICIES:
-            info = SimpleNamespace(data={"unseen_categories": policy})
-            for label in rule.accepted_as_is:
-                assert rule.validate(label, info, policy) == slow.validate(label, info, policy) == label
-
-
-def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applications):
-    """Fails when BentoML moves the hook `prediction_output_spec` relies on (then answers would be
-    re-validated and dumped by the stock path: same bytes' meaning, several times slower)."""
-    import asyncio
-    import json
-
-    import orjson
-    from _bentoml_impl.serde import JSONSerde
-
-    from credit_pd.serving.contract import PredictionOut
-    from credit_pd.serving.runtime import prediction_output_spec
-
-    spec, in_effect = prediction_output_spec(PredictionOut)
-    assert in_effect, "BentoML's api_endpoint no longer renders results with output_spec.to_http_response(output, serde)"
-    answers = scorer.answers(_mixed_batch(applications)[:5])
-    response = asyncio.run(spec.to_http_response(answers, JSONSerde()))
-    assert response.body == orjson.dumps(answers) and response.media_type == "application/json"
-    stock = asyncio.run(spec.to_http_response(scorer.score(_mixed_batch(applications)[:5]), JSONSerde()))
-    body = b"".join(stock.body_iterator) if hasattr(stock, "body_iterator") else stock.body
-    assert json.loads(body) == json.loads(response.body), "models still take the stock path, same answer"
-    assert spec.model_json_schema()["items"]["$ref"].endswith("PredictionOut")
 
 
 def test_small_batches_are_scored_on_the_event_loop_large_ones_in_a_thread(scorer, applications, monkeypatch):
@@ -347,37 +187,7 @@ def test_small_batches_are_scored_on_the_event_loop_large_ones_in_a_thread(score
     assert ServingSettings().inline_max_rows >= 1
 
 
-def test_predict_is_not_traced_unless_asked_for(trained_run):
-    """Fails when BentoML stops reading the service's `tracing.excluded_urls` (then every request
-    would pay for OpenTelemetry spans again)."""
-    import importlib
-    import sys
-
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    assert ServingSettings().request_tracing is False
-    service = sys.modules.get("service") or importlib.import_module("service")
-    assert service.CreditPDService.config["tracing"] == {"excluded_urls": ["/predict"]}
-    service.CreditPDService.inject_config()  # what `bentoml serve` does before starting workers
-    excluded = BentoMLContainer.tracing_excluded_urls.get()
-    assert excluded.url_disabled("http://127.0.0.1:3000/predict")
-    assert not excluded.url_disabled("http://127.0.0.1:3000/readyz")
-
-
 # ------------------------------------------------ which model a process serves ----------------
-
-def test_a_built_bento_serves_its_own_model_unless_a_tag_is_set(tmp_path):
-    from credit_pd.serving.runtime import model_tag_to_serve
-
-    (tmp_path / "src").mkdir()
-    service_file = tmp_path / "src" / "service.py"
-    (tmp_path / "bento.yaml").write_text(
-        "services:\n- name: credit_pd_service\n  models:\n  - tag: credit_pd_model:built4it\n    module: bentoml.lightgbm\n"
-    )
-    assert model_tag_to_serve("credit_pd_model:latest", False, service_file) == "credit_pd_model:built4it"
-    assert model_tag_to_serve("credit_pd_model:pinned", True, service_file) == "credit_pd_model:pinned"
-    source_tree = tmp_path / "project" / "repo" / "service.py"
-    assert model_tag_to_serve("credit_pd_model:latest", False, source_tree) == "credit_pd_model:latest"
 
 
 def test_large_batches_run_lightgbm_on_more_threads_with_identical_answers(trained_run, applications, monkeypatch):

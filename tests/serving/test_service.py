@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from credit_pd.client import requests_from_frame
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 
 from tests.conftest import REPO_ROOT, SHARED_REAL_ROWS
 from tests.serving_process import bentoml_serve
@@ -221,7 +221,7 @@ def test_server_errors_keep_their_traceback(asgi_client, example_requests, bento
 
 def test_bentoml_still_logs_rejections_where_the_filter_listens():
     """Fails when BentoML moves its request-error logging: then 4xx would be logged unfiltered."""
-    from credit_pd.serving.runtime import quiet_client_error_logs
+    from credit_pd.serving.patches import quiet_client_error_logs
 
     assert quiet_client_error_logs(), "BentoML's api_endpoint_wrapper no longer logs through http_app.log_exception"
     import inspect
@@ -492,3 +492,22 @@ def test_schemathesis_finds_the_openapi_document_true_to_the_server(server, tmp_
     counts = re.search(r"(\d+) generated, (\d+) passed", output)
     assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) >= SCHEMATHESIS_EXAMPLES, output[-3000:]
     print(output[output.find("SUMMARY"):])  # the counts, in the -s / -rA output
+
+
+def test_predict_is_not_traced_unless_asked_for(trained_run):
+    """Fails when BentoML stops reading the service's `tracing.excluded_urls` (then every request
+    would pay for OpenTelemetry spans again)."""
+    import importlib
+    import sys
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    from credit_pd.serving.settings import ServingSettings
+
+    assert ServingSettings().request_tracing is False
+    service = sys.modules.get("service") or importlib.import_module("service")
+    assert service.CreditPDService.config["tracing"] == {"excluded_urls": ["/predict"]}
+    service.CreditPDService.inject_config()  # what `bentoml serve` does before starting workers
+    excluded = BentoMLContainer.tracing_excluded_urls.get()
+    assert excluded.url_disabled("http://127.0.0.1:3000/predict")
+    assert not excluded.url_disabled("http://127.0.0.1:3000/readyz")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from credit_pd.features import FeatureEncoder
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.training.fit import choose_shape, cross_validate, fit_final_model
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from credit_pd.errors import DatasetError
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.model_store import load_from_store
 from credit_pd.training.run import run_training
 

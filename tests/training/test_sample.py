@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from credit_pd.config import SampleConfig
-from credit_pd.training.dataset import labelled_mask, load_dataset
+from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.training.sample import generate_sample, true_pd, true_pd_path_for, write_sample
 
 ROWS = 20_000

@@ -1,4 +1,4 @@
-"""Strict loading of a dataset file against its schema.
+"""Strict loading of a dataset file against its schema (core: training and the drift report use it).
 
 A credit model trained on silently mis-parsed data is worse than no model, so every departure
 from the schema stops the run with a message that names the column, the file line and the
@@ -16,17 +16,12 @@ import numpy as np
 import pandas as pd
 
 from credit_pd.errors import DatasetError
-from credit_pd.features import canonical_categories
+from credit_pd.categories import FALSE_SPELLINGS, TRUE_SPELLINGS, canonical_categories
 from credit_pd.schema import DatasetSchema, FeatureType
 
-# Spellings accepted for boolean features; the Klarna export writes True/False.
-TRUE_SPELLINGS = frozenset({"True", "true", "TRUE", "1"})
-FALSE_SPELLINGS = frozenset({"False", "false", "FALSE", "0"})
 TARGET_SPELLINGS = {"0": 0.0, "1": 1.0}
 # How many offending rows one error message lists before summarising the rest.
 MAX_EXAMPLES_IN_MESSAGE = 5
-
-
 
 
 @dataclass(frozen=True)

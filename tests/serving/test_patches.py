@@ -1,4 +1,6 @@
-"""credit_pd.serving.runtime: one listening socket per worker, so connections spread across workers.
+"""credit_pd.serving.patches: every patch of library internals; each test fails when the library moves.
+
+One listening socket per worker, so connections spread across workers:
 
 The unit tests replace a listener in-process; the integration test serves with two real BentoML
 workers and fails when BentoML's worker stops handing its listener to `uvicorn.Server.run` (then
@@ -18,7 +20,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from credit_pd.serving.runtime import BENTOML_WORKER_MODULE, balance_worker_accepts, own_listener
+from credit_pd.serving.patches import BENTOML_WORKER_MODULE, balance_worker_accepts, own_listener
 from credit_pd.serving.settings import ServingSettings
 
 from tests.conftest import REPO_ROOT
@@ -139,7 +141,7 @@ def test_keep_alive_connections_spread_across_two_workers(trained_run, tmp_path)
 
 def bentoml_error_record(exc: BaseException) -> logging.LogRecord:
     """A record as BentoML's `log_exception` makes it for a failed request."""
-    from credit_pd.serving.runtime import BENTOML_EXCEPTION_LOGGER, BENTOML_EXCEPTION_MESSAGE
+    from credit_pd.serving.patches import BENTOML_EXCEPTION_LOGGER, BENTOML_EXCEPTION_MESSAGE
 
     try:
         raise exc
@@ -152,7 +154,7 @@ def bentoml_error_record(exc: BaseException) -> logging.LogRecord:
 def test_shed_requests_are_counted_not_logged_one_traceback_each(monkeypatch):
     from bentoml.exceptions import ServiceUnavailable
 
-    from credit_pd.serving.runtime import ClientErrorLogFilter
+    from credit_pd.serving.patches import ClientErrorLogFilter
 
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
@@ -169,3 +171,51 @@ def test_shed_requests_are_counted_not_logged_one_traceback_each(monkeypatch):
     # Server errors other than shedding keep their ERROR and traceback.
     crash = bentoml_error_record(RuntimeError("scorer exploded"))
     assert log_filter.filter(crash) and crash.levelno == logging.ERROR and crash.exc_info is not None
+
+
+def test_batcher_hold_time_is_capped_after_queueing_waits():
+    from bentoml._internal.marshal.dispatcher import Optimizer
+
+    from credit_pd.serving.patches import cap_batcher_hold_time
+
+    assert ServingSettings().max_batch_hold_ms == 0, "a lone request must not wait for company"
+    try:
+        assert cap_batcher_hold_time(10.0), "BentoML's batcher internals moved: revisit cap_batcher_hold_time"
+        optimizer = Optimizer(max_latency=0.5)
+        for _ in range(20):  # batches that waited 300 ms in a queue, as under overload
+            optimizer.o_stat.append((8, 0.004, 0.3))
+        optimizer.trigger_refresh()
+        assert optimizer.wait == pytest.approx(0.010)
+        optimizer.o_stat.clear()
+        for _ in range(20):
+            optimizer.o_stat.append((1, 0.002, 0.001))
+        optimizer.trigger_refresh()
+        assert optimizer.wait == pytest.approx(0.001), "short learned waits stay as BentoML learned them"
+        assert cap_batcher_hold_time(0.0)
+        optimizer.trigger_refresh()
+        assert optimizer.wait == 0, "the default cap: no deliberate hold at all"
+    finally:
+        cap_batcher_hold_time(ServingSettings().max_batch_hold_ms)
+
+
+def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applications):
+    """Fails when BentoML moves the hook `prediction_output_spec` relies on (then answers would be
+    re-validated and dumped by the stock path: same bytes' meaning, several times slower)."""
+    import asyncio
+    import json
+
+    import orjson
+    from _bentoml_impl.serde import JSONSerde
+
+    from credit_pd.serving.contract import PredictionOut
+    from credit_pd.serving.patches import prediction_output_spec
+
+    spec, in_effect = prediction_output_spec(PredictionOut)
+    assert in_effect, "BentoML's api_endpoint no longer renders results with output_spec.to_http_response(output, serde)"
+    answers = scorer.answers(applications[:5])
+    response = asyncio.run(spec.to_http_response(answers, JSONSerde()))
+    assert response.body == orjson.dumps(answers) and response.media_type == "application/json"
+    stock = asyncio.run(spec.to_http_response(scorer.score(applications[:5]), JSONSerde()))
+    body = b"".join(stock.body_iterator) if hasattr(stock, "body_iterator") else stock.body
+    assert json.loads(body) == json.loads(response.body), "models still take the stock path, same answer"
+    assert spec.model_json_schema()["items"]["$ref"].endswith("PredictionOut")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from credit_pd.errors import DatasetError
-from credit_pd.training.dataset import check_trainable, labelled_mask, load_dataset
+from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,43 +1,37 @@
-"""Process-level tuning of the BentoML runtime: Retry-After on shed requests, the batcher's hold
-cap (a patch of BentoML internals, see `cap_batcher_hold_time`), GC freezing after start-up, and
-the request envelope: body-size and Content-Type limits answered before parsing, the served
-OpenAPI document, and value-free logging of rejected requests."""
+"""Every patch of library internals (BentoML, uvicorn), and the one start-up line each logs.
+
+Patching internals is the last resort (../ARCHITECTURE.md): each patch here checks that the code
+it adjusts is still the code it was written against and otherwise changes nothing, and
+`log_patches` writes one line per patch at worker start-up saying whether it is in effect, off by
+a setting, or not in effect because the library moved. tests/serving/test_patches.py fails when a
+library moves under a patch.
+"""
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
 import socket
-from pathlib import Path
+import time
+from enum import Enum
 from typing import Any
 
-import yaml
+log = logging.getLogger(__name__)
 
 
-class RetryAfterOn503:
-    """ASGI middleware: a 503 from load shedding tells clients when to retry.
+class PatchState(str, Enum):
+    """What a patch did at start-up, as the start-up log says it."""
 
-    BentoML's batcher sheds requests whose predicted wait exceeds `max_latency_ms` with a bare
-    503; well-behaved clients (and load balancers) back off properly only with Retry-After.
-    """
+    IN_EFFECT = "in effect"
+    OFF_BY_SETTING = "off by setting"
+    NOT_NEEDED = "not needed here"
+    LIBRARY_MOVED = "NOT in effect (library internals moved; stock behaviour)"
 
-    def __init__(self, app: Any, retry_after_s: int = 1) -> None:
-        self.app = app
-        self.header = (b"retry-after", str(retry_after_s).encode())
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_retry_after(message: dict) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 503:
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"retry-after"]
-                message = {**message, "headers": [*headers, self.header]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_retry_after)
+def state(applied: bool, enabled: bool = True) -> PatchState:
+    """The state of a patch from whether it was asked for and whether it took."""
+    if not enabled:
+        return PatchState.OFF_BY_SETTING
+    return PatchState.IN_EFFECT if applied else PatchState.LIBRARY_MOVED
 
 
 def cap_batcher_hold_time(max_hold_ms: float) -> bool:
@@ -191,155 +185,6 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
     return own
 
 
-def freeze_startup_objects() -> None:
-    """Move everything alive after start-up (BentoML, LightGBM, pandas, the model) out of GC scans.
-
-    Each scored row allocates a dozen response objects, so the collector runs often; a full
-    collection then walked the whole start-up heap and stalled a request by tens of ms (the
-    load benchmark's p95 of 100-application requests). Objects created later are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-
-# ---------------------------------------------------------------- request envelope (CONTRACT) ----
-
-JSON_MEDIA_TYPE = "application/json"
-log = logging.getLogger(__name__)
-
-
-def _header(scope: dict, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value
-    return None
-
-
-async def _send_json(send: Any, status: int, body: dict, close: bool = False) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if close:  # the unread rest of the body is not worth receiving: let the client see the answer now
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-class RequestLimits:
-    """ASGI middleware: bound and type-check a request body BEFORE anything parses it.
-
-    BentoML reads the whole body into memory and parses it with whatever serde the Content-Type
-    names (falling back to JSON for any unknown type, and failing with a 500 on multipart without
-    a boundary). For the API routes this answers instead:
-    - 415 unless the Content-Type is `application/json` (a `text/plain` post is what a cross-site
-      form or `fetch` can send without a CORS preflight; multipart is not part of the contract);
-    - 413 when Content-Length exceeds `max_bytes`, without reading the body, and with
-      `Connection: close` so the client gets the answer at once instead of uploading the rest;
-    - 413 when a chunked body grows past `max_bytes` while it is read (bytes are counted as they
-      arrive, so at most `max_bytes` plus one chunk is ever held).
-    A body within the limit is handed on unchanged.
-    """
-
-    def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/predict",)) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.paths = frozenset(paths)
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        content_type = (_header(scope, b"content-type") or b"").decode("latin-1")
-        if content_type.split(";")[0].strip().lower() != JSON_MEDIA_TYPE:
-            log.info("415 %s: Content-Type %r is not %s", scope["path"], content_type[:80], JSON_MEDIA_TYPE)
-            await _send_json(send, 415, {"error": f"Content-Type must be {JSON_MEDIA_TYPE}"})
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                log.info("400 %s: malformed Content-Length", scope["path"])
-                await _send_json(send, 400, {"error": "Content-Length must be a non-negative integer"}, close=True)
-                return
-            if int(declared) > self.max_bytes:
-                await self._too_large(send, scope, f"Content-Length {int(declared)}")
-                return
-        body = await self._read_bounded(receive)
-        if body is None:
-            await self._too_large(send, scope, "chunked body")
-            return
-        if body is _DISCONNECTED:
-            return
-        await self.app(scope, _replay(body), send)
-
-    async def _read_bounded(self, receive: Any) -> bytes | object | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _DISCONNECTED
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def _too_large(self, send: Any, scope: dict, what: str) -> None:
-        log.info("413 %s: %s over the %d-byte limit", scope["path"], what, self.max_bytes)
-        await _send_json(
-            send, 413,
-            {"error": f"request body larger than {self.max_bytes} bytes; send at most the allowed number of applications per request"},
-            close=True,
-        )
-
-
-_DISCONNECTED = object()
-
-
-def _replay(body: bytes) -> Any:
-    """A `receive` that hands the already-read body on once, then reports a disconnect."""
-    sent = False
-
-    async def receive() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
-class OpenAPIDocument:
-    """ASGI middleware: serve the contract's OpenAPI document at `/docs.json`.
-
-    BentoML 1.4 generates the document from the input model, but collapses any `anyOf` to its
-    first branch (so the single-object form and the unseen-category policy vanish), declares the
-    400's `detail` a string although it is a list, omits `required` on the request body and the
-    413/415 answers. `credit_pd.serving.contract.openapi_document` builds the `/predict` part from
-    the same rules that validate requests (the schemathesis test holds the two together) and
-    keeps BentoML's infrastructure endpoints; it is built once, on first request.
-    """
-
-    def __init__(self, app: Any, build: Any, path: str = "/docs.json") -> None:
-        self.app = app
-        self.build = build
-        self.path = path
-        self._payload: bytes | None = None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        if self._payload is None:
-            self._payload = json.dumps(self.build()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self._payload if scope["method"] == "GET" else b"", "more_body": False})
-
-
 # ---------------------------------------------------------------- 4xx logging (CONTRACT) ----------
 
 # BentoML 1.4 (`_bentoml_impl.server.app.ServiceAppFactory.api_endpoint_wrapper`) answers a
@@ -381,11 +226,8 @@ class ClientErrorLogFilter(logging.Filter):
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
 
-
     def _count_shed(self, record: logging.LogRecord) -> bool:
         """Let one record through per interval, rewritten to the number shed since the last one."""
-        import time
-
         self._shed_unlogged += 1
         now = time.monotonic()
         if now - self._shed_logged_at < self.shed_interval_s:
@@ -444,39 +286,15 @@ def quiet_client_error_logs() -> bool:
     return True
 
 
-def log_runtime_patches(results: dict[str, bool]) -> None:
-    """One start-up line per adjustment of BentoML internals: whether it took effect.
+def log_patches(results: dict[str, PatchState]) -> None:
+    """One start-up line per patch of library internals: in effect, off by setting, or not in effect.
 
     Called in the worker after BentoML configured logging (root at WARNING), so the project's
-    logger is opened to INFO here; the 413/415 lines of `RequestLimits` use it too.
+    logger is opened to INFO here; the 413/415 lines of the middleware use it too.
     """
     project_logger = logging.getLogger("credit_pd")
     if project_logger.level == logging.NOTSET:
         project_logger.setLevel(logging.INFO)
-    for name, applied in results.items():
-        if applied:
-            log.info("runtime adjustment %s: in effect", name)
-        else:
-            log.warning("runtime adjustment %s: NOT in effect (BentoML internals moved; stock behaviour)", name)
-
-
-def model_tag_to_serve(settings_tag: str, pinned_by_setting: bool, service_file: str | Path) -> str:
-    """The model a service process serves: `CREDIT_PD_MODEL_TAG` when set, else the bento's own.
-
-    `bentoml build` records the model the service was built with in `bento.yaml`, one folder above
-    the bento's `src/service.py`. Served from the local bento store, BentoML resolves a `:latest`
-    tag against the whole model store, so a bento built for one model would silently serve
-    whatever was trained last. A built bento therefore serves its recorded model unless the
-    deployment pins another (the chart's S3 option does); from the source tree the setting's
-    default (`credit_pd_model:latest`) applies.
-    """
-    if pinned_by_setting:
-        return settings_tag
-    bento_yaml = Path(service_file).resolve().parent.parent / "bento.yaml"
-    if not bento_yaml.is_file():
-        return settings_tag
-    info = yaml.safe_load(bento_yaml.read_text()) or {}
-    name = settings_tag.split(":", 1)[0]
-    recorded = [model["tag"] for service in info.get("services", []) for model in service.get("models", [])
-                if str(model.get("tag", "")).split(":", 1)[0] == name]
-    return recorded[0] if recorded else settings_tag
+    for name, result in results.items():
+        level = logging.WARNING if result is PatchState.LIBRARY_MOVED else logging.INFO
+        log.log(level, "patch %s: %s", name, result.value)
