@@ -47,6 +47,7 @@ from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
 from credit_pd.dataset import load_dataset
 from credit_pd.training.sample import write_sample
+from benchmarks.results import command_line, recorded  # noqa: E402
 
 SEED_ROWS = 100_000
 SERVICE_ROWS = 20_000
@@ -227,4 +228,5 @@ def report(args, summary, memory: MemoryPeaks, service: float, in_process: float
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("batch", command_line("make batch-benchmark")):
+        main()

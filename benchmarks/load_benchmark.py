@@ -45,6 +45,7 @@ from typing import Iterator
 
 import httpx
 import numpy as np
+from benchmarks.results import command_line, recorded  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY_LEVELS = (1, 8, 32, 128)
@@ -525,4 +526,5 @@ def report(results: list[LoadResult], model_tag: str, batch_body: Path, single_b
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("load", command_line("make load-benchmark")):
+        main()

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from benchmarks.results import command_line, recorded  # noqa: E402
 
 ROWS = 100
 
@@ -68,4 +69,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("openmp-spin", command_line("")):
+        main()

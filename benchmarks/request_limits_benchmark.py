@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import psutil
+from benchmarks.results import command_line, recorded  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE_BODY_BYTES = 60 * 1024 * 1024
@@ -218,4 +219,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("request-limits", command_line("")):
+        main()

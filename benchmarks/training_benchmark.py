@@ -48,6 +48,7 @@ from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.training.fit import choose_shape, cross_validate, explained_rows_per_s, fit_final_model
 from credit_pd.training.metrics import ForecastMetrics, score_forecast
 from credit_pd.training.sample import true_pd_path_for, write_sample
+from benchmarks.results import command_line, recorded  # noqa: E402
 
 EXPLAIN_BATCH = 1_000
 EXPLAIN_REPEATS = 5
@@ -274,4 +275,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("training", command_line("make benchmark")):
+        main()
