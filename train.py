@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a rough, fast run for smoke tests: 2 folds, few rounds, one shape candidate")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--master-scale", type=Path, default=None, metavar="FILE",
+                        help="YAML rating scale `grades: [{name, max_pd}, ...]` overriding the schema's "
+                             "(default: the schema's master_scale, else the geometric default of credit_pd/master_scale.py)")
     return parser.parse_args(argv)
 
 
@@ -58,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         config = config.quick()
     try:
-        run = run_training(args.data, args.schema, args.predictions, args.report_dir, config, progress=not args.quiet)
+        scale = None
+        if args.master_scale is not None:
+            from credit_pd.master_scale import load_master_scale
+
+            scale = load_master_scale(args.master_scale)
+        run = run_training(args.data, args.schema, args.predictions, args.report_dir, config, progress=not args.quiet,
+                           master_scale=scale)
     except CreditPDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

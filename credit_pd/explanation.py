@@ -14,9 +14,12 @@ values in an unspecified order). At 41 features the full sort of 100 rows takes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from credit_pd.schema import DatasetSchema
 
 # Features listed per explanation unless a request or the batch job asks otherwise.
 DEFAULT_TOP_K = 10
@@ -57,3 +60,110 @@ def rank_contributions(
         FeatureContribution(feature=feature_names[i], value=record.get(feature_names[i]), contribution=float(contributions[i]))
         for i in order
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Principal reasons: the short form of the same explanation, in words a customer can be told.
+
+# Reasons per answer unless a request or the batch job asks otherwise (0 is allowed: no reasons).
+DEFAULT_MAX_REASONS = 4
+
+REASON_MEANING = (
+    "A reason is a factor that raises this applicant's PD above the average applicant's, ranked by how much. "
+    "Its contribution (log-odds) is the sum of the exact TreeSHAP contributions of the features behind its code; "
+    "path-dependent TreeSHAP measures each feature against the training population, so 'average applicant' means "
+    "the model's expected score over the applications it was trained on. Only factors that raise the PD (> 0) are "
+    "listed, at most max_reasons, largest first."
+)
+REASON_LIMITS = (
+    "A reason is not a cause and not advice: it says what this model weighed against the applicant, not that changing "
+    "one value would change the decision by that amount (contributions interact and are relative to the training "
+    "population, not to an approval threshold). The list is not the whole PD: factors that lower it, factors below the "
+    "top max_reasons, and features the schema never names (e.g. age) also count; explain=true shows every feature."
+)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One principal reason of one application."""
+
+    code: str
+    text: str
+    contribution: float  # log-odds, > 0
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReasonCodes:
+    """The schema's reason codes as arrays: which features make up each code, ready for a batch.
+
+    `members[c, j]` is the j-th feature (schema order) of code c; shorter codes are padded with
+    the index of an all-zero column, so a code's contribution is `members.shape[1]` vectorised
+    additions over the whole batch, summed one feature at a time left to right: the result for a
+    row never depends on which other rows share its batch (the service, the batch job and replay
+    score different batches of the same row and must agree to the last bit).
+    """
+
+    codes: tuple[str, ...]
+    texts: tuple[str, ...]
+    features: tuple[tuple[str, ...], ...]
+    members: np.ndarray  # (n_codes, max features per code), int; n_features = the zero column
+    n_features: int
+
+    @classmethod
+    def from_schema(cls, schema: "DatasetSchema") -> "ReasonCodes":
+        texts, feature_codes = schema.resolved_reason_codes()
+        names = schema.feature_names
+        codes = tuple(texts)
+        features = tuple(tuple(n for n, c in zip(names, feature_codes) if c == code) for code in codes)
+        width = max((len(f) for f in features), default=1)
+        members = np.full((len(codes), max(width, 1)), len(names), dtype=np.intp)
+        for c, code_features in enumerate(features):
+            members[c, : len(code_features)] = [names.index(n) for n in code_features]
+        return cls(codes, tuple(texts[c] for c in codes), features, members, len(names))
+
+    def code_contributions(self, contributions: np.ndarray) -> np.ndarray:
+        """(n_rows, n_codes): each code's summed feature contributions (never-named features in none)."""
+        contributions = np.atleast_2d(np.asarray(contributions, dtype=np.float64))
+        if contributions.shape[1] != self.n_features:
+            raise ValueError(f"contributions have {contributions.shape[1]} features, the reason codes {self.n_features}")
+        padded = np.concatenate([contributions, np.zeros((len(contributions), 1))], axis=1)
+        total = padded[:, self.members[:, 0]]
+        for j in range(1, self.members.shape[1]):
+            total += padded[:, self.members[:, j]]
+        return total
+
+    def rank(self, contributions: np.ndarray, max_reasons: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(code indices, contributions, counts) of each row's top `max_reasons` codes that raise the PD.
+
+        Ranked largest first; equal contributions keep the order of `codes` (a stable sort), so a
+        row always gets the same list. `counts[i]` is how many of row i's ranked codes are > 0.
+        """
+        if max_reasons < 0:
+            raise ValueError(f"max_reasons must be >= 0, got {max_reasons}")
+        by_code = self.code_contributions(contributions)
+        k = min(max_reasons, len(self.codes))
+        order = np.argsort(-by_code, axis=1, kind="stable")[:, :k]
+        values = np.take_along_axis(by_code, order, axis=1)
+        return order, values, (values > 0).sum(axis=1)
+
+    def reasons(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> list[list[dict[str, Any]]]:
+        """Each row's reasons as JSON-ready dicts (code, text, contribution, features), ranked.
+
+        `max_reasons` is one limit for every row or one per row (a merged batch of requests).
+        """
+        n = len(np.atleast_2d(contributions))
+        limits = [max_reasons] * n if isinstance(max_reasons, int) else list(max_reasons)
+        if len(limits) != n:
+            raise ValueError(f"max_reasons gives {len(limits)} limits for {n} rows")
+        order, values, counts = self.rank(contributions, max(limits, default=0))
+        rows = []
+        for codes, contribs, count, limit in zip(order.tolist(), values.tolist(), counts.tolist(), limits):
+            rows.append([{"code": self.codes[c], "text": self.texts[c], "contribution": v, "features": list(self.features[c])}
+                         for c, v in zip(codes[: min(count, limit)], contribs)])
+        return rows
+
+    def reason_objects(self, contributions: np.ndarray, max_reasons: int = DEFAULT_MAX_REASONS) -> list[list[Reason]]:
+        """`reasons` as `Reason` objects, for Python callers and tests."""
+        return [[Reason(r["code"], r["text"], r["contribution"], tuple(r["features"])) for r in row]
+                for row in self.reasons(contributions, max_reasons)]

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from credit_pd.errors import SchemaError
+from credit_pd.master_scale import DEFAULT_MASTER_SCALE, MasterScale
 
 DEFAULT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "klarna.yaml"
 
@@ -48,6 +49,11 @@ class FeatureSpec(BaseModel):
     maximum: Optional[float] = None
     # Enforced by the model: e.g. more debt-collection history must never lower the PD.
     monotone: Optional[Monotone] = None
+    # The reason code (a key of the schema's `reason_codes`) this feature's contribution counts
+    # towards when the PD is explained to the customer; several features may share one.
+    reason_code: Optional[str] = None
+    # Never named as a principal reason (e.g. age, Regulation B): its contribution still counts in the PD.
+    never_a_reason: bool = False
 
     @model_validator(mode="after")
     def _bounds_only_for_numeric(self) -> "FeatureSpec":
@@ -56,6 +62,9 @@ class FeatureSpec(BaseModel):
             raise ValueError(f"feature {self.name!r}: minimum/maximum/monotone apply to numeric features only")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"feature {self.name!r}: minimum {self.minimum} > maximum {self.maximum}")
+        if self.never_a_reason and self.reason_code is not None:
+            raise ValueError(f"feature {self.name!r}: a feature with never_a_reason: true names no reason_code "
+                             f"(got {self.reason_code!r})")
         return self
 
 
@@ -72,6 +81,38 @@ class DatasetSchema(BaseModel):
     features: tuple[FeatureSpec, ...] = Field(min_length=1)
     # One application with every feature (null = missing): shown in the service's OpenAPI document.
     example: Optional[dict[str, Any]] = None
+    # Reason codes a customer can be told: {CODE: customer-readable text}. The rule:
+    #   given   every feature names one of them (`reason_code`) or is `never_a_reason: true`, and
+    #           every code is named by at least one feature;
+    #   absent  no feature names a code; each feature that is not `never_a_reason` is its own code
+    #           (the code is the feature name, the text its description).
+    # Training stores the resolved codes (`with_decision_policy`), so a stored model never depends
+    # on this default.
+    reason_codes: Optional[dict[str, str]] = None
+    # The rating grades (credit_pd.master_scale); absent: the default geometric scale at training.
+    master_scale: Optional[MasterScale] = None
+
+    @model_validator(mode="after")
+    def _reason_codes_cover_the_features(self) -> "DatasetSchema":
+        named = {f.name: f.reason_code for f in self.features if f.reason_code is not None}
+        if self.reason_codes is None:
+            if named:
+                raise ValueError(f"features {sorted(named)} name a reason_code but the schema has no reason_codes mapping")
+            return self
+        empty = sorted(code for code, text in self.reason_codes.items() if not text.strip())
+        if empty:
+            raise ValueError(f"reason_codes: codes {empty} have no text; each code needs the text a customer is told")
+        unknown = sorted(f"{name} -> {code!r}" for name, code in named.items() if code not in self.reason_codes)
+        if unknown:
+            raise ValueError(f"features name reason codes that reason_codes does not define: {unknown}")
+        unmapped = [f.name for f in self.features if f.reason_code is None and not f.never_a_reason]
+        if unmapped:
+            raise ValueError(f"features {unmapped} name no reason_code: with a reason_codes mapping every feature needs "
+                             "one, or never_a_reason: true")
+        unused = sorted(set(self.reason_codes) - set(named.values()))
+        if unused:
+            raise ValueError(f"reason_codes {unused} are named by no feature")
+        return self
 
     @model_validator(mode="after")
     def _example_names_the_features(self) -> "DatasetSchema":
@@ -106,6 +147,32 @@ class DatasetSchema(BaseModel):
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def resolved_reason_codes(self) -> tuple[dict[str, str], list[Optional[str]]]:
+        """({code: text} in schema order, each feature's code or None when never named), the default rule applied."""
+        if self.reason_codes is not None:
+            return dict(self.reason_codes), [f.reason_code for f in self.features]
+        codes = [None if f.never_a_reason else f.name for f in self.features]
+        texts = {f.name: (f.description or f.name) for f in self.features if not f.never_a_reason}
+        return texts, codes
+
+    def resolved_master_scale(self) -> MasterScale:
+        return self.master_scale if self.master_scale is not None else DEFAULT_MASTER_SCALE
+
+    def with_decision_policy(self, master_scale: Optional[MasterScale] = None) -> "DatasetSchema":
+        """This schema with explicit reason codes and master scale (`master_scale` overrides the schema's).
+
+        Training stores the result, so a stored model carries the exact codes and grades it was
+        published with, whatever the defaults in this file become later.
+        """
+        texts, codes = self.resolved_reason_codes()
+        raw = self.model_dump(mode="json", exclude_none=True)
+        raw["reason_codes"] = texts
+        for feature, code in zip(raw["features"], codes):
+            if code is not None:
+                feature["reason_code"] = code
+        raw["master_scale"] = (master_scale or self.resolved_master_scale()).model_dump(mode="json")
+        return DatasetSchema.model_validate(raw)
 
 
 def load_schema(path: Path | str = DEFAULT_SCHEMA_PATH) -> DatasetSchema:

@@ -20,13 +20,16 @@ Non-negative weights keep the monotone features' direction of every member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from functools import cached_property
+from typing import Any, Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
 from scipy.special import expit
 
+from credit_pd.explanation import DEFAULT_MAX_REASONS, ReasonCodes
 from credit_pd.features import FeatureEncoder
+from credit_pd.master_scale import MasterScale
 from credit_pd.linear import LinearModel
 from credit_pd.schema import DatasetSchema
 
@@ -77,6 +80,16 @@ class Explanation:
     @property
     def raw_score(self) -> np.ndarray:
         return self.base_value + self.contributions.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a lender acts on for a batch: PD, grade and principal reasons, with the explanation behind them."""
+
+    explanation: Explanation
+    pd: np.ndarray  # (n_rows,)
+    grade: list[str]
+    reasons: list[list[dict[str, Any]]]  # per row: ranked {code, text, contribution, features}
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,27 @@ class ScoringModel:
         """
         contrib = booster.predict(matrix, pred_contrib=True, num_threads=threads)
         return contrib[:, -1], contrib[:, :-1]
+
+    @cached_property
+    def reason_codes(self) -> ReasonCodes:
+        """The stored schema's reason codes as arrays (built once per loaded model)."""
+        return ReasonCodes.from_schema(self.schema)
+
+    @cached_property
+    def master_scale(self) -> MasterScale:
+        return self.schema.resolved_master_scale()
+
+    def decide(self, matrix: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS,
+               num_threads: int | None = None) -> Decision:
+        """PD, grade and reasons of every row: the one path the service, the batch job and replay share.
+
+        Reasons need the explanation, so every row is explained (exact TreeSHAP), and the PD is
+        computed from the explained raw score, so PD, grade and reasons always agree.
+        """
+        explanation = self.explain(matrix, num_threads)
+        pds = self.calibrator.apply(explanation.raw_score)
+        return Decision(explanation=explanation, pd=pds, grade=self.master_scale.grade_names(pds),
+                        reasons=self.reason_codes.reasons(explanation.contributions, max_reasons))
 
     def scoring_spec(self) -> dict[str, Any]:
         """The non-booster parts as plain data, stored beside the booster in the model store."""

@@ -19,7 +19,7 @@ from credit_pd.config import TrainingConfig
 from credit_pd.schema import DatasetSchema, FeatureType
 from credit_pd.scoring_model import ScoringModel
 from credit_pd.training.fit import CrossValidationResult, ShapeChoice, explained_rows_per_s
-from credit_pd.training.metrics import ForecastMetrics
+from credit_pd.training.metrics import ForecastMetrics, grade_backtest
 
 LIBRARIES = ("lightgbm", "scikit-learn", "shap", "bentoml", "pandas", "numpy")
 
@@ -81,6 +81,8 @@ class ModelFacts:
     explain_timing_rows: int
     num_threads: int
     library_versions: dict[str, str] = field(default_factory=dict)
+    # The master-scale back-test of the out-of-fold PDs, one dict per grade (GradeBacktest.as_dict).
+    grade_backtest: list[dict[str, Any]] = field(default_factory=list)
 
     def with_tag(self, tag: str) -> "ModelFacts":
         return replace(self, model_tag=tag)
@@ -136,4 +138,5 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
         explain_timing_rows=config.explain_timing_rows,
         num_threads=config.num_threads,
         library_versions={name: version(name) for name in LIBRARIES},
+        grade_backtest=[row.as_dict() for row in grade_backtest(y.to_numpy(dtype=np.float64), cv.oof_pd, schema.resolved_master_scale())],
     )

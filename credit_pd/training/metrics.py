@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from credit_pd.master_scale import GradeBacktest, MasterScale, backtest_grades
+
 
 @dataclass(frozen=True)
 class ForecastMetrics:
@@ -54,3 +56,14 @@ def summarise_folds(per_fold: list[ForecastMetrics]) -> dict[str, dict[str, floa
         name: {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
         for name, values in table.items()
     }
+
+
+def grade_backtest(y_true: np.ndarray, pd_hat: np.ndarray, scale: MasterScale) -> list[GradeBacktest]:
+    """Per-grade Jeffreys back-test of out-of-fold PDs: the first table a PD validator asks for.
+
+    Out-of-fold PDs, because a grade's observed default rate must come from rows its PD never saw.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    if not np.isin(y_true, (0.0, 1.0)).all():
+        raise ValueError("grade_backtest needs 0/1 outcomes")
+    return backtest_grades(y_true, pd_hat, scale)

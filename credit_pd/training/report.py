@@ -20,6 +20,7 @@ import shap  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from credit_pd.master_scale import AMBER_BELOW, RED_BELOW  # noqa: E402
 from credit_pd.scoring_model import ScoringModel  # noqa: E402
 from credit_pd.training.facts import ModelFacts  # noqa: E402
 from credit_pd.training.fit import CrossValidationResult  # noqa: E402
@@ -57,6 +58,7 @@ def write_report(report_dir: Path, inputs: ReportInputs) -> Path:
     fault_point("report_partly_staged")
     plot_reliability(report_dir / "calibration.png", inputs.y, inputs.cv.oof_pd)
     top_features = plot_shap_summary(report_dir / "shap_summary.png", inputs.model, inputs.explain_matrix, inputs.explain_frame)
+    plot_grade_backtest(report_dir / "grades.png", inputs.facts.grade_backtest)
     card = report_dir / REPORT_CARD
     card.write_text(render_model_card(inputs, top_features))
     return card
@@ -98,6 +100,40 @@ def plot_shap_summary(path: Path, model: ScoringModel, matrix: np.ndarray, frame
     _save(plt.gcf(), path)
     importance = np.abs(contributions).mean(axis=0)
     return [model.feature_names[i] for i in np.argsort(-importance)]
+
+
+def plot_grade_backtest(path: Path, rows: list[dict]) -> None:
+    """Mean predicted PD and observed default rate (with its Jeffreys interval) per master-scale grade."""
+    shown = [r for r in rows if r["count"]]
+    x = np.arange(len(shown))
+    observed = np.array([r["observed_rate"] for r in shown])
+    low = observed - np.array([r["interval_low"] for r in shown])
+    high = np.array([r["interval_high"] for r in shown]) - observed
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE)
+    ax.plot(x, [r["mean_pd"] for r in shown], marker="s", linestyle="--", color="grey", label="mean predicted PD (out-of-fold)")
+    ax.errorbar(x, observed, yerr=[low, high], marker="o", linestyle="none", capsize=3, label="observed default rate, 95% Jeffreys")
+    for xi, r in zip(x, shown):
+        ax.annotate(r["traffic_light"], (xi, r["interval_high"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    ax.set_xticks(x, [r["grade"] for r in shown])
+    ax.set(xlabel="grade (empty grades omitted)", ylabel="default rate", title="Master-scale back-test")
+    ax.set_yscale("symlog", linthresh=0.001)
+    ax.legend(loc="upper left", fontsize=7)
+    _save(fig, path)
+
+
+def render_grade_table(rows: list[dict]) -> str:
+    """The per-grade back-test as a markdown table (every grade of the scale, empty ones too)."""
+    def pct(value: float | None, digits: int = 2) -> str:
+        return "–" if value is None else f"{value:.{digits}%}"
+
+    lines = ["| grade | PD band | count | defaults | mean PD (OOF) | observed rate | 95% Jeffreys interval | p-value | light |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        interval = "–" if r.get("interval_low") is None else f"{pct(r['interval_low'])} – {pct(r['interval_high'])}"
+        p_value = "–" if r.get("p_value") is None else f"{r['p_value']:.3f}"
+        lines.append(f"| {r['grade']} | {pct(r['min_pd'], 3)} – {pct(r['max_pd'], 3)} | {r['count']:,} | {r['defaults']:,} | "
+                     f"{pct(r.get('mean_pd'))} | {pct(r.get('observed_rate'))} | {interval} | {p_value} | {r['traffic_light']} |")
+    return "\n".join(lines)
 
 
 def _plottable(column: pd.Series) -> pd.Series:
@@ -171,6 +207,15 @@ rounds (the chosen shape's mean early-stopped count × {facts.final_rounds_multi
 TreeSHAP explanation (log-odds; base value + contributions = the raw score).
 
 ![SHAP summary](shap_summary.png)
+
+**Master-scale back-test.** Each answer carries a grade of the master scale stored with the model (fixed policy,
+not fitted to this model). Per grade: out-of-fold mean PD against the observed default rate, with the 95% Jeffreys
+interval and the one-sided Jeffreys test of ECB/EBA PD back-testing (p-value = BetaCDF(mean PD; d + ½, n − d + ½),
+small when the PD is too low; green p ≥ {AMBER_BELOW:.0%}, amber ≥ {RED_BELOW:.0%}, red below).
+
+{render_grade_table(facts.grade_backtest)}
+
+![Master-scale back-test](grades.png)
 
 **Limits.** Figures come from cross-validation on one snapshot; they say nothing about drift after it, so monitor
 the PD distribution and realised default rates. With {data.n_positives:,} defaults, rare segments have few events

@@ -19,6 +19,7 @@ import pandas as pd
 from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig, TrainingConfig
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
+from credit_pd.master_scale import MasterScale
 from credit_pd.model_store import save_to_store
 from credit_pd.monitoring.reference import drift_reference_objects
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
@@ -68,9 +69,12 @@ def run_training(
     config: TrainingConfig = TrainingConfig(),
     sample: SampleConfig = SampleConfig(),
     progress: bool = True,
+    master_scale: MasterScale | None = None,
 ) -> TrainingRun:
+    """`master_scale` overrides the schema's (or the default) scale; the stored schema carries the one used."""
     started = time.perf_counter()
-    schema = load_schema(schema_path)
+    # Reason codes and grades resolved now and stored with the model (policy travels with it).
+    schema = load_schema(schema_path).with_decision_policy(master_scale)
     data_path = ensure_dataset(data_path, schema_path, sample)
     frame = load_dataset(data_path, schema)
     check_trainable(frame, schema)

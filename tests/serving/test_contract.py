@@ -107,7 +107,7 @@ def test_reserved_option_names_cannot_be_features(model, settings):
     from credit_pd.schema import DatasetSchema
 
     clashing = DatasetSchema.model_validate(
-        model.schema.model_dump() | {"features": [*model.schema.model_dump()["features"], {"name": "unseen_categories", "type": "numeric"}], "example": None}
+        model.schema.model_dump() | {"features": [*model.schema.model_dump()["features"], {"name": "unseen_categories", "type": "numeric", "never_a_reason": True}], "example": None}
     )
     with pytest.raises(ValueError, match="reserved request field"):
         build_application_model(clashing, model.encoder, settings)

@@ -33,3 +33,15 @@ def test_summarise_folds_mean_and_sd():
     summary = summarise_folds([a, b])
     assert np.isclose(summary["brier"]["mean"], (a.brier + b.brier) / 2)
     assert summary["brier"]["sd"] > 0
+
+
+def test_grade_backtest_refuses_outcomes_that_are_not_0_1():
+    import pytest
+
+    from credit_pd.master_scale import DEFAULT_MASTER_SCALE
+    from credit_pd.training.metrics import grade_backtest
+
+    rows = grade_backtest(np.array([0.0, 1.0, 0.0]), np.array([0.001, 0.3, 0.3]), DEFAULT_MASTER_SCALE)
+    assert [(r.grade, r.count, r.defaults) for r in rows if r.count] == [("1", 1, 0), ("9", 2, 1)]
+    with pytest.raises(ValueError, match="0/1 outcomes"):
+        grade_backtest(np.array([0.0, 2.0]), np.array([0.1, 0.1]), DEFAULT_MASTER_SCALE)

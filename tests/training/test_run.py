@@ -73,7 +73,8 @@ def test_report_has_card_and_plots(trained_run):
     card = trained_run.report_path.read_text()
     for section in ("**Validation.**", "**Limits.**", "roc_auc", "shap_summary.png", trained_run.model_tag):
         assert section in card
-    assert len(card.splitlines()) < 60  # one page
+    # One page of prose; the tables (metrics, the per-grade back-test with one row per grade) come on top.
+    assert len([line for line in card.splitlines() if not line.startswith("|")]) < 60
 
 
 def test_bad_data_writes_nothing(tmp_path, small_sample_path, fast_training_config):
@@ -149,3 +150,37 @@ def test_no_unlabelled_rows_says_so_and_writes_a_header_only_file(tmp_path, fast
     said = [line for line in capsys.readouterr().out.splitlines() if "no unlabelled rows" in line]
     assert len(said) == 1 and "header" in said[0]
     assert run.n_scored == 0 and (tmp_path / "pred.csv").read_text() == "uuid,pd\n"
+
+
+
+def test_card_has_the_grade_backtest_of_this_run(trained_run, small_sample_path):
+    from credit_pd.dataset import labelled_mask, load_dataset
+    from credit_pd.master_scale import backtest_grades
+
+    card = trained_run.report_path.read_text()
+    assert "**Master-scale back-test.**" in card and "grades.png" in card
+    assert (trained_run.report_path.parent / "grades.png").stat().st_size > 0
+    rows, scale, schema = trained_run.facts.grade_backtest, trained_run.model.master_scale, trained_run.model.schema
+    assert [r["grade"] for r in rows] == scale.names
+    assert sum(r["count"] for r in rows) == trained_run.facts.data.n_labelled
+    assert sum(r["defaults"] for r in rows) == trained_run.facts.data.n_positives
+    frame = load_dataset(small_sample_path, schema)
+    y = frame.loc[labelled_mask(frame, schema), schema.target_column].to_numpy(dtype=float)
+    assert [r.as_dict() for r in backtest_grades(y, trained_run.cv.oof_pd, scale)] == rows
+    for r in [r for r in rows if r["count"]]:
+        assert f"| {r['grade']} | " in card and f"| {r['count']:,} | {r['defaults']:,} |" in card
+
+
+def test_a_lenders_master_scale_and_the_default_reason_codes_travel_with_the_model(tmp_path, fast_training_config):
+    from credit_pd.master_scale import geometric_scale
+
+    data = tmp_path / "german.csv"
+    write_german_credit(data)
+    lender = geometric_scale(first_max_pd=0.05, ratio=2.0, n_grades=5)
+    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
+                       fast_training_config, progress=False, master_scale=lender)
+    stored = load_from_store(run.model_tag)
+    assert stored.master_scale == lender and [r["grade"] for r in run.facts.grade_backtest] == ["1", "2", "3", "4", "5"]
+    assert stored.schema.reason_codes == {"duration_months": "Loan duration", "credit_amount": "Amount borrowed",
+                                          "checking_status": "Checking account band", "purpose": "Loan purpose",
+                                          "foreign_worker": "Foreign worker flag"}
