@@ -1,0 +1,137 @@
+"""Table TreeSHAP against LightGBM's pred_contrib: explained rows/s in-process, one thread.
+
+    python -m benchmarks.treeshap_benchmark [--model-tag credit_pd_model:latest] [--seconds 1.0]
+
+Same model, same rows, same thread count (1) for both paths; batch sizes 1, 100 and 10,000.
+The model is the stored one when `--model-tag` names an entry of the BentoML store, else one
+trained here like `train.py`'s on the embedded sample (the "depth 2" shape, the project's
+LightGBM parameters and monotone constraints, a fixed round count instead of early stopping so
+the run takes seconds). Rows are the embedded sample's encoded rows. Both paths are timed in
+alternating blocks and each figure is the median block; the table path is verified against
+pred_contrib (1e-9) on every batch size before it is timed. Prints figures and the ratios
+against the goals of issue 20 (>= 5x at 100 and 10,000 rows, >= 2x at 1 row). Not a timed test.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread everywhere: the comparison is per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np  # noqa: E402
+
+from credit_pd.config import SampleConfig, TrainingConfig  # noqa: E402
+from credit_pd.features import FeatureEncoder  # noqa: E402
+from credit_pd.schema import load_schema  # noqa: E402
+from credit_pd.treeshap import TreeShapTables, verify_tables  # noqa: E402
+
+BATCH_SIZES = (1, 100, 10_000)
+GOALS = {1: 2.0, 100: 5.0, 10_000: 5.0}
+# The stored model of the embedded sample had 534 depth-2 trees (issue 20); the same count here.
+TRAIN_ROUNDS = 534
+TRAIN_SHAPE = "depth 2"
+BLOCKS = 5
+
+
+@dataclass(frozen=True)
+class Figure:
+    batch: int
+    table_rows_per_s: float
+    contrib_rows_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.table_rows_per_s / self.contrib_rows_per_s
+
+
+def sample_matrix(n_rows: int) -> tuple[np.ndarray, np.ndarray, FeatureEncoder]:
+    """Encoded rows and labels of the embedded sample (labelled rows only)."""
+    from credit_pd.training.sample import generate_sample
+
+    schema = load_schema()
+    frame = generate_sample(SampleConfig(n_rows=n_rows)).frame
+    frame = frame[frame[schema.target_column].notna()]
+    encoder = FeatureEncoder.fit(frame, schema)
+    return encoder.encode_frame(frame), frame[schema.target_column].to_numpy(), encoder
+
+
+def train_like_train_py(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder) -> lgb.Booster:
+    """A booster with train.py's parameters for the `TRAIN_SHAPE` shape, `TRAIN_ROUNDS` rounds."""
+    from credit_pd.training.fit import booster_params, make_dataset
+
+    config = TrainingConfig()
+    shape = next(s for s in config.shapes if s.name == TRAIN_SHAPE)
+    params = booster_params(encoder, config, shape, config.seed)
+    return lgb.train(params, make_dataset(matrix, y, encoder), num_boost_round=TRAIN_ROUNDS)
+
+
+def stored_booster(tag: str) -> lgb.Booster:
+    from credit_pd.model_store import load_from_store
+
+    return load_from_store(tag).booster
+
+
+def rows_per_s(call: Callable[[np.ndarray], object], batch: np.ndarray, seconds: float) -> float:
+    """Rows/s of repeated `call(batch)` for about `seconds`."""
+    calls, started = 0, time.perf_counter()
+    while True:
+        call(batch)
+        calls += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return calls * batch.shape[0] / elapsed
+
+
+def measure(booster: lgb.Booster, tables: TreeShapTables, matrix: np.ndarray, batch_size: int, seconds: float) -> Figure:
+    """Median of `BLOCKS` alternating blocks per path on the same rows."""
+    rng = np.random.default_rng(batch_size)
+    batch = matrix[rng.choice(matrix.shape[0], size=batch_size, replace=batch_size > matrix.shape[0])]
+    verify_tables(tables, booster, batch)
+
+    def contrib(rows: np.ndarray) -> object:
+        return booster.predict(rows, pred_contrib=True, num_threads=1)
+
+    table, reference = [], []
+    for _ in range(BLOCKS):
+        table.append(rows_per_s(tables.explain, batch, seconds / BLOCKS))
+        reference.append(rows_per_s(contrib, batch, seconds / BLOCKS))
+    return Figure(batch_size, statistics.median(table), statistics.median(reference))
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-tag", default=None, help="explain this stored model instead of training one")
+    parser.add_argument("--rows", type=int, default=100_000, help="embedded-sample rows to generate")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per path and batch size")
+    args = parser.parse_args(argv)
+
+    matrix, y, encoder = sample_matrix(args.rows)
+    started = time.perf_counter()
+    booster = stored_booster(args.model_tag) if args.model_tag else train_like_train_py(matrix, y, encoder)
+    source = args.model_tag or f"trained here ({TRAIN_SHAPE}, {TRAIN_ROUNDS} rounds, {time.perf_counter() - started:.0f} s)"
+    started = time.perf_counter()
+    tables = TreeShapTables.from_booster(booster)
+    built = time.perf_counter() - started
+    print(f"model: {source}; {booster.num_trees()} trees, {tables.table.size:,} table values, "
+          f"tables built in {built:.2f} s")
+    figures = [measure(booster, tables, matrix, size, args.seconds) for size in BATCH_SIZES]
+    print(f"{'batch':>7} {'tables rows/s':>14} {'pred_contrib rows/s':>20} {'ratio':>7} {'goal':>6}")
+    for f in figures:
+        verdict = "met" if f.ratio >= GOALS[f.batch] else "MISSED"
+        print(f"{f.batch:>7,} {f.table_rows_per_s:>14,.0f} {f.contrib_rows_per_s:>20,.0f} {f.ratio:>6.1f}x "
+              f"{GOALS[f.batch]:>5.0f}x {verdict}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
