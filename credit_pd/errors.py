@@ -16,6 +16,3 @@ class DatasetError(CreditPDError):
 class ModelNotFoundError(CreditPDError):
     """No trained model is in the BentoML model store under the requested tag."""
 
-
-class InvalidApplicationError(CreditPDError):
-    """A scoring request holds a value the model cannot score soundly."""

@@ -14,7 +14,7 @@ values in an unspecified order). At 41 features the full sort of 100 rows takes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -23,13 +23,6 @@ if TYPE_CHECKING:
 
 # Features listed per explanation unless a request or the batch job asks otherwise.
 DEFAULT_TOP_K = 10
-
-
-@dataclass(frozen=True)
-class FeatureContribution:
-    feature: str
-    value: Any
-    contribution: float
 
 
 def rank_order(contributions: np.ndarray) -> np.ndarray:
@@ -45,21 +38,6 @@ def top_contributions(contributions: np.ndarray, top_k: int) -> tuple[np.ndarray
     order = rank_order(contributions)[:, :top_k]
     return order, np.take_along_axis(contributions, order, axis=1)
 
-
-def rank_contributions(
-    contributions: np.ndarray,
-    feature_names: Sequence[str],
-    record: Mapping[str, Any],
-    top_k: int | None,
-) -> list[FeatureContribution]:
-    """The `top_k` largest |contribution| features of one row (all of them when top_k is None)."""
-    order = rank_order(contributions)
-    if top_k is not None:
-        order = order[:top_k]
-    return [
-        FeatureContribution(feature=feature_names[i], value=record.get(feature_names[i]), contribution=float(contributions[i]))
-        for i in order
-    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,23 +109,49 @@ class FeatureEncoder:
             for name, vocab in self.categorical.items()
         }
 
-    def unseen_categories(self, record: Mapping[str, Any]) -> dict[str, str]:
-        """Categorical values the model never saw; they are scored as missing."""
-        unseen = {}
-        for name, vocab in self.categorical.items():
-            label = canonical_category(record.get(name))
-            if label is not None and label not in vocab:
-                unseen[name] = label
-        return unseen
+    def input_warnings(self, matrix: np.ndarray, value_at: Callable[[int, str], Any]) -> list[list[str]]:
+        """Per row: categories never seen in training (encoded as missing though a value was sent) and
+        numbers outside the training range (trees score them as the nearest seen value).
 
-    def out_of_training_range(self, record: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-        """Numeric values outside what training saw; trees score them as the nearest seen value."""
-        outside = {}
-        for name, (low, high) in self.numeric_ranges.items():
-            value = record.get(name)
-            if value is not None and not (low <= value <= high):
-                outside[name] = (low, high)
-        return outside
+        `matrix` is what `encode_*` returned for the rows; `value_at(row, feature)` gives the value as
+        the caller received it, for the message. One wording for the service and the batch job, found
+        with two vectorised masks over the batch; only flagged rows build strings.
+        """
+        warnings: list[list[str]] = [[] for _ in range(len(matrix))]
+
+        def received(row: int, name: str) -> Any:
+            value = value_at(row, name)
+            return value.item() if isinstance(value, np.generic) else value  # 99.0, not np.float64(99.0)
+
+        for row, name in self._unseen_cells(matrix):
+            value = received(row, name)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                warnings[row].append(f"{name}: value {value!r} was not seen in training; scored as missing")
+        columns, low, high = self._range_arrays
+        if len(columns):
+            with np.errstate(invalid="ignore"):
+                outside = (matrix[:, columns] < low) | (matrix[:, columns] > high)
+            for row, j in zip(*(axis.tolist() for axis in np.nonzero(outside))):
+                name = self.feature_names[columns[j]]
+                warnings[row].append(f"{name}: value {received(row, name)!r} is outside the training range "
+                                     f"[{low[j]:g}, {high[j]:g}]; scored as the nearest seen value")
+        return warnings
+
+    def _unseen_cells(self, matrix: np.ndarray) -> list[tuple[int, str]]:
+        """(row, feature) of every categorical cell encoded as missing, row by row."""
+        columns = np.array(self.categorical_indices, dtype=np.intp)
+        if not len(columns):
+            return []
+        rows, cols = np.nonzero(np.isnan(matrix[:, columns]))
+        return [(row, self.feature_names[col]) for row, col in zip(rows.tolist(), columns[cols].tolist())]
+
+    @cached_property
+    def _range_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Matrix columns with a training range, and their lows and highs, for one vectorised check."""
+        ranged = [(i, name) for i, name in enumerate(self.feature_names) if name in self.numeric_ranges]
+        return (np.array([i for i, _ in ranged], dtype=np.intp),
+                np.array([self.numeric_ranges[name][0] for _, name in ranged]),
+                np.array([self.numeric_ranges[name][1] for _, name in ranged]))
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, stored beside the booster so no pickled classes are needed."""

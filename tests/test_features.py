@@ -38,7 +38,8 @@ def test_unseen_and_missing_categories_become_nan(frame, encoder, schema):
     names = list(encoder.feature_names)
     assert np.isnan(matrix[0, names.index("merchant_group")])
     assert np.isnan(matrix[0, names.index("account_status")])
-    assert encoder.unseen_categories(record) == {"merchant_group": "Spaceships"}
+    [warnings] = encoder.input_warnings(matrix, lambda row, name: record[name])
+    assert warnings == ["merchant_group: value 'Spaceships' was not seen in training; scored as missing"], "a missing value is no warning"
 
 
 def test_codes_do_not_depend_on_row_order(frame, schema, encoder):
@@ -53,4 +54,5 @@ def test_round_trips_through_plain_dict(encoder):
 def test_out_of_training_range_is_reported(frame, encoder, schema):
     low, high = encoder.numeric_ranges["age"]
     record = requests_from_frame(frame.head(1), schema)[0] | {"age": high + 1}
-    assert encoder.out_of_training_range(record) == {"age": (low, high)}
+    [warnings] = encoder.input_warnings(encoder.encode_records([record]), lambda row, name: record[name])
+    assert warnings == [f"age: value {high + 1!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value"]

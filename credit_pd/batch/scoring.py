@@ -23,14 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from credit_pd.explanation import top_contributions
 from credit_pd.schema import DatasetSchema, FeatureType
 from credit_pd.scoring_model import ScoringModel
-
-
-
-def contribution_columns(k: int) -> list[str]:
-    """feature_1, value_1, contribution_1, ... in rank order."""
-    return [f"{part}_{rank}" for rank in range(1, k + 1) for part in ("feature", "value", "contribution")]
 
 
 def scores_ddl(id_column: str, k: int) -> str:
@@ -67,9 +62,10 @@ class BatchScorer:
         matrix = self.model.encoder.encode_frame(typed)
         explanation = self.model.explain(matrix)
         raw = explanation.raw_score
-        order = np.argsort(-np.abs(explanation.contributions), axis=1, kind="stable")[:, : self.k]
+        order, _ = top_contributions(explanation.contributions, self.k)
         ranked = self._ranked(typed, explanation.contributions, order)
-        return self._frame(typed, self.model.calibrator.apply(raw), explanation.base_value, raw, ranked, self._warnings(typed))
+        warnings = self.model.encoder.input_warnings(matrix, lambda row, name: typed[name].iat[row])
+        return self._frame(typed, self.model.calibrator.apply(raw), explanation.base_value, raw, ranked, warnings)
 
     def _frame(self, typed: pd.DataFrame, pds: np.ndarray, base: np.ndarray, raw: np.ndarray,
                ranked: dict[str, np.ndarray], warnings: list) -> pd.DataFrame:
@@ -110,21 +106,6 @@ class BatchScorer:
             if cells.size:
                 out[cells] = _format_values(typed[name].to_numpy()[rows[cells]], self.schema.feature(name).type)
         return out
-
-    def _warnings(self, typed: pd.DataFrame) -> list[list[str]]:
-        """The service's per-row warnings (PDScorer._warnings), in its order: unseen categories, then ranges."""
-        encoder = self.model.encoder
-        per_row: list[list[str]] = [[] for _ in range(len(typed))]
-        for name, vocab in encoder.categorical.items():
-            labels = typed[name]
-            for i in np.flatnonzero((labels.notna() & ~labels.isin(vocab)).to_numpy()):
-                per_row[i].append(f"{name}: value {labels.iat[i]!r} was not seen in training; scored as missing")
-        for name, (low, high) in encoder.numeric_ranges.items():
-            values = typed[name].to_numpy(dtype=np.float64)
-            for i in np.flatnonzero(~np.isnan(values) & ((values < low) | (values > high))):
-                per_row[i].append(f"{name}: value {float(values[i])!r} is outside the training range [{low:g}, {high:g}]; "
-                                  "scored as the nearest seen value")
-        return per_row
 
 
 def _format_values(values: np.ndarray, feature_type: FeatureType) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Scoring a merged batch: one vectorised LightGBM + TreeSHAP call for every row that asks.
+"""Scoring a merged batch: one vectorised LightGBM + TreeSHAP call for every row (PD, grade, reasons).
 
 `answers` builds the whole batch's answer at once, as plain JSON-ready dicts in the documented
 `PredictionOut` shape (credit_pd.serving.contract): ranks, PDs and the selected contributions come
@@ -21,30 +21,26 @@ from credit_pd.explanation import top_contributions
 from credit_pd.monitoring.live import LiveMonitor, NullMonitor
 from credit_pd.scoring_model import ScoringModel
 from credit_pd.serving.contract import PredictionOut
+from credit_pd.serving.records import DecisionRecorder, NullRecorder
 
-# One answer: uuid, pd, model_tag, explanation (or None), warnings; see contract.PredictionOut.
+# One answer: uuid, pd, grade, reasons, model_tag, explanation (or None), warnings; see contract.PredictionOut.
 Prediction = dict[str, Any]
 
 
 class PDScorer:
-    """Scores a merged batch: one vectorised LightGBM + TreeSHAP call for all rows that ask."""
+    """Scores a merged batch: one vectorised LightGBM + TreeSHAP call for all rows, one decision record each."""
 
     def __init__(self, model: ScoringModel, model_tag: str, monitor: LiveMonitor | NullMonitor = NullMonitor(),
-                 large_batch_rows: int = 0, large_batch_threads: int = 1) -> None:
+                 large_batch_rows: int = 0, large_batch_threads: int = 1, recorder: DecisionRecorder | NullRecorder = NullRecorder()) -> None:
         self.model = model
         self.model_tag = model_tag
+        self.recorder = recorder  # one decision record per scored application (credit_pd.serving.records)
         self.monitor = monitor  # live drift metrics (credit_pd.monitoring.live); observes each scored batch
         # A batch of at least `large_batch_rows` rows runs LightGBM on `large_batch_threads` threads
         # (0: never): see ServingSettings.large_batch_rows for why.
         self.large_batch_rows = large_batch_rows
         self.large_batch_threads = large_batch_threads
         self.feature_names = list(model.feature_names)
-        encoder = model.encoder
-        self._categorical_cols = np.array([i for i, name in enumerate(self.feature_names) if name in encoder.categorical], dtype=np.intp)
-        ranged = [(i, name) for i, name in enumerate(self.feature_names) if name in encoder.numeric_ranges]
-        self._ranged_cols = np.array([i for i, _ in ranged], dtype=np.intp)
-        self._range_low = np.array([encoder.numeric_ranges[name][0] for _, name in ranged])
-        self._range_high = np.array([encoder.numeric_ranges[name][1] for _, name in ranged])
 
     def score(self, applications: Sequence[BaseModel]) -> list[PredictionOut]:
         """`answers`, validated into the response model (checks the contract; not the hot path)."""
@@ -69,24 +65,25 @@ class PDScorer:
         matrix = self.model.encoder.encode_records(records)
         explained = np.fromiter((app.explain for app in applications), dtype=bool, count=len(records))
         threads = self.large_batch_threads if 0 < self.large_batch_rows <= len(records) else None
-        raw = np.empty(len(records))
-        if explained.any():
-            explanation = self.model.explain(matrix[explained], threads)
-            raw[explained] = explanation.raw_score
-        if not explained.all():
-            raw[~explained] = self.model.raw_score(matrix[~explained], threads)
-        pds = self.model.calibrator.apply(raw)
+        max_reasons = [app.max_reasons for app in applications]
+        # Every row is explained: its reasons are the short form of its explanation (explain=false only
+        # leaves the full list out of the answer). PD, grade and reasons come from the core's one path.
+        decision = self.model.decide(matrix, max_reasons, threads)
+        explanation, pds = decision.explanation, decision.pd
+        raw = explanation.raw_score
         self.monitor.observe(records, matrix, pds)
-        warnings = self._warnings(records, matrix)
+        warnings = self.model.encoder.input_warnings(matrix, lambda row, name: records[row][name])
         pd_list = pds.tolist()
         answers = [
-            {"uuid": app.uuid, "pd": pd_list[i], "model_tag": self.model_tag, "explanation": None, "warnings": warnings[i]}
+            {"uuid": app.uuid, "pd": pd_list[i], "grade": decision.grade[i], "reasons": decision.reasons[i], "model_tag": self.model_tag,
+             "explanation": None, "warnings": warnings[i]}
             for i, app in enumerate(applications)
         ]
+        self.recorder.record(records, answers, [app._request_id for app in applications], max_reasons)
         if explained.any():
             rows = np.flatnonzero(explained)
             self._add_explanations([answers[i] for i in rows], [records[i] for i in rows], [applications[i] for i in rows],
-                                   explanation.contributions, explanation.base_value, raw[rows])
+                                   explanation.contributions[rows], explanation.base_value[rows], raw[rows])
         return answers
 
     def _add_explanations(self, answers: list[Prediction], records: list[dict], applications: list[BaseModel],
@@ -108,28 +105,3 @@ class PDScorer:
                     for f, c in zip(features[:k], values[:k])
                 ],
             }
-
-    def _warnings(self, records: list[dict], matrix: np.ndarray) -> list[list[str]]:
-        """Unseen categories (a value was sent but has no code) and values outside the training range.
-
-        Found with two vectorised masks over the batch; only flagged rows build strings.
-        """
-        warnings: list[list[str]] = [[] for _ in records]
-        names = self.feature_names
-        if len(self._categorical_cols):
-            rows, cols = np.nonzero(np.isnan(matrix[:, self._categorical_cols]))
-            for row, col in zip(rows.tolist(), self._categorical_cols[cols].tolist()):
-                value = records[row][names[col]]
-                if value is not None:
-                    warnings[row].append(f"{names[col]}: value {value!r} was not seen in training; scored as missing")
-        if len(self._ranged_cols):
-            numeric = matrix[:, self._ranged_cols]
-            with np.errstate(invalid="ignore"):
-                outside = (numeric < self._range_low) | (numeric > self._range_high)
-            for row, j in zip(*(axis.tolist() for axis in np.nonzero(outside))):
-                name = names[self._ranged_cols[j]]
-                low, high = self._range_low[j], self._range_high[j]
-                warnings[row].append(
-                    f"{name}: value {records[row][name]!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value"
-                )
-        return warnings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
@@ -19,9 +19,6 @@ class ForecastMetrics:
     log_loss: float
     brier: float
     ece: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def expected_calibration_error(y_true: np.ndarray, pd_hat: np.ndarray, n_bins: int) -> float:
