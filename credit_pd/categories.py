@@ -1,8 +1,12 @@
 """Canonical spellings: one rule for the loader, training, the batch job and the service.
 
 Categories have one canonical spelling, chosen here and used by the loader, training, the service
-and batch scoring: a numeric code is written without a trailing ".0" (`1`, `1.0`, `"1"` and
-`"1.0"` all become `"1"`), any other label stays as it is, and the empty string is missing.
+and batch scoring: a numeric code is written as an exact decimal without trailing zeros (`1`,
+`1.0`, `"1"` and `"1.0"` all become `"1"`; `"2.50"` becomes `"2.5"`), any other label stays as it
+is, and the empty string is missing. Codes are compared as exact decimals, never through a float:
+`"1.00000000000000000001"` is not code 1. In a numeric-coded field (every label is a number) a
+string must be a plain decimal (`CODE_SPELLING`): `"01"`, `"+1"` and `"1e0"` are errors in the
+training file, rejects in a batch and a 400 from the service (`CategoryRule.check`).
 The Klarna export writes `account_status` as `1.0` but `status_last_archived_0_24m` as `1`,
 and pandas hands a client numbers for both; without one canonical form the same status would be
 scored as an unseen category, i.e. as missing.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -42,8 +47,11 @@ NUMERIC_CODE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 def canonical_category(value: Any) -> str | None:
     """The one spelling of a category label; None for missing (None, NaN or the empty string).
 
-    Numbers and numeric strings become their shortest decimal form without a trailing ".0";
-    booleans are rejected because `True == 1` would silently turn a flag into status code 1.
+    Numbers become the exact decimal of their shortest round-trip form (1.0 -> "1", 1e-07 ->
+    "0.0000001"); strings spelled as a plain decimal (`CODE_SPELLING`) lose trailing zeros by
+    text, so no float rounding ever merges two codes; any other string ("01", "1e0", "A") is kept
+    as written. Booleans are rejected because `True == 1` would silently turn a flag into status
+    code 1.
     """
     if value is None:
         return None
@@ -60,7 +68,7 @@ def canonical_category(value: Any) -> str | None:
     text = str(value)
     if text == "":
         return None
-    return _format_code(float(text)) if NUMERIC_CODE.match(text) else text
+    return _strip_zeros(text) if CODE_PATTERN.fullmatch(text) else text
 
 
 def canonical_categories(column: pd.Series) -> pd.Series:
@@ -71,12 +79,31 @@ def canonical_categories(column: pd.Series) -> pd.Series:
 
 
 def _format_code(number: float) -> str:
-    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+    """A float's shortest round-trip form as a plain decimal ("1", "2.5", "0.0000001", "1" + 20 zeros)."""
+    return _strip_zeros(format(Decimal(repr(number)), "f"))
+
+
+def _strip_zeros(text: str) -> str:
+    """"2.50" -> "2.5", "1.000" -> "1", "-0.0" -> "0": the decimal's value, by text."""
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 # How a numeric code may be spelled as a string: plain decimal, no sign on zero, no leading
 # zeros, no exponent ("1", "1.0", "-2", "2.50"; not "01", "+1", "1e0", "-0").
 CODE_SPELLING = r"(0|-?[1-9][0-9]*)(\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*"
+CODE_PATTERN = re.compile(CODE_SPELLING)
+# What a client or a file is told when a numeric code is spelled another way.
+CODE_SPELLING_MESSAGE = 'expected a numeric code: a number or a plain decimal such as "1" or "1.0" (not "01", "+1" or "1e0")'
+
+
+class CategoryValueError(ValueError):
+    """A category value `CategoryRule.check` refuses; `kind` is the service's error type."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -128,26 +155,54 @@ class CategoryRule:
             if (not self.numeric_coded or re.fullmatch(CODE_SPELLING, label)) and canonical_category(label) == label
         )
 
+    def is_well_spelled(self, value: Any) -> bool:
+        """False only for a string in a numeric-coded field that is not a plain decimal ("01", "1e0")."""
+        return not (self.numeric_coded and isinstance(value, str) and CODE_PATTERN.fullmatch(value) is None)
+
+    def check(self, value: Any, policy: UnseenPolicy) -> str:
+        """The canonical label of a present value: the one rule the loader, the batch job and the service apply.
+
+        Raises `CategoryValueError` (kind "category_code_spelling") for a badly spelled code and,
+        under `reject`, (kind "unseen_category") for a value never seen in training.
+        """
+        if not self.is_well_spelled(value):
+            raise CategoryValueError("category_code_spelling", CODE_SPELLING_MESSAGE)
+        if policy == "reject" and not self.is_known(value):
+            raise CategoryValueError("unseen_category", f"expected a value seen in training ({self.allowed_text()})")
+        label = canonical_category(value)
+        assert label is not None  # callers hand over present values only
+        return label
+
     def validate(self, value: str | float, info: ValidationInfo, default_policy: UnseenPolicy) -> str:
-        """The canonical label; raises for a malformed code and, under `reject`, an unseen value."""
+        """The service's field validator: `check`, with errors worded for a JSON client."""
         if type(value) is str and value in self.accepted_as_is:
             return value  # the common case, one set look-up (the checks below cost ~40 us per application)
-        if self.numeric_coded and isinstance(value, str) and not re.fullmatch(CODE_SPELLING, value):
-            raise PydanticCustomError(
-                "category_code_spelling",
-                "Input should be a numeric code: a JSON number or a decimal string such as \"1\" or \"1.0\"",
-            )
         policy = info.data.get("unseen_categories", default_policy)
-        if policy == "reject" and not self.is_known(value):
+        try:
+            return self.check(value, policy)
+        except CategoryValueError as exc:
+            if exc.kind == "category_code_spelling":
+                raise PydanticCustomError(
+                    exc.kind, "Input should be a numeric code: a JSON number or a decimal string such as \"1\" or \"1.0\"",
+                ) from None
             raise PydanticCustomError(
-                "unseen_category",
+                exc.kind,
                 "Input should be a value seen in training: {allowed}. Send \"unseen_categories\": "
                 "\"score_as_missing\" to score an unseen value as missing instead",
                 {"allowed": self.allowed_text()},
-            )
-        label = canonical_category(value)
-        assert label is not None  # empty strings and NaN are rejected by the field types
-        return label
+            ) from None
+
+
+def file_category_rule(name: str, column: pd.Series) -> CategoryRule:
+    """The rule for a training file's column: numeric-coded when every present value looks like a number.
+
+    The test is the encoder's (`FeatureEncoder.numeric_coded`: every label a number), made on the
+    values as written, so a column of codes with one "01" is a coded column with a misspelt code
+    rather than a text column; a column that also holds "A" stays text and "01" is a label there.
+    """
+    present = column.dropna().unique()
+    coded = len(present) > 0 and all(NUMERIC_CODE.match(str(value)) for value in present)
+    return CategoryRule(name=name, labels=(), numeric_coded=coded)
 
 
 def category_rules(encoder: "FeatureEncoder") -> dict[str, CategoryRule]:

@@ -3,25 +3,41 @@
 A credit model trained on silently mis-parsed data is worse than no model, so every departure
 from the schema stops the run with a message that names the column, the file line and the
 offending value. Nothing here writes anything.
+
+One reading rule for every dataset file (training, the drift report, the batch job's pre-check:
+`check_text_file`): UTF-8, with or without a byte-order mark; lines end in LF, CRLF or CR alone
+(old Mac exports); a quoted field may hold separators and line breaks; any other encoding is one
+error naming the file line and saying "not UTF-8: save as UTF-8".
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from credit_pd.errors import DatasetError
-from credit_pd.categories import FALSE_SPELLINGS, TRUE_SPELLINGS, canonical_categories
+from credit_pd.categories import (CODE_SPELLING_MESSAGE, FALSE_SPELLINGS, TRUE_SPELLINGS, CategoryValueError,
+                                  canonical_categories, file_category_rule)
 from credit_pd.schema import DatasetSchema, FeatureType
 
 TARGET_SPELLINGS = {"0": 0.0, "1": 1.0}
 # How many offending rows one error message lists before summarising the rest.
 MAX_EXAMPLES_IN_MESSAGE = 5
+# The hint every encoding error ends with.
+SAVE_AS_UTF8 = "not UTF-8: save as UTF-8"
+# Byte-order marks of encodings that are not UTF-8 (UTF-32 first: its LE mark starts with UTF-16's).
+FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+# Bytes read at a time when checking a file's encoding (a batch book can be larger than memory).
+CHECK_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,7 @@ def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
     """Read and validate a dataset; returns typed columns in schema order.
 
     Numeric and boolean features become float64 (NaN = missing), categoricals become their
-    canonical labels (`credit_pd.features.canonical_category`; None = missing), the target is
+    canonical labels (`credit_pd.categories.canonical_category`; None = missing), the target is
     float64 with NaN for unlabelled rows. A field is missing when it holds the schema's missing
     marker or nothing at all: an empty field is never a category `""` nor a number.
     """
@@ -53,8 +69,74 @@ def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
         elif spec.type is FeatureType.BOOLEAN:
             typed[spec.name] = _parse_boolean(raw, spec.name)
         else:
-            typed[spec.name] = canonical_categories(column)
+            typed[spec.name] = _parse_categorical(raw, spec.name)
     return pd.DataFrame(typed, columns=schema.columns)
+
+
+def check_text_file(path: Path | str) -> None:
+    """Apply the reading rule to a file without keeping it: the batch job's check of a local book.
+
+    Streams the bytes (gzip-compressed files through `gzip`), so any size is fine; raises
+    DatasetError with the file line of the first problem.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        for _ in _checked_chunks(_chunks(handle), str(path)):
+            pass
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """The text of a dataset file by the reading rule: BOM dropped, CR-only line ends made LF."""
+    text = "".join(_checked_chunks([data], where))
+    if "\n" not in text and "\r" in text:
+        text = text.replace("\r", "\n")  # every CR is a line end in a CR-only file, inside quotes too
+    return text
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while chunk := handle.read(CHECK_CHUNK_BYTES):
+        yield chunk
+
+
+def _checked_chunks(chunks: Iterable[bytes], where: str) -> Iterator[str]:
+    """Decoded text, chunk by chunk; raises naming the line of a foreign BOM, a NUL or a non-UTF-8 byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    lines_before = 0
+    first = True
+    for chunk in chunks:
+        if first:
+            _check_bom(chunk, where)
+            chunk = chunk.removeprefix(codecs.BOM_UTF8)
+            first = False
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            raise DatasetError(f"{where}, line {lines_before + _line_in(chunk, nul)}: a NUL byte (UTF-16 without a "
+                               f"byte-order mark, or not a text file); {SAVE_AS_UTF8}")
+        try:
+            yield decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            start = max(exc.start, 0)
+            shown = " ".join(f"0x{b:02x}" for b in chunk[start:start + 2])
+            raise DatasetError(f"{where}, line {lines_before + _line_in(chunk, start)}: bytes {shown} are not valid UTF-8 "
+                               f"(Latin-1 or Windows-1252?); {SAVE_AS_UTF8}") from None
+        lines_before += _line_in(chunk, len(chunk)) - 1
+    try:
+        yield decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{where}, line {lines_before + 1}: the file ends inside a UTF-8 character; {SAVE_AS_UTF8}") from None
+
+
+def _check_bom(head: bytes, where: str) -> None:
+    for bom, name in FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise DatasetError(f"{where} is {name} (it starts with a {name} byte-order mark), {SAVE_AS_UTF8}")
+
+
+def _line_in(chunk: bytes, position: int) -> int:
+    """1-based line of `position` in a chunk: LF counts lines, or CR in a file without LF."""
+    newline = b"\n" if b"\n" in chunk or b"\r" not in chunk else b"\r"
+    return chunk.count(newline, 0, position) + 1
 
 
 def check_trainable(frame: pd.DataFrame, schema: DatasetSchema) -> None:
@@ -81,23 +163,25 @@ def labelled_mask(frame: pd.DataFrame, schema: DatasetSchema) -> np.ndarray:
 def _read_raw(path: Path, schema: DatasetSchema) -> RawTable:
     """Every field as text, in schema column order, with each row's real file line.
 
-    Each row's field count is checked against the header first (`_row_lines`), because
-    `pandas.read_csv` pads a short row with missing values and fails on a long one with a parser
-    traceback: both are one-line errors naming the line here.
+    The file is read once and decoded by the reading rule (`decode_text`). Each row's field count
+    is checked against the header first (`_row_lines`), because `pandas.read_csv` pads a short row
+    with missing values and fails on a long one with a parser traceback: both are one-line errors
+    naming the line here. A row's line is the line it starts on.
     """
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
     if path.stat().st_size == 0:
         raise DatasetError(f"dataset file {path} is empty; expected a header line and data rows")
-    header = _read_header(path, schema.separator)
+    content = decode_text(path.read_bytes(), f"dataset file {path}")
+    header = _read_header(content, schema.separator, path)
     _check_columns(header, schema, path)
-    lines = _row_lines(path, schema.separator, len(header))
+    lines = _row_lines(content, schema.separator, len(header), path)
     if len(lines) == 0:
         raise DatasetError(f"dataset file {path} has a header but no data rows")
     try:
-        text = pd.read_csv(path, sep=schema.separator, dtype=str, na_filter=False, keep_default_na=False,
-                           quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        text = pd.read_csv(io.StringIO(content), sep=schema.separator, dtype=str, na_filter=False, keep_default_na=False,
+                           quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True)
+    except pd.errors.ParserError as exc:
         raise DatasetError(f"dataset file {path} cannot be parsed: {str(exc).splitlines()[0]}") from None
     if len(text) != len(lines):  # cannot happen when both readers agree on the format; never guess
         raise DatasetError(f"dataset file {path}: {len(text)} rows parsed but {len(lines)} data lines found")
@@ -106,28 +190,25 @@ def _read_raw(path: Path, schema: DatasetSchema) -> RawTable:
     return RawTable(text=text, values=values, lines=lines)
 
 
-def _read_header(path: Path, separator: str) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        first_line = handle.readline().rstrip("\r\n")
+def _read_header(content: str, separator: str, path: Path) -> list[str]:
+    first_line = content.split("\n", 1)[0].rstrip("\r")
     if not first_line:
         raise DatasetError(f"dataset file {path} has an empty first line; expected the header")
     return next(csv.reader([first_line], delimiter=separator))
 
 
-def _row_lines(path: Path, separator: str, n_fields: int) -> np.ndarray:
+def _row_lines(content: str, separator: str, n_fields: int, path: Path) -> np.ndarray:
     """File line of every data row; any row with another field count than the header is an error.
 
     Without a quote character in the file a field count is a separator count per line (fast);
     otherwise the `csv` module reads the rows, so quoted separators and line breaks count right.
     Blank lines are skipped, as the CSV reader skips them.
     """
-    data = path.read_bytes()
-    if b'"' not in data:
-        sep = separator.encode()
-        physical = [line.rstrip(b"\r") for line in data.split(b"\n")]
-        rows = ((number, line.count(sep) + 1) for number, line in enumerate(physical[1:], start=2) if line)
+    if '"' not in content:
+        physical = [line.rstrip("\r") for line in content.split("\n")]
+        rows = ((number, line.count(separator) + 1) for number, line in enumerate(physical[1:], start=2) if line)
     else:
-        rows = _csv_row_lengths(path, separator)
+        rows = _csv_row_lengths(content, separator, path)
     lines: list[int] = []
     wrong: list[tuple[int, int]] = []
     for line, count in rows:
@@ -144,16 +225,25 @@ def _row_lines(path: Path, separator: str, n_fields: int) -> np.ndarray:
     return np.asarray(lines, dtype=np.int64)
 
 
-def _csv_row_lengths(path: Path, separator: str) -> Iterator[tuple[int, int]]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter=separator, quoting=csv.QUOTE_MINIMAL)
-        next(reader, None)
-        try:
-            for row in reader:
-                if row:
-                    yield reader.line_num, len(row)
-        except csv.Error as exc:
-            raise DatasetError(f"dataset file {path}, line {reader.line_num}: {exc}") from None
+def _csv_row_lengths(content: str, separator: str, path: Path) -> Iterator[tuple[int, int]]:
+    """(first line, field count) of every row. Strict quoting: a quote left open is an error at its line.
+
+    Without `strict` the reader would take everything after an unclosed quote as one field, and a
+    row that happens to have the header's field count would load as garbage.
+    """
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=separator, quoting=csv.QUOTE_MINIMAL, strict=True)
+    next(reader, None)
+    start = reader.line_num + 1
+    try:
+        for row in reader:
+            if row:
+                yield start, len(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DatasetError(f"dataset file {path}, line {start}: a quoted field opens on this line and is never closed "
+                               f"(the file ends inside it, at line {reader.line_num})") from None
+        raise DatasetError(f"dataset file {path}, line {reader.line_num}: {exc}") from None
 
 
 def _check_columns(header: list[str], schema: DatasetSchema, path: Path) -> None:
@@ -205,6 +295,20 @@ def _parse_numeric(raw: RawTable, name: str, minimum: float | None, maximum: flo
     if maximum is not None:
         _raise_for_rows(parsed > maximum, raw, name, f"expected a value <= {maximum:g}")
     return parsed
+
+
+def _parse_categorical(raw: RawTable, name: str) -> pd.Series:
+    """Canonical labels; in a numeric-coded column a code spelled other than as a plain decimal is an error."""
+    column = raw.values[name]
+    rule = file_category_rule(name, column)
+    misspelt = []
+    for value in column.dropna().unique():
+        try:
+            rule.check(value, "score_as_missing")
+        except CategoryValueError:
+            misspelt.append(value)
+    _raise_for_rows(column.isin(misspelt), raw, name, CODE_SPELLING_MESSAGE)
+    return canonical_categories(column)
 
 
 def _parse_boolean(raw: RawTable, name: str) -> pd.Series:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from credit_pd.categories import CODE_SPELLING, CategoryRule, canonical_category
+import pandas as pd
+import pytest
+
+from credit_pd.categories import CODE_SPELLING, CategoryRule, CategoryValueError, canonical_category, file_category_rule
 
 
 def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
@@ -16,3 +19,47 @@ def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
             continue
         assert rule.is_known(text) == (canonical_category(text) in rule.label_set), text
     assert rule.is_known(2.5) and rule.is_known(-3) and rule.is_known(1.0) and not rule.is_known(4)
+
+
+def test_codes_are_canonical_exact_decimals_never_rounded_through_a_float():
+    assert [canonical_category(v) for v in ("1", "1.0", "1.000", "2.50", "-3.10", "0.0")] == ["1", "1", "1", "2.5", "-3.1", "0"]
+    assert canonical_category("1.00000000000000000001") == "1.00000000000000000001"
+    assert canonical_category("123456789012345678901") == "123456789012345678901"
+    # Anything not spelled as a plain decimal is a text label, kept as written.
+    assert [canonical_category(v) for v in ("01", "1e0", "+1", ".5", "1.", "A")] == ["01", "1e0", "+1", ".5", "1.", "A"]
+
+
+def test_a_number_and_its_decimal_string_have_one_spelling():
+    for number in (1.0, 2.5, -3.0, 0.1, 1e-07, 1e20, 12345.678, -0.0, 7):
+        text = canonical_category(number)
+        assert re.fullmatch(CODE_SPELLING, text), (number, text)
+        assert canonical_category(text) == text and float(text) == float(number)
+
+
+@pytest.mark.parametrize(("value", "kind"), [("01", "category_code_spelling"), ("1e0", "category_code_spelling"),
+                                             ("+1", "category_code_spelling"), ("7", "unseen_category"),
+                                             ("1.00000000000000000001", "unseen_category")])
+def test_check_refuses_misspelt_codes_always_and_unseen_values_under_reject(value, kind):
+    rule = CategoryRule(name="s", labels=("0", "1", "2.5"), numeric_coded=True)
+    with pytest.raises(CategoryValueError) as caught:
+        rule.check(value, "reject")
+    assert caught.value.kind == kind
+    if kind == "unseen_category":
+        assert rule.check(value, "score_as_missing") == canonical_category(value)
+    else:
+        with pytest.raises(CategoryValueError):
+            rule.check(value, "score_as_missing")
+    assert rule.check("1.0", "reject") == "1" and rule.check(2.5, "reject") == "2.5"
+
+
+def test_a_text_field_takes_number_like_labels_as_written():
+    rule = CategoryRule(name="group", labels=("A", "B"), numeric_coded=False)
+    assert rule.check("01", "score_as_missing") == "01"
+    with pytest.raises(CategoryValueError, match="expected a value seen in training"):
+        rule.check("01", "reject")
+
+
+def test_a_file_column_is_numeric_coded_when_every_value_looks_like_a_number():
+    assert file_category_rule("s", pd.Series(["1", "2.0", "01", None])).numeric_coded
+    assert not file_category_rule("g", pd.Series(["A", "01"])).numeric_coded
+    assert not file_category_rule("e", pd.Series([None, None], dtype=object)).numeric_coded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,98 @@ def test_quoted_separator_counts_as_one_field(schema, valid_lines, tmp_path):
     lines = set_cell(valid_lines, 3, "merchant_group", '"Food; drinks"')
     frame = load_dataset(write(tmp_path, lines), schema)
     assert frame.loc[1, "merchant_group"] == "Food; drinks"
+
+
+# ---- the reading rule: encodings and line ends (issue 19, finding 9) ----
+
+def write_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "dataset.csv"
+    path.write_bytes(data)
+    return path
+
+
+def plain(valid_lines: list[str]) -> bytes:
+    return ("\n".join(valid_lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf", "bom+crlf", "cr"])
+def test_bom_crlf_and_cr_only_line_ends_load_the_same_rows(schema, valid_lines, tmp_path, variant):
+    expected = load_dataset(write_bytes(tmp_path, plain(valid_lines)), schema)
+    ending = {"bom": "\n", "crlf": "\r\n", "bom+crlf": "\r\n", "cr": "\r"}[variant]
+    data = (ending.join(valid_lines) + ending).encode()
+    data = b"\xef\xbb\xbf" + data if variant.startswith("bom") else data
+    pd.testing.assert_frame_equal(load_dataset(write_bytes(tmp_path, data), schema), expected)
+
+
+def test_a_non_utf8_byte_names_its_line_and_says_save_as_utf8(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 9, "merchant_group", "Caf\u00e9")
+    data = ("\n".join(lines) + "\n").encode("latin-1")
+    with pytest.raises(DatasetError, match=r"dataset file .*, line 9: bytes 0xe9 .* not valid UTF-8 .*not UTF-8: save as UTF-8$"):
+        load_dataset(write_bytes(tmp_path, data), schema)
+
+
+def test_a_non_utf8_error_after_a_quoted_line_break_counts_physical_lines(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 3, "merchant_group", '"Food\nand drink"')  # line 3 spans lines 3 and 4
+    lines = set_cell(lines, 8, "merchant_group", "Caf\u00e9")  # list item 8 is file line 9
+    with pytest.raises(DatasetError, match=r", line 9: bytes 0xe9"):
+        load_dataset(write_bytes(tmp_path, ("\n".join(lines) + "\n").encode("latin-1")), schema)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_or_32_gets_an_encoding_hint_not_missing_columns(schema, valid_lines, tmp_path, encoding):
+    data = ("\n".join(valid_lines[:20]) + "\n").encode(encoding)
+    with pytest.raises(DatasetError, match="not UTF-8: save as UTF-8") as caught:
+        load_dataset(write_bytes(tmp_path, data), schema)
+    assert "missing columns" not in str(caught.value)
+    if encoding == "utf-16":
+        assert "is UTF-16 (it starts with a UTF-16 byte-order mark)" in str(caught.value)
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 51, "merchant_group", '"Books & Magazines')  # never closed
+    with pytest.raises(DatasetError, match=r"line 51: a quoted field opens on this line and is never closed "
+                                           rf"\(the file ends inside it, at line {len(valid_lines)}\)"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_a_row_after_a_quoted_line_break_is_named_by_its_own_line(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 3, "merchant_group", '"Books &\nMagazines"')  # file lines 3-4
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert frame.loc[1, "merchant_group"] == "Books &\nMagazines" and len(frame) == len(valid_lines) - 1
+    lines = set_cell(lines, 5, "age", "old")  # list item 5 is file line 6
+    with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 6: 'old'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_check_text_file_streams_the_same_rule(valid_lines, tmp_path):
+    from credit_pd.dataset import check_text_file
+
+    good = write_bytes(tmp_path, b"\xef\xbb\xbf" + plain(valid_lines))
+    check_text_file(good)  # a BOM is fine
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(plain(valid_lines[:30]) + "x;Caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"bad.csv, line 31: bytes 0xe9 0x0a are not valid UTF-8"):
+        check_text_file(bad)
+
+
+# ---- one spelling rule for numeric codes (issue 19, finding 10) ----
+
+@pytest.mark.parametrize("spelling", ["01", "1e0", "+1", "1."])
+def test_a_misspelt_numeric_code_is_an_error_naming_column_and_line(schema, valid_lines, tmp_path, spelling):
+    lines = set_cell(valid_lines, 12, "account_status", spelling)
+    with pytest.raises(DatasetError, match=rf"column 'account_status': expected a numeric code: .*; got line 12: '{re.escape(spelling)}'"):
+        load_dataset(write(tmp_path, lines), schema)
+
+
+def test_codes_compare_as_exact_decimals(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 12, "account_status", "1.00000000000000000001")
+    lines = set_cell(lines, 13, "account_status", "1.000")
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert frame.loc[10, "account_status"] == "1.00000000000000000001"  # not code 1
+    assert frame.loc[11, "account_status"] == "1"
+
+
+def test_in_a_text_column_a_number_like_label_is_kept_as_written(schema, valid_lines, tmp_path):
+    lines = set_cell(valid_lines, 12, "merchant_group", "01")
+    frame = load_dataset(write(tmp_path, lines), schema)
+    assert frame.loc[10, "merchant_group"] == "01"
