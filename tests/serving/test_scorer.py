@@ -66,23 +66,6 @@ def test_unseen_category_is_scored_as_missing_with_a_warning(scorer, application
     assert np.isnan(matrix[0, scorer.feature_names.index("merchant_group")])
 
 
-def _score_variants(scorer, application, field: str, values) -> list[float]:
-    variants = [application.model_copy(update={field: v, "explain": False}) for v in values]
-    return [r.pd for r in scorer.score(variants)]
-
-
-@pytest.mark.parametrize("field", ["num_arch_dc_0_12m", "num_arch_dc_12_24m", "num_arch_rem_0_12m", "recovery_debt"])
-def test_worse_payment_history_never_lowers_the_pd(scorer, applications, field):
-    for application in applications[:25]:
-        pds = _score_variants(scorer, application, field, [0.0, 1.0, 2.0, 5.0, 20.0] if field != "recovery_debt" else [0.0, 100.0, 5000.0])
-        assert all(b >= a - 1e-12 for a, b in zip(pds, pds[1:])), f"{field}: PD fell as history worsened: {pds}"
-
-
-def test_uuid_never_changes_the_pd(scorer, applications):
-    renamed = [a.model_copy(update={"uuid": f"other-{i}"}) for i, a in enumerate(applications[:50])]
-    assert [r.pd for r in scorer.score(renamed)] == [r.pd for r in scorer.score(applications[:50])]
-
-
 # ---------------------------------------------------------------- the fast answer path ----------
 
 def _mixed_batch(applications):
