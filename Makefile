@@ -9,7 +9,7 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_INSTALLED := $(DEPLOY_VENV)/.installed
 PORT ?= 3000
 
-.PHONY: install deploy-tools train build serve run test test-fast promtool benchmark load-benchmark image image-test k8s cluster-test clean
+.PHONY: install deploy-tools train build serve run test test-fast lint format promtool benchmark load-benchmark image image-test k8s cluster-test clean
 
 $(INSTALLED): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -50,6 +50,16 @@ promtool:
 	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }) \
 	    || echo "note: could not install prometheus (promtool); the rule tests will skip"; \
 	  else echo "note: not root, so promtool is not installed (the rule tests skip and say why)"; fi; }
+
+# Lint, format and types (ruff and mypy settings in pyproject.toml); `make format` rewrites the code.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
