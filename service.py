@@ -17,6 +17,7 @@ import bentoml
 
 from credit_pd.model_store import TagSource, get_stored_model, load_from_store, model_tag_to_serve, stored_contract
 from credit_pd.monitoring.live import live_monitor
+from credit_pd.serving.auth import BearerAuth, auth_config
 from credit_pd.serving.contract import PredictionOut, application_list_type, build_application_model, build_input_spec
 from credit_pd.serving.middleware import OpenAPIDocument, RequestLimits, RetryAfterOn503
 from credit_pd.serving.openapi import OpenAPIResult, openapi_document
@@ -93,6 +94,10 @@ def openapi() -> OpenAPIResult:
 
 
 # Outermost first: the document and the envelope limits answer before BentoML reads a body.
+# Bearer tokens (settings.auth_*; a pass-through when auth_jwks_url is unset), before any body is read;
+# /livez, /readyz and /metrics stay open.
+CreditPDService.add_asgi_middleware(BearerAuth, config=auth_config(settings.auth_jwks_url, settings.auth_issuer,
+                                                                   settings.auth_audience, settings.auth_scope))
 CreditPDService.add_asgi_middleware(OpenAPIDocument, build=lambda: openapi().document)
 CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
                                     paths=tuple(api.route for api in CreditPDService.apis.values()))

@@ -41,9 +41,10 @@ import json
 import logging
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import jwt
@@ -137,13 +138,13 @@ def fetch_jwks(url: str) -> dict[str, Any]:
         raw = Path(unquote(parsed.path)).read_bytes()[: JWKS_MAX_BYTES + 1]
     else:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=JWKS_TIMEOUT_S) as response:  # noqa: S310 (scheme checked)
+        with urllib.request.urlopen(request, timeout=JWKS_TIMEOUT_S) as response:
             raw = response.read(JWKS_MAX_BYTES + 1)
     if len(raw) > JWKS_MAX_BYTES:
         raise ValueError(f"JWKS larger than {JWKS_MAX_BYTES} bytes")
     document = json.loads(raw)
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError('JWKS is not a JSON object with a "keys" list')
+        raise TypeError('JWKS is not a JSON object with a "keys" list')
     return document
 
 

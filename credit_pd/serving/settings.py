@@ -19,6 +19,20 @@ class ServingSettings(BaseSettings):
 
     # Model store tag to serve; pin a version (e.g. credit_pd_model:abc123) in production.
     model_tag: str = DEFAULT_MODEL_TAG
+    # Bearer-token auth (serving.auth.BearerAuth), on exactly when a JWKS URL is set: off for a
+    # local `make run`, on in the chart's production values, whatever the ingress does (anything
+    # that reaches a pod past the ALB still needs a token). https://... (cached, refreshed on an
+    # unknown key id) or file:///path (a mounted Secret); plain http only to loopback.
+    auth_jwks_url: str | None = None
+    # The `iss` every token must carry (required with auth_jwks_url), e.g. a Cognito user pool's
+    # https://cognito-idp.<region>.amazonaws.com/<pool id>.
+    auth_issuer: str | None = None
+    # Accepted audiences, comma-separated (required with auth_jwks_url): the token's `aud`, or its
+    # `client_id` when it has no `aud` (Cognito access tokens), names the calling client.
+    auth_audience: str | None = None
+    # Scopes every token must hold, space-separated (optional; a lacking token gets 403), e.g. the
+    # Cognito resource server scope credit-pd/predict.
+    auth_scope: str | None = None
     # One worker per core: LightGBM + TreeSHAP are CPU-bound and single-threaded per worker.
     workers: int = 2
     # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections across

@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -25,7 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.testclient import TestClient
 
-from credit_pd.serving.auth import AuthConfig, AuthConfigError, BearerAuth, JWKSCache, auth_config
+from credit_pd.serving.auth import (
+    AuthConfig,
+    AuthConfigError,
+    BearerAuth,
+    JWKSCache,
+    auth_config,
+)
 
 ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"
 AUDIENCE = "checkout-backend"
@@ -84,7 +91,7 @@ class JWKSServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.hits += 1
                 body = json.dumps({"keys": [k.jwk for k in server.keys]}).encode()
                 self.send_response(200)
@@ -314,3 +321,42 @@ def test_incomplete_settings_name_the_setting(args: tuple, setting: str) -> None
 def test_audience_list_and_scopes_parse() -> None:
     config = auth_config("https://issuer.example.com/jwks.json", ISSUER, "a, b", "x y")
     assert config == AuthConfig("https://issuer.example.com/jwks.json", ISSUER, frozenset({"a", "b"}), frozenset({"x", "y"}))
+
+
+# ------------------------------------------------ the real service, in process (ASGI) ---------
+
+@pytest.fixture(scope="module")
+def authed_service(trained_run: Any, rsa_key: Key, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """service.py imported with auth on, its JWKS from a file (as a mounted Secret would be)."""
+    import importlib
+    import sys
+
+    jwks_file = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [rsa_key.jwk]}))
+    env = {"CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_AUTH_JWKS_URL": jwks_file.as_uri(),
+           "CREDIT_PD_AUTH_ISSUER": ISSUER, "CREDIT_PD_AUTH_AUDIENCE": AUDIENCE, "CREDIT_PD_AUTH_SCOPE": SCOPE}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        sys.modules.pop("service", None)
+        service = importlib.import_module("service")
+        with TestClient(service.CreditPDService.to_asgi()) as client:
+            yield client
+        sys.modules.pop("service", None)
+
+
+def test_service_with_auth_on_needs_a_token_for_predict_only(authed_service: TestClient, rsa_key: Key,
+                                                             small_sample_path: Path, schema: Any) -> None:
+    from credit_pd.client import requests_from_frame
+    from credit_pd.dataset import labelled_mask, load_dataset
+
+    frame = load_dataset(small_sample_path, schema)
+    [application] = requests_from_frame(frame[~labelled_mask(frame, schema)].head(1), schema)
+    body = {"applications": [application]}
+    assert_refused(authed_service.post("/predict", json=body), error="")
+    assert_refused(authed_service.post("/predict", json=body, headers={"Authorization": f"Bearer {Key('rsa').token()}"}))
+    response = authed_service.post("/predict", json=body, headers={"Authorization": f"Bearer {rsa_key.token()}"})
+    assert response.status_code == 200, response.text
+    assert 0.0 <= response.json()[0]["pd"] <= 1.0
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert authed_service.get(path).status_code == 200, path
