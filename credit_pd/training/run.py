@@ -25,6 +25,7 @@ from credit_pd.monitoring.reference import drift_reference_objects
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
 from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
+from credit_pd.training.events import check_enough_events
 from credit_pd.training.facts import ModelFacts, describe_run
 from credit_pd.training.fit import CrossValidationResult, choose_shape, cross_validate, fit_final_model
 from credit_pd.training.publish import publication
@@ -78,6 +79,7 @@ def run_training(
     data_path = ensure_dataset(data_path, schema_path, sample)
     frame = load_dataset(data_path, schema)
     check_trainable(frame, schema)
+    check_enough_events(frame[schema.target_column].dropna().to_numpy(), config, schema.target_column)
 
     encoder = FeatureEncoder.fit(frame, schema)
     matrix = encoder.encode_frame(frame)
