@@ -8,6 +8,11 @@ errors name the column and line), encoded by the model's own encoder, scored, an
 the same bins the live metrics use. It prints PSI per feature (highest first) and for the PD,
 the unseen-category and out-of-range shares, and the mean PD against training; `--html` adds
 a page with one chart per feature (training vs new shares per bin) as embedded PNGs.
+
+PSI needs rows: with no drift at all its expected value is about (bins - 1) / rows (it is a
+chi-square statistic divided by the row count), so below `MIN_ROWS_PER_BIN` rows per bin noise
+alone reaches the 0.1 "moving" line. The report says so and marks those verdicts; `--strict`
+makes it exit with status 3 (`EXIT_SMALL_SAMPLE`), for pipelines that must not act on noise.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from credit_pd.scoring_model import ScoringModel
 # The industry's reading of PSI, also the chart's default alert thresholds.
 PSI_MOVING = 0.1
 PSI_SHIFTED = 0.25
+# Fewest new rows per (non-empty training) bin for a PSI to mean anything; see the module docstring.
+MIN_ROWS_PER_BIN = 10
+# Exit status of `--strict` when the sample is too small for some variable (2 = the input is refused).
+EXIT_SMALL_SAMPLE = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class VariableDrift:
     psi: float
     unseen_share: float = 0.0
     out_of_range_share: float = 0.0
+    # New rows this variable needs for a meaningful PSI (MIN_ROWS_PER_BIN per non-empty training bin).
+    rows_needed: int = 0
 
     @property
     def verdict(self) -> str:
@@ -66,11 +77,28 @@ class DriftReport:
     pd_mean_reference: float
     model_tag: str
 
+    @property
+    def too_small_for(self) -> list[VariableDrift]:
+        """Variables (the PD included) whose PSI this many rows cannot support."""
+        return [d for d in [self.pd, *self.features] if self.n_rows < d.rows_needed]
+
+    def sample_warning(self) -> str | None:
+        """One line when the sample is too small for some variable; None when it is large enough."""
+        small = self.too_small_for
+        if not small:
+            return None
+        needed = max(d.rows_needed for d in small)
+        return (f"warning: {self.n_rows:,} row(s) are too few for a reliable PSI of {len(small)} of {len(self.features) + 1} "
+                f"variables (fewer than {MIN_ROWS_PER_BIN} rows per bin; their verdicts are marked *): "
+                f"at least {needed:,} rows are needed")
+
 
 def _variable(binned: BinnedFeature, counts: np.ndarray, unseen: float = 0.0, out_of_range: float = 0.0) -> VariableDrift:
     total = counts.sum()
     shares = tuple(float(c) / total if total else 0.0 for c in counts)
-    return VariableDrift(binned.name, binned.kind, binned.bins, binned.shares, shares, psi(binned.shares, counts), unseen, out_of_range)
+    needed = MIN_ROWS_PER_BIN * sum(1 for share in binned.shares if share > 0)
+    return VariableDrift(binned.name, binned.kind, binned.bins, binned.shares, shares, psi(binned.shares, counts), unseen, out_of_range,
+                         rows_needed=needed)
 
 
 def feature_drift(reference: DriftReference, encoder: FeatureEncoder, frame: pd.DataFrame, matrix: np.ndarray) -> list[VariableDrift]:
@@ -114,17 +142,24 @@ def drift_report(model: ScoringModel, reference: DriftReference, frame: pd.DataF
 
 def format_table(report: DriftReport) -> str:
     """The printed report: one line per feature, highest PSI first, then the PD."""
+    small = {d.name for d in report.too_small_for}
+    warning = report.sample_warning()
+
+    def verdict(d: VariableDrift) -> str:
+        return d.verdict + ("*" if d.name in small else "")
+
     lines = [
         f"Drift of {report.n_rows:,} rows against the training reference of {report.model_tag}",
         f"PSI: < {PSI_MOVING} stable, {PSI_MOVING}-{PSI_SHIFTED} moving, > {PSI_SHIFTED} shifted",
+        *([warning] if warning else []),
         "",
         f"{'feature':<40} {'kind':<12} {'PSI':>8}  {'verdict':<8} {'unseen':>7} {'out of range':>12}",
     ]
     for d in report.features:
-        lines.append(f"{d.name:<40} {d.kind:<12} {d.psi:>8.4f}  {d.verdict:<8} {d.unseen_share:>7.2%} {d.out_of_range_share:>12.2%}")
+        lines.append(f"{d.name:<40} {d.kind:<12} {d.psi:>8.4f}  {verdict(d):<8} {d.unseen_share:>7.2%} {d.out_of_range_share:>12.2%}")
     lines += [
         "",
-        f"{'PD (log-odds bins)':<40} {'prediction':<12} {report.pd.psi:>8.4f}  {report.pd.verdict:<8}",
+        f"{'PD (log-odds bins)':<40} {'prediction':<12} {report.pd.psi:>8.4f}  {verdict(report.pd):<8}",
         f"mean PD: new {report.pd_mean_new:.4%}, training {report.pd_mean_reference:.4%} "
         f"({(report.pd_mean_new - report.pd_mean_reference) * 100:+.2f} percentage points)",
     ]
@@ -167,6 +202,7 @@ tr.shifted{{background:#f5b7b1}} tr.moving{{background:#fdebd0}} img{{margin:4px
 <h1>Drift report</h1>
 <p>{report.n_rows:,} rows of <code>{html.escape(str(data_path))}</code> against the training reference of
 <code>{html.escape(report.model_tag)}</code>. PSI below {PSI_MOVING}: stable; {PSI_MOVING} to {PSI_SHIFTED}: moving; above {PSI_SHIFTED}: shifted.</p>
+{f"<p class='shifted'>{html.escape(report.sample_warning() or '')}</p>" if report.too_small_for else ""}
 <p><b>PD</b>: PSI {report.pd.psi:.4f} ({report.pd.verdict}); mean PD new {report.pd_mean_new:.4%}, training {report.pd_mean_reference:.4%}.</p>
 <table><tr><th>feature</th><th>kind</th><th>PSI</th><th>verdict</th><th>unseen</th><th>out of range</th></tr>{rows}</table>
 <h2>Training vs new shares per bin</h2>{charts}
@@ -179,6 +215,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="new dataset, in the training file's format (target may be NA)")
     parser.add_argument("--model-tag", default=DEFAULT_MODEL_TAG, help="stored model to compare with (default: %(default)s)")
     parser.add_argument("--html", type=Path, help="also write an HTML page with one chart per feature")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit with status {EXIT_SMALL_SAMPLE} when the data has too few rows for a reliable PSI "
+                             f"(fewer than {MIN_ROWS_PER_BIN} per bin of some variable); the report is printed either way")
     return parser.parse_args(argv)
 
 
@@ -202,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         page = render_html(report, args.data)
         atomic_write(args.html, lambda out: out.write(page))
         print(f"\nwrote {args.html}")
+    warning = report.sample_warning()
+    if warning:
+        print(warning, file=sys.stderr)
+        if args.strict:
+            return EXIT_SMALL_SAMPLE
     return 0
 
 
