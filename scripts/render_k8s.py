@@ -7,10 +7,16 @@ no helm binary needed), and the objects are written as kustomize-ready files:
     k8s/overlays/eks/     values-production.yaml + deploy/eks/site-values.example.yaml, as a
                           kustomize overlay of the base: `images:`, the changed settings as
                           configMapGenerator literals, JSON patches of the changed objects, and
-                          the objects only production has (Ingress, ServiceMonitor, ...)
+                          the objects only production has (Ingress, ...)
+    k8s/overlays/eks/monitoring/
+                          the Prometheus Operator objects of that rendering (ServiceMonitor, ...)
+                          on their own, applied only where the operator's CRDs exist: in the
+                          overlay, `kubectl apply -k` would fail without them
     k8s/overlays/local/   helm/credit-pd/values-local.yaml: one pod for `make cluster-test`
-    k8s/batch/            the chart's optional parts switched on (batch.enabled: the
-                          SparkApplication), when the chart has them
+
+The batch SparkApplication is not rendered here: it needs a real run's image, buckets, role and
+model version (the chart refuses placeholders), so it is rendered per run from the chart
+(docs/batch.md).
 
 What kustomize does differently from Helm is applied on the way: the service's ConfigMap becomes
 a configMapGenerator (its content hash in the name rolls the pods, as the chart's checksum/config
@@ -44,9 +50,11 @@ OVERLAYS: dict[str, list[Path]] = {
     "eks": [CHART_DIR / "values-production.yaml", REPO_ROOT / "deploy" / "eks" / "site-values.example.yaml"],
     "local": [CHART_DIR / "values-local.yaml"],
 }
-# Optional parts of the chart rendered into their own directory, when values.yaml has the block.
-OPTIONAL_PARTS: dict[str, dict[str, Any]] = {"batch": {"batch": {"enabled": True}}}
 BASE_VALUES: dict[str, Any] = {"namespace": {"create": True}}
+# Objects of these API groups need CRDs that a cluster may not have (the Prometheus Operator's):
+# an overlay writes them to its own `monitoring/` kustomization instead of its resources.
+OPTIONAL_API_GROUPS = ("monitoring.coreos.com/",)
+MONITORING_DIR = "monitoring"
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 CHECKSUM_ANNOTATION = "checksum/config"
 KEY_ORDER = ("apiVersion", "kind", "metadata", "spec", "data")
@@ -234,8 +242,12 @@ def write_overlay(base: dict[Key, Object], target: dict[Key, Object], config_map
             generator["options"] = {"labels": {k: v for k, v in target_labels.items() if base_labels.get(k) != v}}
         kustomization["configMapGenerator"] = [generator]
     patches = []
+    optional = {k: o for k, o in target.items() if k not in base and o["apiVersion"].startswith(OPTIONAL_API_GROUPS)}
+    if optional:
+        write_resources(optional, out / MONITORING_DIR,
+                        f"Needs the Prometheus Operator's CRDs: kubectl apply -k k8s/overlays/{out.name}/{MONITORING_DIR}")
     for key, obj in target.items():
-        if key == settings_key:
+        if key == settings_key or key in optional:
             continue
         if key not in base:
             name = file_name(key, used)
@@ -259,21 +271,17 @@ def write_overlay(base: dict[Key, Object], target: dict[Key, Object], config_map
     (out / "kustomization.yaml").write_text(dump(kustomization, comment))
 
 
-def write_optional(base: dict[Key, Object], part: dict[Key, Object], out: Path, name: str) -> None:
-    """Objects only the optional part adds, as a standalone kustomization (applied after the base)."""
-    extra = {k: o for k, o in part.items() if k not in base}
-    if not extra:
-        return
+def write_resources(objects: dict[Key, Object], out: Path, comment: str) -> None:
+    """Objects as a standalone kustomization of plain resources (applied after the base)."""
     out.mkdir(parents=True)
     used: set[str] = set()
     resources = []
-    for key, obj in extra.items():
+    for key, obj in objects.items():
         file = file_name(key, used)
         (out / file).write_text(dump(ordered(obj)))
         resources.append(file)
     kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
-    (out / "kustomization.yaml").write_text(dump(kustomization, f"The chart's optional `{name}` part ({name}.enabled): "
-                                                                f"kubectl apply -k k8s/{name} after the base"))
+    (out / "kustomization.yaml").write_text(dump(kustomization, comment))
 
 
 def render_all(out: Path) -> list[Path]:
@@ -289,10 +297,6 @@ def render_all(out: Path) -> list[Path]:
         sources = ", ".join(str(f.relative_to(REPO_ROOT)) for f in files)
         write_overlay(base, target, config_map, out / "overlays" / name,
                       f"kubectl kustomize k8s/overlays/{name}  (values: {sources})")
-    chart_values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
-    for name, values in OPTIONAL_PARTS.items():
-        if name in chart_values:
-            write_optional(for_kustomize(render([])), for_kustomize(render([], values)), out / name, name)
     return sorted(p for p in out.rglob("*") if p.is_file())
 
 

@@ -6,6 +6,7 @@ ports and selectors that line up, the HPA owning replicas, hardened pods, the S3
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,21 @@ def test_chart_lints_strict_without_warnings(helm: Helm, files: tuple[Path, ...]
     ({"replicas": 3}, "additional properties 'replicas'"),
     ({"image": {"tag": "latest"}}, "/image/tag"),
     ({"config": {"workers": [1]}}, "/config/workers"),
-    ({"config": {"MaxBatchSize": 64}}, "invalid propertyName 'MaxBatchSize'"),
+    ({"config": {"MaxBatchSize": 64}}, "additional properties 'MaxBatchSize' not allowed"),
+    ({"config": {"max_batchsize": 64}}, "additional properties 'max_batchsize' not allowed"),
+    ({"config": {"unseen_categories": "ignore"}}, "/config/unseen_categories"),
+    ({"config": {"auth_jwks_url": "http://issuer.example.com/jwks.json"}}, "/config/auth_jwks_url"),
     ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": ""}}}, "/ingress/https/certificateArn"),
     ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": "my-cert"}}}, "/ingress/https/certificateArn"),
-    ({"ingress": {"enabled": True, "auth": {"type": "cognito"}}}, "/ingress"),
+    ({"ingress": {"enabled": True, "auth": {"type": "jwt"}}}, "/ingress"),
+    ({"ingress": {"auth": {"type": "cognito"}}}, "/ingress/auth/type"),
+    ({"networkPolicy": {"albSubnetCidrs": ["192.168.192.0"]}}, "/networkPolicy/albSubnetCidrs/0"),
+    ({"ingress": {"alb": {"accessLogs": {"enabled": True}}}}, "/ingress/alb/accessLogs/bucket"),
     ({"modelFromS3": {"enabled": True, "uri": "https://example.com/model.bentomodel"}}, "/modelFromS3/uri"),
 ], ids=["wrong-type", "unknown-top-level-key", "latest-tag", "setting-wrong-type", "setting-not-by-field-name",
-        "https-without-certificate", "https-with-a-non-acm-arn", "auth-without-https-or-user-pool", "non-s3-uri"])
+        "unknown-setting", "setting-not-in-its-literal", "jwks-over-plain-http", "https-without-certificate",
+        "https-with-a-non-acm-arn", "jwt-without-https-or-settings", "browser-login-dropped", "cidr-without-prefix",
+        "access-logs-without-bucket", "non-s3-uri"])
 def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None:
     rendered = helm.template(values=values)
     assert rendered.returncode != 0, f"helm template accepted {values}"
@@ -86,12 +95,110 @@ def test_s3_option_requires_a_pinned_model_tag(helm: Helm, config: dict) -> None
 
 
 def test_production_values_alone_are_refused(helm: Helm) -> None:
-    """The certificate and the user pool are required values: without them the install fails
-    instead of exposing plain HTTP or an unauthenticated endpoint."""
+    """The certificate, the token issuer and the log bucket are required values: without them the
+    install fails instead of exposing plain HTTP, an unauthenticated endpoint or unlogged traffic."""
     rendered = helm.template(PRODUCTION_VALUES)
     assert rendered.returncode != 0
     assert "/ingress/https/certificateArn" in rendered.stderr
-    assert "/ingress/auth/cognito/userPoolArn" in rendered.stderr
+    assert "/ingress/alb/accessLogs/bucket" in rendered.stderr
+    assert "missing properties 'auth_jwks_url', 'auth_issuer', 'auth_audience'" in rendered.stderr
+
+
+def test_production_values_without_alb_subnets_are_refused(helm: Helm) -> None:
+    site = yaml.safe_load(SITE_VALUES.read_text())
+    site["networkPolicy"]["albSubnetCidrs"] = []
+    site["ingress"]["alb"]["subnets"] = []
+    rendered = helm.template(PRODUCTION_VALUES, values=site)
+    assert rendered.returncode != 0
+    assert "networkPolicy.albSubnetCidrs is empty while the NetworkPolicy restricts sources" in rendered.stderr
+
+
+# Each case breaks one rule of values.yaml's "Shutdown timing" on top of the production values.
+TIMING_CASES = [
+    ({"preStopSleepSeconds": 10}, "preStopSleepSeconds (10) must be at least ingress.alb.deregistrationDelaySeconds (30)"),
+    ({"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 5},
+     "terminationGracePeriodSeconds (5) must be at least preStopSleepSeconds + config.request_timeout_s + 5 (65)"),
+    ({"config": {"keepalive_timeout_s": 5}}, "config.keepalive_timeout_s (5) must exceed ingress.alb.idleTimeoutSeconds (60)"),
+    ({"config": {"keepalive_timeout_s": 60}}, "config.keepalive_timeout_s (60) must exceed ingress.alb.idleTimeoutSeconds (60)"),
+    ({"config": {"request_timeout_s": 60}, "terminationGracePeriodSeconds": 200},
+     "ingress.alb.deregistrationDelaySeconds (30) must be at least config.request_timeout_s (60)"),
+    ({"ingress": {"alb": {"idleTimeoutSeconds": 120}}}, "config.keepalive_timeout_s (65) must exceed ingress.alb.idleTimeoutSeconds (120)"),
+    ({"config": {"keepalive_timeout_s": None}}, "set config.request_timeout_s and config.keepalive_timeout_s explicitly"),
+]
+
+
+@pytest.mark.parametrize("values, message", TIMING_CASES,
+                         ids=["prestop-below-deregistration", "grace-below-prestop-plus-timeout", "keepalive-below-idle",
+                              "keepalive-equal-idle", "deregistration-below-request-timeout", "idle-above-keepalive",
+                              "keepalive-unset"])
+def test_chart_refuses_inconsistent_timeouts(helm: Helm, values: dict, message: str) -> None:
+    rendered = helm.template(PRODUCTION_VALUES, SITE_VALUES, values=values)
+    assert rendered.returncode != 0, f"helm template accepted {values}"
+    assert message in rendered.stderr
+
+
+def test_grace_rule_holds_without_an_ingress(helm: Helm) -> None:
+    """The issue's case: preStop 30 with grace 5 must not render, Ingress or not."""
+    rendered = helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 5})
+    assert rendered.returncode != 0 and "terminationGracePeriodSeconds (5) must be at least" in rendered.stderr
+    assert helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 35}).returncode == 0
+    assert helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 35,
+                                 "config": {"request_timeout_s": 30}}).returncode != 0
+
+
+def test_service_defaults_fit_the_chart_timing() -> None:
+    """Unset settings keep the service's defaults: those must satisfy the chart's defaults too."""
+    pytest.importorskip("pydantic_settings", reason="needs the app's environment (.venv)")
+    from credit_pd.serving.settings import ServingSettings
+
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    settings = ServingSettings.model_fields
+    assert "keepalive_timeout_s" in settings, "ServingSettings has no keepalive_timeout_s (the keep-alive passed to uvicorn)"
+    keepalive, timeout = settings["keepalive_timeout_s"].default, settings["request_timeout_s"].default
+    alb = defaults["ingress"]["alb"]
+    assert keepalive > alb["idleTimeoutSeconds"]
+    assert defaults["preStopSleepSeconds"] >= alb["deregistrationDelaySeconds"] >= timeout
+    assert defaults["terminationGracePeriodSeconds"] >= defaults["preStopSleepSeconds"] + timeout + 5
+    production = yaml.safe_load(PRODUCTION_VALUES.read_text())["config"]
+    assert (production["keepalive_timeout_s"], production["request_timeout_s"]) == (keepalive, timeout), \
+        "values-production.yaml pins the service's own defaults (so the chart can check them)"
+
+
+def test_hand_set_alb_attributes_are_refused(helm: Helm) -> None:
+    annotation = "alb.ingress.kubernetes.io/load-balancer-attributes"
+    rendered = helm.template(values={"ingress": {"enabled": True, "annotations": {annotation: "idle_timeout.timeout_seconds=600"}},
+                                     "config": {"keepalive_timeout_s": 65, "request_timeout_s": 30}})
+    assert rendered.returncode != 0 and f"must not set {annotation}" in rendered.stderr
+
+
+def schema_accepts(schema: dict[str, Any], value: Any) -> bool:
+    """The few JSON-schema keywords the config properties use (type, enum, pattern)."""
+    import re
+
+    kinds = {"boolean": bool, "integer": int, "number": (int, float), "string": str}
+    if "enum" in schema:
+        return value in schema["enum"]
+    expected = kinds[schema["type"]]
+    if isinstance(value, bool) and schema["type"] != "boolean":
+        return False
+    return isinstance(value, expected) and ("pattern" not in schema or re.search(schema["pattern"], value) is not None)
+
+
+def test_schema_lists_every_serving_setting() -> None:
+    """values.schema.json names every ServingSettings field (so an unknown `config` key is a schema
+    error), with a type its default satisfies; none that the service does not have."""
+    pytest.importorskip("pydantic_settings", reason="needs the app's environment (.venv)")
+    from credit_pd.serving.settings import ServingSettings
+
+    config = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]["config"]
+    assert config["additionalProperties"] is False
+    fields = ServingSettings.model_fields
+    assert set(config["properties"]) == set(fields), {
+        "in settings.py, not in the schema": sorted(set(fields) - set(config["properties"])),
+        "in the schema, not in settings.py": sorted(set(config["properties"]) - set(fields))}
+    for name, field in fields.items():
+        if field.default is not None:
+            assert schema_accepts(config["properties"][name], field.default), name
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
@@ -135,6 +242,7 @@ def test_hpa_owns_replicas_when_autoscaling(default_objects: list[dict], helm: H
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
 
     fixed = helm.render(values={"autoscaling": {"enabled": False}, "replicaCount": 3})
     assert find(fixed, "Deployment")["spec"]["replicas"] == 3
@@ -240,36 +348,99 @@ def test_production_values_pin_image_and_model_and_expose_an_alb(production_obje
             assert path["backend"]["service"]["name"] == service_name
 
 
-def test_production_edge_is_https_only_authenticated_and_narrow(production_objects: list[dict]) -> None:
-    """HTTPS with the ACM certificate, HTTP only redirecting, ALB authentication, and only the
-    scoring API and the health path routed (no /metrics, /docs.json or Swagger UI at /)."""
+def test_production_edge_is_https_only_token_checked_and_narrow(production_objects: list[dict]) -> None:
+    """HTTPS with the ACM certificate, HTTP only redirecting, the ALB's JWT validation against the
+    service's own issuer and scope, and only the scoring API and the health path routed (no
+    /metrics, /docs.json or Swagger UI at /)."""
     ingress = find(production_objects, "Ingress")
     annotations = ingress["metadata"]["annotations"]
     site = yaml.safe_load(SITE_VALUES.read_text())
+    config = find(production_objects, "ConfigMap")["data"]
     assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
     assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == site["ingress"]["https"]["certificateArn"]
     assert annotations["alb.ingress.kubernetes.io/ssl-policy"].startswith("ELBSecurityPolicy-TLS13")
-    assert annotations["alb.ingress.kubernetes.io/auth-type"] == "cognito"
-    cognito = json.loads(annotations["alb.ingress.kubernetes.io/auth-idp-cognito"])
-    assert cognito == {"userPoolARN": site["ingress"]["auth"]["cognito"]["userPoolArn"],
-                       "userPoolClientID": site["ingress"]["auth"]["cognito"]["userPoolClientId"],
-                       "userPoolDomain": site["ingress"]["auth"]["cognito"]["userPoolDomain"]}
-    assert annotations["alb.ingress.kubernetes.io/auth-on-unauthenticated-request"] == "deny"
+    assert not [k for k in annotations if k.startswith("alb.ingress.kubernetes.io/auth-")], "no cookie-based browser login"
+    validation = json.loads(annotations["alb.ingress.kubernetes.io/jwt-validation"])
+    assert validation == {"jwksEndpoint": config["CREDIT_PD_AUTH_JWKS_URL"], "issuer": config["CREDIT_PD_AUTH_ISSUER"],
+                          "additionalClaims": [{"name": "scope", "format": "space-separated-values",
+                                                "values": config["CREDIT_PD_AUTH_SCOPE"].split()}]}
+    assert validation["jwksEndpoint"].startswith("https://")
+    assert config["CREDIT_PD_AUTH_AUDIENCE"] == site["config"]["auth_audience"]
     routed = {(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
     assert routed == {("/predict", "Exact"), ("/readyz", "Exact")}
 
 
+def test_production_alb_logs_to_s3_in_its_own_subnets_with_consistent_timeouts(production_objects: list[dict]) -> None:
+    annotations = find(production_objects, "Ingress")["metadata"]["annotations"]
+    site = yaml.safe_load(SITE_VALUES.read_text())
+    attributes = dict(a.split("=", 1) for a in annotations["alb.ingress.kubernetes.io/load-balancer-attributes"].split(","))
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["access_logs.s3.bucket"] == site["ingress"]["alb"]["accessLogs"]["bucket"]
+    assert annotations["alb.ingress.kubernetes.io/subnets"].split(",") == site["ingress"]["alb"]["subnets"]
+    config = find(production_objects, "ConfigMap")["data"]
+    idle = int(attributes["idle_timeout.timeout_seconds"])
+    deregistration = int(annotations["alb.ingress.kubernetes.io/target-group-attributes"].split("=")[1])
+    pods = service_pods(production_objects)["spec"]
+    pre_stop = pods["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    timeout = int(config["CREDIT_PD_REQUEST_TIMEOUT_S"])
+    assert float(config["CREDIT_PD_KEEPALIVE_TIMEOUT_S"]) > idle
+    assert pre_stop >= deregistration >= timeout
+    assert pods["terminationGracePeriodSeconds"] >= pre_stop + timeout + 5
+
+
 def test_production_network_policy_admits_only_the_alb_and_monitoring(production_objects: list[dict]) -> None:
+    """Not the VPC's range: with the VPC CNI every pod has a VPC address, so that admits the cluster."""
     cluster = yaml.safe_load((CHART_DIR.parents[1] / "deploy" / "eks" / "cluster.yaml").read_text())
+    site = yaml.safe_load(SITE_VALUES.read_text())
     (rule,) = find(production_objects, "NetworkPolicy")["spec"]["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     sources = rule["from"]
-    assert {"ipBlock": {"cidr": cluster["vpc"]["cidr"]}} in sources
+    cidrs = [s["ipBlock"]["cidr"] for s in sources if "ipBlock" in s]
+    assert cidrs == site["networkPolicy"]["albSubnetCidrs"] and cidrs
+    vpc = ipaddress.ip_network(cluster["vpc"]["cidr"])
+    assert cluster["vpc"]["cidr"] not in cidrs
+    for cidr in map(ipaddress.ip_network, cidrs):
+        assert cidr.subnet_of(vpc) and cidr.num_addresses <= 1024, cidr
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in sources
     others = [s for s in sources if "ipBlock" not in s and "namespaceSelector" not in s]
-    # Besides those two, only the chart's own `helm test` pod (it POSTs to the Service).
+    # Besides those, only the chart's own `helm test` pod (it POSTs to the Service).
     assert [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in others] == ["credit-pd-test"]
+
+
+def test_production_hpa_sees_in_flight_requests_and_has_behavior(production_objects: list[dict]) -> None:
+    hpa = find(production_objects, "HorizontalPodAutoscaler")["spec"]
+    pods_metric = next(m for m in hpa["metrics"] if m["type"] == "Pods")["pods"]
+    assert pods_metric["metric"]["name"] == "credit_pd_requests_in_flight"
+    adapter = (CHART_DIR.parents[1] / "deploy" / "eks" / "prometheus-adapter-values.yaml").read_text()
+    assert "credit_pd_requests_in_flight" in adapter and "bentoml_service_request_in_progress" in adapter
+    assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+
+
+def test_production_capacity_fits_the_node_groups(production_objects: list[dict]) -> None:
+    """maxReplicas plus the surge pod, spread with maxSkew 1 over the zones, fit the zones' node
+    groups at the pods per node the CPU request allows (values-production.yaml's arithmetic)."""
+    cluster = yaml.safe_load((CHART_DIR.parents[1] / "deploy" / "eks" / "cluster.yaml").read_text())
+    groups = cluster["managedNodeGroups"]
+    zones = {z for g in groups for z in g["availabilityZones"]}
+    assert all(len(g["availabilityZones"]) == 1 for g in groups), "one node group per zone (Cluster Autoscaler)"
+    (instance,) = {g["instanceType"] for g in groups}
+    allocatable_millicpu = {"c6i.2xlarge": 7910}[instance]
+    system_millicpu = 600
+    hpa = find(production_objects, "HorizontalPodAutoscaler")["spec"]
+    deployment = find(production_objects, "Deployment")["spec"]
+    request = service_pods(production_objects)["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+    pods_per_node = (allocatable_millicpu - system_millicpu) // (int(request) * 1000)
+    peak = hpa["maxReplicas"] + int(deployment["strategy"]["rollingUpdate"]["maxSurge"])
+    per_zone = -(-peak // len(zones))
+    nodes_per_zone = -(-per_zone // pods_per_node)
+    assert all(g["maxSize"] >= nodes_per_zone for g in groups), (peak, per_zone, pods_per_node)
+    assert sum(g["minSize"] for g in groups) * pods_per_node >= hpa["minReplicas"]
+    # A zone down: the peak over the other zones still fits.
+    assert all(g["maxSize"] * pods_per_node >= -(-peak // (len(zones) - 1)) for g in groups)
+    tags = [g.get("propagateASGTags") for g in groups]
+    assert all(tags), "node groups propagate their labels/taints to the ASG tags the autoscaler scales from zero by"
 
 
 def test_namespace_template_enforces_restricted_pod_security(helm: Helm, default_objects: list[dict]) -> None:
@@ -279,6 +450,8 @@ def test_namespace_template_enforces_restricted_pod_security(helm: Helm, default
     labels = namespace["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels["kubernetes.io/metadata.name"] == NAMESPACE
+    # The controller's readiness gate: a rollout waits until the ALB sees each new pod healthy.
+    assert labels["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
 
 
 def test_production_service_monitor_scrapes_the_service(production_objects: list[dict]) -> None:

@@ -3,8 +3,10 @@
 Two checks: the committed files are byte-for-byte a fresh render (so nobody edits k8s/ by hand
 or forgets to re-render after a chart change), and what kustomize builds from them is the chart's
 own rendering for the same values: k8s/base = the defaults (with the Namespace), overlays/eks =
-values-production.yaml + the site values, overlays/local = values-local.yaml, and k8s/batch = the
-chart's optional batch part. Equality is object by object after removing what only one tool adds:
+values-production.yaml + the site values without the Prometheus Operator objects, which are in
+overlays/eks/monitoring (applied only where the operator's CRDs exist), and overlays/local =
+values-local.yaml. The batch SparkApplication is never pre-rendered (it needs a real run's
+values). Equality is object by object after removing what only one tool adds:
 Helm's bookkeeping labels and checksum annotation, kustomize's ConfigMap hash suffix, hooks.
 """
 
@@ -16,10 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.deploy.deploy_tools import (
-    CHART_DIR,
     K8S_DIR,
     LOCAL_VALUES,
     NAMESPACE,
@@ -96,9 +95,17 @@ def test_base_is_the_chart_defaults(base_objects: list[dict], helm: Helm) -> Non
     assert_same_objects(base_objects, helm.render(values={"namespace": {"create": True}}), "k8s/base")
 
 
-def test_eks_overlay_is_the_production_values(eks_objects: list[dict], helm: Helm) -> None:
+def needs_operator_crds(obj: dict[str, Any]) -> bool:
+    return obj["apiVersion"].startswith("monitoring.coreos.com/")
+
+
+def test_eks_overlay_is_the_production_values(eks_objects: list[dict], helm: Helm, kubectl: str) -> None:
     chart = helm.render(PRODUCTION_VALUES, SITE_VALUES, values={"namespace": {"create": True}})
-    assert_same_objects(eks_objects, chart, "k8s/overlays/eks")
+    assert_same_objects(eks_objects, [o for o in chart if not needs_operator_crds(o)], "k8s/overlays/eks")
+    monitoring = kustomize(kubectl, K8S_DIR / "overlays" / "eks" / "monitoring")
+    assert_same_objects(monitoring, [o for o in chart if needs_operator_crds(o)], "k8s/overlays/eks/monitoring")
+    assert "ServiceMonitor" in {o["kind"] for o in monitoring}
+    assert not [o for o in eks_objects if needs_operator_crds(o)], "kubectl apply -k k8s/overlays/eks needs no CRDs"
     assert not service_pods(eks_objects)["spec"]["containers"][0]["image"].endswith(":latest")
     assert find(eks_objects, "Ingress")["metadata"]["namespace"] == NAMESPACE
 
@@ -126,13 +133,7 @@ def test_settings_configmap_is_generated_with_a_content_hash(base_objects: list[
     assert find(eks_objects, "ConfigMap")["data"]["CREDIT_PD_MODEL_TAG"] != "credit_pd_model:latest"
 
 
-def test_optional_batch_part_is_rendered_when_the_chart_has_it(kubectl: str, helm: Helm) -> None:
-    has_batch = "batch" in yaml.safe_load((CHART_DIR / "values.yaml").read_text())
-    batch_dir = K8S_DIR / "batch"
-    assert batch_dir.is_dir() == has_batch
-    if has_batch:
-        base_keys = set(normalized(helm.render()))
-        expected = [o for o in helm.render(values={"batch": {"enabled": True}})
-                    if (o["kind"], o["metadata"]["name"]) not in base_keys and not is_hook(o)]
-        assert_same_objects(kustomize(kubectl, batch_dir), expected, "k8s/batch")
-        assert "SparkApplication" in {o["kind"] for o in expected}
+def test_no_batch_manifests_with_placeholders() -> None:
+    """A SparkApplication is one run with its own image, buckets, role and model: k8s/ ships none."""
+    assert not (K8S_DIR / "batch").exists()
+    assert not [p for p in K8S_DIR.rglob("*.yaml") if "SparkApplication" in p.read_text()]

@@ -23,8 +23,15 @@ SCHEMA_CHECK = Path(__file__).resolve().parent / "spark_application_schema.py"
 BATCH_POLICY = REPO_ROOT / "deploy" / "eks" / "batch-s3-policy.json"
 BATCH_DOCS = REPO_ROOT / "docs" / "batch.md"
 ROLE_ARN = "arn:aws:iam::111122223333:role/credit-pd-batch-scorer"
-BATCH_VALUES: dict[str, Any] = {"batch": {"enabled": True, "awsRoleArn": ROLE_ARN, "image": {"tag": "2026.11.1"},
-                                          "modelTag": "credit_pd_model:2wqrvxdo3k2ygaav"}}
+# A real run's values, as docs/batch.md passes them: the chart renders the batch part only with all of them.
+RUN_VALUES: dict[str, Any] = {
+    "awsRoleArn": ROLE_ARN,
+    "image": {"repository": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/credit-pd-batch", "tag": "2026.11.1"},
+    "modelTag": "credit_pd_model:2wqrvxdo3k2ygaav",
+    "input": "s3a://credit-pd-batch-111122223333/books/2026-11/book.csv",
+    "output": "s3a://credit-pd-batch-111122223333/scores/2026-11",
+}
+BATCH_VALUES: dict[str, Any] = {"batch": {"enabled": True, **RUN_VALUES}}
 BATCH_KINDS = {"SparkApplication", "ServiceAccount", "Role", "RoleBinding"}
 
 
@@ -93,7 +100,30 @@ def test_arguments_are_what_batch_score_py_parses(application: dict[str, Any]) -
     assert args.input.startswith("s3a://") and args.output.startswith("s3a://")
     assert args.model_tag == "credit_pd_model:2wqrvxdo3k2ygaav"
     assert args.top_k == 10 and args.arrow_batch_size == 10_000
-    assert spec["image"] == "credit-pd-batch:2026.11.1"
+    assert spec["image"] == "111122223333.dkr.ecr.eu-west-1.amazonaws.com/credit-pd-batch:2026.11.1"
+
+
+def test_jars_are_baked_into_the_image_not_fetched_at_submit(application: dict[str, Any]) -> None:
+    """No Maven at submit time (egress, a writable Ivy cache): scripts/build_batch_image.sh bakes them."""
+    assert "deps" not in application["spec"]
+    script = (REPO_ROOT / "scripts" / "build_batch_image.sh").read_text()
+    assert "hadoop-aws" in script and "software/amazon/awssdk/bundle" in script
+
+
+@pytest.mark.parametrize("missing", ["awsRoleArn", "image.repository", "image.tag", "modelTag", "input", "output"])
+def test_batch_renders_only_from_a_real_runs_values(helm: Helm, missing: str) -> None:
+    values = json.loads(json.dumps(RUN_VALUES))
+    parent, _, leaf = ("." + missing).rpartition(".")
+    (values[parent[1:]] if parent else values)[leaf] = ""
+    rendered = helm.template(values={"batch": {"enabled": True, **values}})
+    assert rendered.returncode != 0
+    assert f"batch.enabled needs batch.{missing}" in rendered.stderr
+
+
+@pytest.mark.parametrize("tag", ["credit_pd_model:latest", "credit_pd_model"])
+def test_batch_needs_a_pinned_model(helm: Helm, tag: str) -> None:
+    rendered = helm.template(values={"batch": {**BATCH_VALUES["batch"], "modelTag": tag}})
+    assert rendered.returncode != 0 and "batch.modelTag must pin a version" in rendered.stderr
 
 
 def test_spark_pods_run_as_the_irsa_account_and_are_not_service_pods(batch_objects: list[dict[str, Any]],
@@ -120,7 +150,7 @@ def test_spark_pods_run_as_the_irsa_account_and_are_not_service_pods(batch_objec
     ({"batch": {"awsRoleArn": "credit-pd-batch"}}, "/batch/awsRoleArn"),
 ], ids=["no-executors", "s3-not-s3a", "latest-tag", "top-k-zero", "role-not-an-arn"])
 def test_schema_rejects_bad_batch_values(helm: Helm, values: dict, wrong: str) -> None:
-    rendered = helm.template(values={"batch": {"enabled": True, **values["batch"]}})
+    rendered = helm.template(values={"batch": {**BATCH_VALUES["batch"], **values["batch"]}})
     assert rendered.returncode != 0, f"helm template accepted {values}"
     assert wrong in rendered.stderr
 

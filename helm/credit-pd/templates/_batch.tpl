@@ -12,6 +12,22 @@ app.kubernetes.io/part-of: credit-pd
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The batch part renders only from a real run's values: no placeholder image, bucket or role, and a
+pinned model (the one the service serves), so what is applied is what runs.
+*/}}
+{{- define "credit-pd.checkBatch" -}}
+{{- $b := .Values.batch }}
+{{- range $name, $value := dict "batch.image.repository" $b.image.repository "batch.image.tag" $b.image.tag "batch.input" $b.input "batch.output" $b.output "batch.awsRoleArn" $b.awsRoleArn "batch.modelTag" $b.modelTag }}
+{{- if not $value }}
+{{- fail (printf "batch.enabled needs %s (a real run's value; docs/batch.md)" $name) }}
+{{- end }}
+{{- end }}
+{{- if or (not (contains ":" $b.modelTag)) (hasSuffix ":latest" $b.modelTag) }}
+{{- fail (printf "batch.modelTag must pin a version (credit_pd_model:<version>), got %q" $b.modelTag) }}
+{{- end }}
+{{- end }}
+
 {{- define "credit-pd.batchServiceAccountName" -}}
 {{- printf "%s-batch" (include "credit-pd.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
