@@ -34,9 +34,11 @@ large raise `TablesTooLarge` so the caller keeps using `pred_contrib`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from math import factorial
-from typing import Any, Mapping
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -116,7 +118,8 @@ class _Tree:
 def _parse_node(raw: Mapping[str, Any], tree: _Tree, path: list[tuple[int, bool]]) -> tuple[bool, int]:
     """Append `raw` (a dump_model node) and its subtree to `tree`; returns (is leaf, index)."""
     if "leaf_index" in raw or "split_index" not in raw:
-        tree.leaves.append(_Leaf(value=float(raw["leaf_value"]), count=float(raw.get("leaf_count", 0)), path=list(path)))
+        leaf = _Leaf(value=float(raw["leaf_value"]), count=float(raw.get("leaf_count", 0)), path=list(path))
+        tree.leaves.append(leaf)
         return True, len(tree.leaves) - 1
     categorical = raw["decision_type"] == "=="
     if not categorical and raw["decision_type"] != "<=":
@@ -294,8 +297,10 @@ class TreeShapTables:
     cat_feature: np.ndarray  # (C,) int64: the categorical features the trees split on
     cat_size: np.ndarray  # (C,) float64: codes >= cat_size (and NaN, <= -1) go right everywhere
     cat_node_column: np.ndarray  # (N_cat,) int64 into cat_feature
-    cat_node_offset: np.ndarray  # (N_cat,) int64 into cat_right
-    cat_right: np.ndarray  # float64: 1.0 where the code goes right, per node a block of cat_size + 1
+    cat_node_offset: np.ndarray  # (N_cat,) int64: where code 0 of the node's block is in cat_right
+    # float64: 1.0 where the code goes right. Per node a block [x <= -1 or NaN, code 0, ..., code
+    # cat_size - 1, x >= cat_size]; the first and last entries are 1.0.
+    cat_right: np.ndarray
     gather_column: np.ndarray  # (tree_bits * n_tree_units + leaf_bits * leaf_nodes * n_leaf_units,) int64
     gather_threshold: np.ndarray  # float64, same length
     gather_direction: np.ndarray  # bool, one per leaf-unit entry: the direction toward the leaf
@@ -316,7 +321,7 @@ class TreeShapTables:
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, num_iteration: int | None = None,
-                     max_table_values: int = MAX_TABLE_VALUES) -> "TreeShapTables":
+                     max_table_values: int = MAX_TABLE_VALUES) -> TreeShapTables:
         """Tables for `booster`'s first `num_iteration` iterations (None: what `predict` uses).
 
         Raises `TablesTooLarge` when the tables would exceed `max_table_values` (deep trees), and
@@ -349,6 +354,8 @@ class TreeShapTables:
     def _checked(self, matrix: np.ndarray) -> np.ndarray:
         """The matrix as C-contiguous float64, or a clear error saying what was expected."""
         array = np.asarray(matrix)
+        if array.dtype == np.float64 and array.ndim == 2 and array.shape[1] == self.n_features:
+            return np.ascontiguousarray(array)  # the encoder's output: no copy, no dtype checks
         if array.ndim != 2 or array.shape[1] != self.n_features:
             raise ValueError(f"matrix has shape {array.shape}; expected (n_rows, {self.n_features}): "
                              f"the booster's {self.n_features} features in its order")
@@ -359,19 +366,27 @@ class TreeShapTables:
     def _values(self, matrix: np.ndarray) -> np.ndarray:
         """Step 1: the variant columns, then one 0.0/1.0 (left/right) column per categorical node."""
         raw = matrix[:, self.variant_feature]
-        missing = np.isnan(raw)
-        # LightGBM's dense-row predictor drops |x| <= kZeroThreshold, so those arrive as 0.0; NaN
-        # is 0.0 for the None and Zero rules (Tree::NumericalDecision).
-        values = np.where(missing | (np.abs(raw) <= K_ZERO_THRESHOLD), 0.0, raw)
-        special = (missing & (self.variant_missing == _MISSING_NAN)) | (
-            (values == 0.0) & (self.variant_missing == _MISSING_ZERO))
-        values = np.where(special, self.variant_fill, values)
+        # LightGBM's dense-row predictor drops |x| <= kZeroThreshold, so those arrive as 0.0.
+        values = np.where(np.abs(raw) <= K_ZERO_THRESHOLD, 0.0, raw)
+        # NaN: 0.0 under the None rule, the default direction under the Zero and NaN rules.
+        values = np.where(np.isnan(values), self._nan_value, values)
+        # Zero rule: 0.0 (a NaN included) takes the default direction.
+        values = np.where((values == 0.0) & self._zero_rule, self.variant_fill, values)
         if not self.cat_node_column.size:
             return values
-        cat = matrix[:, self.cat_feature]
-        inside = (cat > -1.0) & (cat < self.cat_size)  # False for NaN
-        codes = np.where(inside, cat, self.cat_size).astype(np.int64)  # truncation, as C++'s int(x)
+        # C++'s int(x) truncates: x in (-1, 0) is code 0. fmax maps NaN to -1 (goes right), fmin
+        # puts codes no bitset holds at cat_size (goes right), before the cast can overflow.
+        codes = np.fmin(np.fmax(matrix[:, self.cat_feature], -1.0), self.cat_size).astype(np.int64)
         return np.concatenate([values, self.cat_right[codes[:, self.cat_node_column] + self.cat_node_offset]], axis=1)
+
+    @cached_property
+    def _nan_value(self) -> np.ndarray:
+        """Per variant, what NaN becomes: 0.0 under the None rule, else the default direction."""
+        return np.where(self.variant_missing == _MISSING_NONE, 0.0, self.variant_fill)
+
+    @cached_property
+    def _zero_rule(self) -> np.ndarray:
+        return self.variant_missing == _MISSING_ZERO
 
     def _patterns(self, matrix: np.ndarray) -> np.ndarray:
         """Steps 2-3: (n, U) int64 decision pattern of every unit (tree units, then leaf units)."""
@@ -388,7 +403,7 @@ class TreeShapTables:
 
     def _explain_chunk(self, matrix: np.ndarray) -> np.ndarray:
         """Step 4: (n, G) contributions of the used features for one chunk of rows."""
-        offsets = self._patterns(matrix) * self.unit_stride + self.unit_base
+        offsets = self._patterns(matrix) * self.unit_stride + self.unit_base  # int64 by promotion
         index = offsets[:, self.column_unit] + self.column_slot
         return np.add.reduceat(self.table[index], self.feature_start, axis=1)
 
@@ -401,7 +416,7 @@ class TreeShapTables:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "TreeShapTables":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TreeShapTables:
         """Rebuild from `to_arrays()`; a missing field or another format version is a clear error."""
         version = int(np.asarray(arrays.get("format_version", -1)))
         if version != _FORMAT_VERSION:
@@ -425,11 +440,15 @@ def _resolved_iteration(booster: lgb.Booster, num_iteration: int | None) -> int 
 
 
 def _bits_to_int(bits: np.ndarray) -> np.ndarray:
-    """(n, k, U) bool -> (n, U) int64 with bits[:, j] as bit j."""
-    pattern = bits[:, 0].astype(np.int64)
-    for j in range(1, bits.shape[1]):
-        pattern |= bits[:, j].astype(np.int64) << j
-    return pattern
+    """(n, k, U) bool -> (n, U) integers with bits[:, j] as bit j.
+
+    One einsum over the bytes (uint8 up to 8 bits): ~6x faster than k shifts at 128 rows."""
+    weights = _BIT_WEIGHTS_8 if bits.shape[1] <= 8 else _BIT_WEIGHTS_32
+    return np.einsum("nku,k->nu", bits.view(np.uint8), weights[:bits.shape[1]], dtype=weights.dtype)
+
+
+_BIT_WEIGHTS_8 = (1 << np.arange(8)).astype(np.uint8)
+_BIT_WEIGHTS_32 = (1 << np.arange(MAX_LEAF_PATH_FEATURES)).astype(np.uint32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,17 +509,17 @@ def _numeric_arrays(trees: list[_Tree]) -> dict[str, np.ndarray]:
 
 
 def _categorical_arrays(trees: list[_Tree]) -> dict[str, np.ndarray]:
-    """Per categorical node a block of cat_size + 1 values: 0.0 where category c goes left."""
+    """Per categorical node a block of cat_size + 2 values: 0.0 where category c goes left."""
     categorical = [node for tree in trees for node in tree.nodes if node.categorical]
     features = sorted({node.feature for node in categorical})
     size = {f: 1 + max(max(n.categories) for n in categorical if n.feature == f) for f in features}
     column = {f: c for c, f in enumerate(features)}
     blocks, offsets, offset = [], [], 0
     for node in categorical:
-        block = np.ones(size[node.feature] + 1, dtype=np.float64)
-        block[list(node.categories)] = 0.0
+        block = np.ones(size[node.feature] + 2, dtype=np.float64)
+        block[[c + 1 for c in node.categories]] = 0.0
         blocks.append(block)
-        offsets.append(offset)
+        offsets.append(offset + 1)
         offset += block.size
     return {
         "cat_feature": np.array(features, dtype=np.int64),
@@ -519,7 +538,7 @@ def _node_entry(node: _Node) -> tuple[int, float]:
 def _check_size(trees: list[_Tree], paths: list[_LeafPaths], max_table_values: int) -> None:
     """Raise TablesTooLarge before building anything that would not fit."""
     total = 0
-    for tree, tree_paths in zip(trees, paths):
+    for tree, tree_paths in zip(trees, paths, strict=True):
         m = len(tree.nodes)
         if m == 0:
             continue
@@ -540,14 +559,14 @@ def _compute_leaf_tables(trees: list[_Tree], paths: list[_LeafPaths]) -> list[li
     """Every leaf's (2^k, k) table, leaves of equal k computed together."""
     tables: list[list[np.ndarray]] = [[np.empty((1, 0))] * len(tree.leaves) for tree in trees]
     by_k: dict[int, list[tuple[int, int]]] = {}
-    for t, (tree, tree_paths) in enumerate(zip(trees, paths)):
+    for t, (tree, tree_paths) in enumerate(zip(trees, paths, strict=True)):
         if tree.nodes:
             for leaf, feats in enumerate(tree_paths.features):
                 by_k.setdefault(len(feats), []).append((t, leaf))
     for k, members in by_k.items():
         zeros = np.array([paths[t].zero_fractions[leaf] for t, leaf in members]).reshape(len(members), k)
         values = np.array([trees[t].leaves[leaf].value for t, leaf in members])
-        for (t, leaf), table in zip(members, _leaf_tables(zeros, values)):
+        for (t, leaf), table in zip(members, _leaf_tables(zeros, values), strict=True):
             tables[t][leaf] = table
     return tables
 

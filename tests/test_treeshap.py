@@ -17,7 +17,12 @@ import pytest
 
 from credit_pd.config import DEFAULT_SHAPES, SampleConfig, TrainingConfig, TreeShape
 from credit_pd.features import FeatureEncoder
-from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
+from credit_pd.schema import (
+    DEFAULT_SCHEMA_PATH,
+    DatasetSchema,
+    FeatureType,
+    load_schema,
+)
 from credit_pd.treeshap import (
     K_ZERO_THRESHOLD,
     TableMismatchError,
@@ -122,16 +127,19 @@ def check(booster: lgb.Booster, x: np.ndarray) -> TreeShapTables:
     return tables
 
 
-GRID = [pytest.param(shape.num_leaves, shape.max_depth, shape.min_child_samples, id=shape.name) for shape in DEFAULT_SHAPES]
+GRID = [pytest.param(shape.num_leaves, shape.max_depth, shape.min_child_samples, getattr(shape, "glm_offset", False),
+                     id=shape.name) for shape in DEFAULT_SHAPES]
 # Leaf-wise shapes (issue 21): 8-31 leaves with bounded depth; the larger ones use leaf tables.
-LEAF_WISE = [pytest.param(leaves, depth, 5, id=f"{leaves} leaves, depth {depth}")
-             for leaves, depth in ((8, 4), (15, 5), (31, 6), (31, 8))]
+LEAF_WISE = [pytest.param(leaves, depth, 5, False, id=f"{leaves} leaves, depth {depth}")
+             for leaves, depth in ((16, 4), (15, 5), (31, 6), (31, 8))]
 
 
-@pytest.mark.parametrize("num_leaves, max_depth, min_child", GRID + LEAF_WISE)
-def test_every_shape_matches_pred_contrib(num_leaves: int, max_depth: int, min_child: int) -> None:
+@pytest.mark.parametrize("num_leaves, max_depth, min_child, glm_offset", GRID + LEAF_WISE)
+def test_every_shape_matches_pred_contrib(num_leaves: int, max_depth: int, min_child: int, glm_offset: bool) -> None:
     x, y = synthetic()
-    booster = train(x, y, num_leaves=num_leaves, max_depth=max_depth, min_child_samples=min(min_child, 40))
+    offset = 0.5 * np.nan_to_num(x[:, 1]) - 0.3 * x[:, 4] if glm_offset else None
+    booster = train(x, y, num_leaves=num_leaves, max_depth=max_depth, min_child_samples=min(min_child, 40),
+                    init_score=offset)
     tables = check(booster, x)
     assert tables.n_trees == booster.num_trees()
     if num_leaves > 9:
@@ -234,7 +242,8 @@ def _schema_frame(schema: DatasetSchema, n: int, seed: int) -> pd.DataFrame:
         if spec.type == FeatureType.CATEGORICAL:
             codes = rng.integers(0, 9, n)
             score += 0.3 * (codes % 3)
-            columns[spec.name] = pd.Series([None if m else f"level {c}" for c, m in zip(codes, missing)], dtype=object)
+            labels = [None if m else f"level {c}" for c, m in zip(codes, missing, strict=True)]
+            columns[spec.name] = pd.Series(labels, dtype=object)
         elif spec.type == FeatureType.BOOLEAN:
             flags = rng.random(n) < 0.4
             score += 0.5 * flags
@@ -323,7 +332,7 @@ def test_tables_too_large_is_a_clear_signal() -> None:
 
 
 def test_multiclass_is_unsupported() -> None:
-    x, y = synthetic(seed=16)
+    x, _ = synthetic(seed=16)
     booster = train(x, (x[:, 4] % 3), rounds=2, objective="multiclass", num_class=3)
     with pytest.raises(UnsupportedModel, match="multiclass"):
         TreeShapTables.from_booster(booster)
