@@ -525,6 +525,16 @@ def test_example_request_is_valid_for_the_service(request: pytest.FixtureRequest
     application.model_validate(record)
 
 
+def test_helm_test_expects_a_401_when_auth_is_on(default_objects: list[dict], production_objects: list[dict]) -> None:
+    def expect_auth(objects: list[dict]) -> str:
+        env = find(objects, "Pod", hooks=True)["spec"]["containers"][0]["env"]
+        return next(e["value"] for e in env if e["name"] == "EXPECT_AUTH")
+
+    assert (expect_auth(default_objects), expect_auth(production_objects)) == ("false", "true")
+    script = find(production_objects, "ConfigMap", hooks=True)["data"]["check.py"]
+    assert "error.code != 401" in script and 'startswith("Bearer")' in script
+
+
 def test_hooks_are_only_the_helm_test(default_objects: list[dict]) -> None:
     hooks = [o for o in default_objects if is_hook(o)]
     assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hooks} == {"test"}
