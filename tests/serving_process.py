@@ -7,13 +7,16 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import httpx
+import psutil
 import pytest
 
 SERVER_START_TIMEOUT_S = 120
+BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
 
 
 def free_port() -> int:
@@ -25,6 +28,31 @@ def free_port() -> int:
 @contextmanager
 def bentoml_serve(target: str, env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[str]:
     """Serve `target` (import path or bento tag); yields the base URL once /readyz answers 200."""
+    with bentoml_server(target, env, cwd, log_path) as server:
+        yield server.base
+
+
+@dataclass
+class Served:
+    """A running `bentoml serve`: its URL and its process (the workers are its children)."""
+
+    base: str
+    process: subprocess.Popen
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    def workers(self) -> list[psutil.Process]:
+        """The live API worker processes, by their worker index order of start."""
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                and BENTOML_WORKER_MODULE in " ".join(c.cmdline())]
+
+
+@contextmanager
+def bentoml_server(target: str, env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[Served]:
+    """`bentoml_serve`, yielding the process too (for tests that signal or kill it or its workers)."""
     port = free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -34,9 +62,10 @@ def bentoml_serve(target: str, env: dict[str, str], cwd: Path, log_path: Path) -
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, process, log_path)
-        yield base
+        yield Served(base, process)
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -1,13 +1,14 @@
 """ASGI middleware of the service: what is answered before BentoML reads a request.
 
-Outermost first (service.py): the OpenAPI document, the request envelope (Content-Type and body
-size), and Retry-After on shed requests.
+Outermost first (service.py): the OpenAPI document, the model tag on health answers, the in-flight
+limit, the request envelope (Content-Type, body size, duplicate keys), and Retry-After on shed requests.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,82 @@ class RetryAfterOn503:
             await send(message)
 
         await self.app(scope, receive, send_with_retry_after)
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `max_in_flight` API requests in one worker; the rest get a 503 +
+    Retry-After at once.
+
+    BentoML's batcher sheds a request whose predicted wait exceeds `max_latency_ms`, but only once
+    the request reached it: requests queued in front of it (parsed and waiting for the event loop,
+    which scores small batches inline) waited without bound, so at concurrency 2048 nothing was
+    shed and p50 was 593 ms (issue 19). Counting requests as they enter (before the body is read)
+    bounds that queue: with two batches' worth in flight, the batcher always has its next batch
+    and everything beyond is refused in microseconds, so clients and the load balancer retry
+    elsewhere instead of timing out. Health, metrics and docs routes are never shed. Shed requests
+    are counted in BentoML's request metrics (code 503) and logged as one line per
+    `log_interval_s` with their number.
+    """
+
+    def __init__(self, app: Any, max_in_flight: int, retry_after_s: int = 1, paths: tuple[str, ...] = ("/predict",),
+                 log_interval_s: float = 10.0) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.paths = frozenset(paths)
+        self.in_flight = 0
+        self.retry_after = str(retry_after_s).encode()
+        self.log_interval_s = log_interval_s
+        self._shed_unlogged = 0
+        self._logged_at = float("-inf")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await self._shed(send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _shed(self, send: Any) -> None:
+        self._shed_unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_interval_s:
+            log.warning("shed %d request(s) with 503 + Retry-After since the last such line: %d in flight in this worker "
+                        "(max_in_flight)", self._shed_unlogged, self.in_flight)
+            self._shed_unlogged, self._logged_at = 0, now
+        payload = b'{"error":"overloaded: too many requests in flight; retry after the Retry-After header\'s seconds"}'
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"retry-after", self.retry_after)]})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+class ServedModelHeader:
+    """ASGI middleware: the health answers name the model tag this worker serves
+    (`credit-pd-model-tag`), so an operator (or a test) sees that every worker serves the same one."""
+
+    HEADER = b"credit-pd-model-tag"
+
+    def __init__(self, app: Any, model_tag: str, paths: tuple[str, ...] = ("/readyz", "/livez", "/healthz")) -> None:
+        self.app = app
+        self.header = (self.HEADER, model_tag.encode())
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_tag(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_tag)
 
 
 JSON_MEDIA_TYPE = "application/json"
@@ -102,6 +179,15 @@ class RequestLimits:
             await self._too_large(send, scope, "chunked body")
             return
         if body is _DISCONNECTED:
+            # Nobody reads this answer (uvicorn drops it), but it must be sent: BentoML's request-timeout
+            # middleware waits for a response to start, so returning without one held the request (and a
+            # graceful shutdown) for the whole `request_timeout_s` (issue 19: SIGTERM-to-exit ~31 s with
+            # one slow-body client). 499, nginx's "client closed request", is what the metrics then count.
+            await _send_json(send, 499, {"error": "the client went away before its request body was complete"})
+            return
+        duplicate = duplicate_key_location(body)
+        if duplicate is not None:
+            await _send_duplicate_key(send, scope, duplicate)
             return
         await self.app(scope, _replay(body), send)
 
@@ -128,6 +214,79 @@ class RequestLimits:
             close=True,
         )
 
+
+
+class _DuplicateKey(Exception):
+    """An object in the body repeats a key (raised from json's object_pairs_hook)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateKey
+    return result
+
+
+class _Pairs(list):
+    """An object's (key, value) pairs in document order, for locating a duplicate."""
+
+
+def duplicate_key_location(body: bytes) -> list[str | int] | None:
+    """Where the first repeated key of the JSON `body` is (as a `loc`: keys and list indices),
+    or None when every object's keys are unique.
+
+    JSON leaves duplicate keys to the parser, and BentoML's (pydantic's) keeps the last: `"age":
+    20, "age": 90` scored age 90, and an invalid `applications` followed by a valid one got a 200
+    (issue 19). A gateway, a WAF or a log reader that keeps the first sees another request than
+    the one scored, so a repeated key anywhere is refused. Keys are compared after JSON unescaping
+    (`"age"` and `"\\u0061ge"` are the same key). One pass of the standard library's C parser,
+    with a hook that compares each object's key count; the slower locating pass runs only for a
+    refused body. A body that parser cannot read is left to BentoML, which answers it with its
+    own 400 (json_invalid).
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+        return None
+    except _DuplicateKey:
+        return _first_duplicate(json.loads(body, object_pairs_hook=_Pairs), [])
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8): BentoML's parser answers it
+        return None
+
+
+def _first_duplicate(node: Any, path: list[str | int]) -> list[str | int] | None:
+    """The path of the first repeated key in document order under `node`."""
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, value in node:
+            if key in seen:
+                return [*path, key]
+            seen.add(key)
+            found = _first_duplicate(value, [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _first_duplicate(value, [*path, index])
+            if found is not None:
+                return found
+    return None
+
+
+def json_path(loc: list[str | int]) -> str:
+    """`["applications", 0, "age"]` as `$.applications[0].age` (keys that are not identifiers quoted)."""
+    parts = ["$"]
+    for part in loc:
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}" if part.isidentifier() else f"[{json.dumps(part)}]")
+    return "".join(parts)
+
+
+async def _send_duplicate_key(send: Any, scope: dict, loc: list[str | int]) -> None:
+    """A 400 in the shape of the service's validation errors (`detail[].loc`), naming the JSON path."""
+    where = json_path(loc)
+    log.info("400 %s: duplicate key at %s", scope["path"], where)
+    message = f"duplicate key {loc[-1]!r} at {where}: a key may appear only once per object"
+    await _send_json(send, 400, {"error": "duplicate key in the request body",
+                                 "detail": [{"type": "duplicate_key", "loc": loc, "msg": message}]})
 
 
 def _replay(body: bytes) -> Any:

@@ -9,9 +9,11 @@ library moves under a patch.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -183,6 +185,200 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
     except OSError:
         pass
     return own
+
+
+# ---------------------------------------------------------------- connection limits ----------------
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one HTTP connection may take (ServingSettings fields of the same names say why)."""
+
+    keepalive_timeout_s: float
+    header_timeout_s: float
+    body_timeout_s: float
+    max_header_bytes: int
+    max_header_field_bytes: int
+
+
+# HttpToolsProtocol members the bounded protocol relies on; a uvicorn without them is "moved".
+UVICORN_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
+                            "on_header", "on_headers_complete", "on_message_complete", "send_400_response",
+                            "timeout_keep_alive_handler", "_unset_keepalive_if_required")
+
+
+def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
+    """uvicorn's httptools protocol with a bounded request head, head and body timeouts, and an
+    idle timeout from the first connected moment; None when uvicorn's protocol moved.
+
+    uvicorn (0.54, httptools, as BentoML runs it) bounds none of these: httptools hands a header to
+    uvicorn only when it is complete, so a 64 MiB header was buffered whole (issue 19: 2.7 s and
+    128 MB of one worker, 555 MB for four), a slowloris head or a never-ending chunked body held a
+    connection forever, and a connection that never sent a byte had no timer at all. Here:
+    - bytes of a request head are counted as they arrive; past `max_header_bytes` (or one header
+      line past `max_header_field_bytes`) the answer is 431 and the connection is closed, so at
+      most the limit plus one socket read is ever buffered;
+    - a head not complete `header_timeout_s` after its first byte, or a body not complete
+      `body_timeout_s` after its head, gets 408 and a closed connection (the application, still
+      waiting for the body, sees a disconnect);
+    - a new connection is idle until its first byte: closed after `keepalive_timeout_s`, like a
+      kept-alive one (uvicorn arms that timer only after a response).
+    Answers are JSON `{"error": ...}` with `Connection: close`, like the service's other refusals.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return None
+    if not all(hasattr(HttpToolsProtocol, member) for member in UVICORN_PROTOCOL_MEMBERS):
+        return None
+
+    class _Refused(Exception):
+        """Raised in a parser callback to stop parsing a refused request (the answer is sent)."""
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+        bounds = limits
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._in_head, self._head_bytes, self._head_exact = True, 0, 0
+            self._refused = False
+            self._timer: Any = None
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._in_head:
+                if self._timer is None:
+                    self._timer = self.loop.call_later(self.bounds.header_timeout_s, self._timed_out, "head", self.bounds.header_timeout_s)
+                self._head_bytes += len(data)  # an upper bound: this read may also hold the start of the body
+            super().data_received(data)
+            if self._in_head and not self._refused and self._head_bytes > self.bounds.max_header_bytes:
+                self._refuse(431, f"request head over {self.bounds.max_header_bytes} bytes")
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:  # else a parser callback refused the request and answered already
+                super().send_400_response(msg)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_exact = 0
+
+        def on_url(self, url: bytes) -> None:
+            self._head_exact += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            size = len(name) + len(value)
+            self._head_exact += size + 4  # ": " and CRLF
+            if size > self.bounds.max_header_field_bytes:
+                self._refuse(431, f"header {name[:64].decode('latin-1')!r} over {self.bounds.max_header_field_bytes} bytes")
+                raise _Refused
+            if self._head_exact > self.bounds.max_header_bytes:
+                self._refuse(431, f"request head over {self.bounds.max_header_bytes} bytes")
+                raise _Refused
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._cancel_timer()
+            self._in_head = False
+            super().on_headers_complete()
+            self._timer = self.loop.call_later(self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s)
+
+        def on_message_complete(self) -> None:
+            self._cancel_timer()
+            self._in_head, self._head_bytes = True, 0  # what follows is the next request's head
+            super().on_message_complete()
+
+        def _cancel_timer(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _timed_out(self, part: str, seconds: float) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if part == "body" and cycle is not None and cycle.response_started:
+                cycle.keep_alive = False  # answered before its body arrived (e.g. a 413): close after the answer
+                if cycle.response_complete:
+                    self.transport.close()
+                return
+            if part == "head" and cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False  # a pipelined head behind a running request: close after its answer
+                return
+            self._refuse(408, f"request {part} not complete within {seconds:g} s")
+
+        def _refuse(self, status: int, message: str) -> None:
+            """Answer `status` with `{"error": message}`, close the connection, stop the request."""
+            self._refused = True
+            self._cancel_timer()
+            self._unset_keepalive_if_required()
+            log.info("%d: %s (client %s)", status, message, self.client[0] if self.client else "?")
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:  # never write into an answer already on its way
+                    self.transport.close()
+                    return
+                cycle.disconnected = True  # the application waiting for the body sees a disconnect
+                cycle.message_event.set()
+            body = json.dumps({"error": message}).encode()
+            self.transport.write(b"".join([
+                STATUS_LINE[status], b"content-type: application/json\r\n",
+                b"content-length: ", str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body]))
+            self.transport.close()
+
+    BoundedHttpToolsProtocol.__qualname__ = BoundedHttpToolsProtocol.__name__
+    return BoundedHttpToolsProtocol
+
+
+def bound_connections(limits: ConnectionLimits) -> bool:
+    """In a BentoML worker, serve uvicorn with `limits`: the keep-alive timeout and the bounded
+    protocol (`bounded_http_protocol`). BentoML builds uvicorn's `Config` inside its worker's
+    `main()` with the keep-alive timeout of its CLI flag (5 s by default) and no way for a service
+    to set it, nor the protocol; so this wraps `uvicorn.Server.run` (as `balance_worker_accepts`
+    does) and sets `config.timeout_keep_alive` and `config.http` just before the server loads its
+    config. Returns False outside a BentoML worker (changing nothing) and when uvicorn's httptools
+    protocol moved (then only the keep-alive timeout and h11's own head limit,
+    `h11_max_incomplete_event_size`, are set). tests/serving/test_patches.py fails when uvicorn moves.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) != BENTOML_WORKER_MODULE:
+        return False
+    try:
+        import uvicorn
+    except ImportError:
+        return False
+    protocol = bounded_http_protocol(limits)
+    run = uvicorn.Server.run
+
+    def run_with_bounded_connections(self: Any, sockets: list | None = None) -> None:
+        configure_uvicorn(self.config, limits, protocol)
+        return run(self, sockets=sockets)
+
+    uvicorn.Server.run = run_with_bounded_connections  # type: ignore[method-assign]
+    return protocol is not None
+
+
+def configure_uvicorn(config: Any, limits: ConnectionLimits, protocol: type | None) -> bool:
+    """Set the keep-alive timeout and, where uvicorn would run httptools, the bounded protocol on
+    an unloaded uvicorn `Config`; True when the protocol was set."""
+    config.timeout_keep_alive = limits.keepalive_timeout_s
+    config.h11_max_incomplete_event_size = limits.max_header_bytes
+    if protocol is None or config.http not in ("auto", "httptools"):
+        return False
+    try:
+        import httptools  # noqa: F401  (uvicorn's "auto" is httptools only when it is installed)
+    except ImportError:
+        return False
+    config.http = protocol
+    return True
 
 
 # ---------------------------------------------------------------- 4xx logging (CONTRACT) ----------

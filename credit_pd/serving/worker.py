@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
 
 
 def freeze_startup_objects() -> None:
@@ -14,3 +24,137 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+# ---------------------------------------------------------------- one model per server --------
+
+BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
+# Set by the serving process for its workers (never by an operator: `CREDIT_PD_MODEL_TAG` is the setting).
+SERVER_MODEL_TAG_ENV = "CREDIT_PD_SERVER_MODEL_TAG"
+SERVER_ROSTER_ENV = "CREDIT_PD_SERVER_ROSTER_DIR"
+
+
+def in_bentoml_worker() -> bool:
+    """True in a process BentoML started as an API worker (not in `bentoml serve` itself, nor in tests)."""
+    main = sys.modules.get("__main__")
+    return getattr(getattr(main, "__spec__", None), "name", None) == BENTOML_WORKER_MODULE
+
+
+def server_model_tag(resolve: Callable[[], str]) -> tuple[str, bool]:
+    """The concrete model tag this process serves, and whether it was handed over by the server.
+
+    `bentoml serve` imports service.py once in its own process before it starts the workers, and
+    each worker imports it again, also when it is restarted after a crash. Resolving
+    `credit_pd_model:latest` in every import let a worker restarted after a training run publish a
+    new model serve that model while its siblings served the old one (issue 19: one server, PD
+    0.001939 and 0.007456 for the same application). So the serving process resolves the tag
+    (`resolve`, e.g. `latest` -> a version) and puts it into its environment, which the workers
+    inherit (BentoML's process manager copies the environment when it creates the worker watcher,
+    after the import); a worker serves the inherited tag for its whole life, whatever the store
+    says later. Returns (tag, True) in a worker that got the tag that way, (tag, False) otherwise.
+    """
+    if in_bentoml_worker():
+        handed_over = os.environ.get(SERVER_MODEL_TAG_ENV)
+        if handed_over:
+            return handed_over, True
+    tag = resolve()
+    os.environ[SERVER_MODEL_TAG_ENV] = tag
+    return tag, False
+
+
+# ---------------------------------------------------------------- pods that tell the truth ----
+
+@dataclass(frozen=True)
+class RosterStatus:
+    """What the workers of one server are doing, by worker index (1..expected)."""
+
+    serving: tuple[int, ...]
+    starting: tuple[int, ...]  # not registered yet (loading the model), or stopped cleanly
+    dead: tuple[int, ...]  # registered, then gone without a clean exit (SIGKILL, OOM killer, crash)
+
+    @property
+    def ready(self) -> bool:
+        return not self.starting and not self.dead
+
+    @property
+    def alive(self) -> bool:
+        return not self.dead
+
+    def describe(self) -> str:
+        parts = [f"{name} {list(indices)}" for name, indices in
+                 (("serving", self.serving), ("starting or stopped", self.starting), ("dead", self.dead)) if indices]
+        return ", ".join(parts)
+
+
+STOPPED = "stopped"
+
+
+class WorkerRoster:
+    """Which workers of this server serve, so every worker's /readyz and /livez speak for all.
+
+    BentoML answers a probe in whichever worker the kernel hands the connection to, and that
+    worker knew only about itself: a pod whose other worker was killed stayed Ready and Live with
+    half its capacity (issue 18), since inside a container BentoML does not restart a dead worker.
+    Each worker registers here once it has loaded the model (a file per worker index holding its
+    pid and start time, written atomically), and marks itself stopped on a clean exit (SIGTERM
+    drain). A registered worker whose process is gone or a zombie, with no clean exit, is dead.
+    The directory is made by the serving process and handed to the workers like the model tag.
+    """
+
+    def __init__(self, directory: Path, expected: int) -> None:
+        self.directory = directory
+        self.expected = expected
+
+    @classmethod
+    def for_server(cls, workers: int) -> "WorkerRoster":
+        """The server's roster of `workers` workers, inherited in a BentoML worker. Elsewhere (the
+        serving process; a service instantiated in-process, as in the tests) a new one, removed at
+        exit, that expects only this process; also in a worker that inherited none (the hand-over
+        failed, logged by service.py's start-up line for it): each worker then speaks for itself."""
+        inherited = os.environ.get(SERVER_ROSTER_ENV)
+        if in_bentoml_worker() and inherited and Path(inherited).is_dir():
+            return cls(Path(inherited), workers)
+        directory = Path(tempfile.mkdtemp(prefix="credit-pd-workers-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ[SERVER_ROSTER_ENV] = str(directory)
+        return cls(directory, 1)
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"worker-{index}"
+
+    def register(self, index: int, pid: int | None = None) -> None:
+        """Record worker `index` as serving from process `pid` (this process by default)."""
+        process = psutil.Process(pid or os.getpid())
+        self._write(index, f"{process.pid} {process.create_time()!r}")
+
+    def stopped(self, index: int) -> None:
+        """Worker `index` shut down cleanly (called from the service's shutdown hook, which runs
+        only on a graceful shutdown): not serving, but not dead either, so a draining pod is
+        unready without failing liveness. A crash or a SIGKILL never gets here: that worker is dead."""
+        self._write(index, STOPPED)
+
+    def _write(self, index: int, text: str) -> None:
+        temporary = self.directory / f".worker-{index}.{os.getpid()}"
+        temporary.write_text(text)
+        os.replace(temporary, self._path(index))
+
+    def status(self) -> RosterStatus:
+        groups: dict[str, list[int]] = {"serving": [], "starting": [], "dead": []}
+        for index in range(1, self.expected + 1):
+            groups[self._state(index)].append(index)
+        return RosterStatus(*(tuple(groups[name]) for name in ("serving", "starting", "dead")))
+
+    def _state(self, index: int) -> str:
+        try:
+            text = self._path(index).read_text()
+        except FileNotFoundError:
+            return "starting"
+        if text == STOPPED:
+            return "starting"
+        pid, created = text.split()
+        try:
+            process = psutil.Process(int(pid))
+            gone = process.status() == psutil.STATUS_ZOMBIE or repr(process.create_time()) != created
+        except psutil.NoSuchProcess:
+            gone = True
+        return "dead" if gone else "serving"

@@ -125,5 +125,8 @@ def test_live_counts_match_the_reference_binning(trained_run, stored_reference, 
         assert list(counts[monitor.feature_offsets[i]:monitor.feature_offsets[i] + len(binned.bins)]) == list(expected), name
     assert dict(zip(monitor.categorical_names, unseen.tolist()))["merchant_group"] == 1 and unseen.sum() == 1
     monitor.observe(records, matrix, trained_run.model.predict_pd(matrix))
-    monitor.close()
-    LiveMonitor(stored_reference, encoder, "test:two").close()
+    from prometheus_client import REGISTRY
+
+    scored = REGISTRY.get_sample_value("credit_pd_scored_applications_total", {"model_tag": "test:one"})
+    assert scored == len(records), "counts are written when observed, not later"
+    LiveMonitor(stored_reference, encoder, "test:two")

@@ -219,3 +219,198 @@ def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applicat
     body = b"".join(stock.body_iterator) if hasattr(stock, "body_iterator") else stock.body
     assert json.loads(body) == json.loads(response.body), "models still take the stock path, same answer"
     assert spec.model_json_schema()["items"]["$ref"].endswith("PredictionOut")
+
+
+# ---------------------------------------------------------------- bounded connections -------------
+# uvicorn with the bounded protocol, in a thread of this process, in front of a small ASGI app:
+# raw sockets then play the hostile clients of issue 19.
+
+LIMITS = dict(keepalive_timeout_s=1.0, header_timeout_s=0.5, body_timeout_s=0.5, max_header_bytes=8_192, max_header_field_bytes=4_096)
+
+
+class BodyApp:
+    """Reads the whole body and answers its length; records how each request ended."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.outcomes.append("disconnect")
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        self.outcomes.append(f"body {size}")
+        payload = str(size).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+@pytest.fixture(scope="module")
+def bounded_server():
+    import threading
+
+    import uvicorn
+
+    from credit_pd.serving.patches import ConnectionLimits, bounded_http_protocol, configure_uvicorn
+
+    app = BodyApp()
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    limits = ConnectionLimits(**LIMITS)
+    protocol = bounded_http_protocol(limits)
+    assert protocol is not None, "uvicorn's httptools protocol moved: revisit bounded_http_protocol"
+    assert configure_uvicorn(config, limits, protocol) and config.http is protocol
+    assert config.timeout_keep_alive == LIMITS["keepalive_timeout_s"]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield sock.getsockname(), app
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+def answer(sock: socket.socket, timeout_s: float = 5.0) -> tuple[str, bytes, bool]:
+    """(status line, the rest, whether the server then closed the connection)."""
+    sock.settimeout(timeout_s)
+    data = b""
+    closed = False
+    while b"\r\n\r\n" not in data or not closed:
+        try:
+            chunk = sock.recv(65_536)
+        except (TimeoutError, socket.timeout):
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+        if b"\r\n\r\n" in data and b"connection: close" not in data.lower():
+            break
+    line, _, rest = data.partition(b"\r\n")
+    return line.decode(), rest, closed
+
+
+def post_head(host: str, content_length: int | None = None, extra: str = "") -> bytes:
+    length = f"Content-Length: {content_length}\r\n" if content_length is not None else "Transfer-Encoding: chunked\r\n"
+    return f"POST /predict HTTP/1.1\r\nHost: {host}\r\n{extra}{length}\r\n".encode()
+
+
+def test_a_request_within_the_limits_is_served_and_kept_alive(bounded_server):
+    (host, port), _ = bounded_server
+    with socket.create_connection((host, port)) as sock:
+        for _ in range(2):
+            sock.sendall(post_head(host, 5, "X-Token: " + "t" * 2_000 + "\r\n") + b"hello")
+            status, rest, closed = answer(sock)
+            assert status == "HTTP/1.1 200 OK" and rest.endswith(b"5") and not closed
+
+
+@pytest.mark.parametrize("extra, why", [
+    ("X-Big: " + "x" * 5_000 + "\r\n", "header 'X-Big' over 4096 bytes"),
+    ("".join(f"X-{i}: {'y' * 50}\r\n" for i in range(200)), "request head over 8192 bytes"),
+], ids=["one-field", "many-fields"])
+def test_an_oversized_head_gets_431_and_a_closed_connection(bounded_server, extra, why):
+    (host, port), app = bounded_server
+    before = len(app.outcomes)
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(post_head(host, 2, extra) + b"{}")
+        status, rest, closed = answer(sock)
+    assert status.startswith("HTTP/1.1 431") and why in rest.decode() and closed
+    assert len(app.outcomes) == before, "a refused head never reaches the application"
+
+
+def test_a_64_mib_header_is_refused_after_the_limit_not_buffered(bounded_server):
+    (host, port), _ = bounded_server
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Huge: ".encode())
+        sent, chunk = 0, b"z" * 16_384
+        try:
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, closed = answer(sock)
+    assert status.startswith("HTTP/1.1 431") and closed
+    assert sent < 4 * 1024 * 1024, f"{sent} bytes were accepted before the refusal"
+
+
+def test_a_slowloris_head_gets_408_and_a_closed_connection(bounded_server):
+    (host, port), _ = bounded_server
+    with socket.create_connection((host, port)) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+        for _ in range(3):  # one byte at a time, slower than the head timeout allows
+            time.sleep(0.2)
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+        status, rest, closed = answer(sock)
+    assert status.startswith("HTTP/1.1 408") and b"head not complete within 0.5 s" in rest and closed
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "endless-chunked"])
+def test_a_slow_body_gets_408_and_the_application_sees_a_disconnect(bounded_server, chunked):
+    (host, port), app = bounded_server
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(post_head(host, None if chunked else 1_000) + (b"5\r\nhello\r\n" if chunked else b"x" * 10))
+        for _ in range(4):
+            time.sleep(0.2)
+            try:
+                sock.sendall(b"5\r\nhello\r\n" if chunked else b"x")
+            except OSError:
+                break
+        status, rest, closed = answer(sock)
+    assert status.startswith("HTTP/1.1 408") and b"body not complete within 0.5 s" in rest and closed
+    time.sleep(0.1)
+    assert app.outcomes[-1] == "disconnect", "the application must not answer (nor log a 500) after the 408"
+
+
+@pytest.mark.parametrize("first_request", [False, True], ids=["never-sent-a-byte", "after-a-response"])
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(bounded_server, first_request):
+    (host, port), _ = bounded_server
+    with socket.create_connection((host, port)) as sock:
+        if first_request:
+            sock.sendall(post_head(host, 2) + b"{}")
+            assert answer(sock)[0] == "HTTP/1.1 200 OK"
+        started = time.monotonic()
+        sock.settimeout(5)
+        assert sock.recv(1) == b"", "the server closes an idle connection"
+        idle = time.monotonic() - started
+    assert LIMITS["keepalive_timeout_s"] - 0.1 < idle < LIMITS["keepalive_timeout_s"] + 1.0, idle
+
+
+def test_bounded_connections_leave_uvicorn_alone_outside_a_bentoml_worker():
+    import uvicorn
+
+    from credit_pd.serving.patches import ConnectionLimits, bound_connections
+
+    run = uvicorn.Server.run
+    assert bound_connections(ConnectionLimits(**LIMITS)) is False
+    assert uvicorn.Server.run is run
+
+
+def test_bentoml_worker_still_builds_uvicorn_config_without_a_keep_alive_setting():
+    """What bound_connections adjusts: BentoML's worker makes uvicorn's Config itself, from its CLI
+    flag `--timeout-keep-alive` (default 5 s), and then calls Server.run; if that moves, so must the patch."""
+    import importlib
+
+    source = inspect.getsource(importlib.import_module(BENTOML_WORKER_MODULE))
+    assert "config = uvicorn.Config(" in source and "timeout_keep_alive=timeout_keep_alive" in source
+    assert "uvicorn.Server(config).run(sockets=[socket])" in source
