@@ -94,6 +94,32 @@ class ServingSettings(BaseSettings):
     default_top_k: int = DEFAULT_TOP_K
     # HTTP request timeout (seconds) inside BentoML.
     request_timeout_s: int = 30
+    # Seconds an idle keep-alive connection stays open (uvicorn's `timeout_keep_alive`, 5 s by
+    # default; serving.patches.bound_connections). Must exceed the load balancer's idle timeout
+    # (ALB: 60 s): when the server closes first, a request the ALB sends at that moment gets a
+    # 502 (AWS documents the mismatch). 65 s, as AWS recommends for targets behind an ALB.
+    keepalive_timeout_s: int = 65
+    # Seconds from a request's first byte until its head (request line + headers) is complete;
+    # then 408 and the connection closed. A slowloris client held a connection forever before
+    # (issue 19: 0 of 200 closed in 30 s). The ALB forwards a head in one piece, in milliseconds.
+    header_timeout_s: float = 10.0
+    # Seconds from the end of the head until the body is complete; then 408 and the connection
+    # closed (a never-ending chunked body held its connection, and one slow-body client stretched
+    # SIGTERM-to-exit to ~31 s). 1,000 applications are ~1.6 MB: under a second inside a VPC.
+    # Also bounds a graceful shutdown: a connection still sending its body ends within this.
+    body_timeout_s: float = 10.0
+    # Largest request head (request line + all headers, bytes); larger gets a 431 before any of it
+    # is parsed further. 32 KiB: the ALB itself allows 64 KiB of headers but the largest legitimate
+    # head here (a bearer JWT of ~1-2 KB plus the ALB's X-Forwarded-*/X-Amzn-* headers) is a few KB;
+    # without a limit a 64 MiB header held a worker for 2.7 s and 128 MB (issue 19).
+    max_header_bytes: int = 32 * 1024
+    # Largest single header line (name + value, bytes), answered with 431: the ALB's own per-header limit.
+    max_header_field_bytes: int = 16 * 1024
+    # Requests to the API routes one worker works on at once; more get a 503 + Retry-After at once
+    # (serving.middleware.InFlightLimit) instead of queueing in front of the batcher, where
+    # `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50 593 ms). Two full
+    # batches (2 x max_batch_size): enough to keep the batcher fed, few enough to wait < ~1 s.
+    max_in_flight: int = 512
     # Seconds a shed (503) client is told to wait before retrying.
     retry_after_s: int = 1
     # Per-request access logs cost ~10% throughput at hundreds of requests/s; metrics still count.
