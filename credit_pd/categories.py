@@ -200,9 +200,17 @@ def file_category_rule(name: str, column: pd.Series) -> CategoryRule:
     values as written, so a column of codes with one "01" is a coded column with a misspelt code
     rather than a text column; a column that also holds "A" stays text and "01" is a label there.
     """
-    present = column.dropna().unique()
-    coded = len(present) > 0 and all(NUMERIC_CODE.match(str(value)) for value in present)
-    return CategoryRule(name=name, labels=(), numeric_coded=coded)
+    return CategoryRule(name=name, labels=(), numeric_coded=looks_numeric_coded(column.dropna().unique()))
+
+
+def looks_numeric_coded(labels: Any) -> bool:
+    """Every label is a number as written ("1", "1.0", "01"): the field is a numeric code."""
+    return len(labels) > 0 and all(NUMERIC_CODE.match(str(label)) for label in labels)
+
+
+def labels_rule(name: str, labels: Any) -> CategoryRule:
+    """The rule of a field from its training labels (the stored vocabulary), as the service builds it."""
+    return CategoryRule(name=name, labels=tuple(labels), numeric_coded=looks_numeric_coded(labels))
 
 
 def category_rules(encoder: "FeatureEncoder") -> dict[str, CategoryRule]:

@@ -73,17 +73,20 @@ def load_dataset(path: Path | str, schema: DatasetSchema) -> pd.DataFrame:
     return pd.DataFrame(typed, columns=schema.columns)
 
 
-def check_text_file(path: Path | str) -> None:
+def check_text_file(path: Path | str) -> bool:
     """Apply the reading rule to a file without keeping it: the batch job's check of a local book.
 
     Streams the bytes (gzip-compressed files through `gzip`), so any size is fine; raises
-    DatasetError with the file line of the first problem.
+    DatasetError with the file line of the first problem. Returns whether the file holds a
+    double quote: only then can a field hold a line break, which a line-splitting reader breaks.
     """
     path = Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
+    quoted = False
     with opener(path, "rb") as handle:
-        for _ in _checked_chunks(_chunks(handle), str(path)):
-            pass
+        for text in _checked_chunks(_chunks(handle), str(path)):
+            quoted = quoted or '"' in text
+    return quoted
 
 
 def decode_text(data: bytes, where: str) -> str:

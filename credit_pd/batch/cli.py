@@ -1,8 +1,8 @@
 """`python batch_score.py`: explained PD scoring of a CSV or Parquet book on Spark.
 
-Everything that can be checked without Spark is checked first (model tag, Java, pyspark, local
-input, options), so a wrong tag or a missing Java fails in seconds with one clear line instead of
-after a cluster has spun up.
+Everything that can be checked without Spark is checked first (model tag, local input and its
+encoding, local output, Java, pyspark, options), so a wrong tag, a bad --output or a missing Java
+fails in seconds with one clear line instead of after a cluster has spun up.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from credit_pd.errors import CreditPDError
 
 # Exit status of a run refused before or during Spark work for a reason the message names.
 EXIT_USAGE = 2
+# Exit status of a run whose outputs were written but do not balance (rows in != scored + rejected).
+EXIT_ACCOUNTING = 3
 
 
 def top_k_value(text: str) -> Optional[int]:
@@ -80,20 +82,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = BatchJobConfig(input_path=args.input, output_path=args.output, model_tag=args.model_tag, top_k=args.top_k,
                             arrow_batch_size=args.arrow_batch_size, input_format=args.input_format, overwrite=args.overwrite,
                             unseen_categories=args.unseen_categories)
+    from credit_pd.batch.job import BatchAccountingError, build_session, check_before_spark, run_job
+
     try:
         shipped = ship_model(config.model_tag)
+        checked = check_before_spark(config)
         require_pyspark()
         require_java()
         prepare_python_workers()
-        from credit_pd.batch.job import build_session, run_job
-
         spark = build_session(args.master, dict(args.conf))
         try:
-            summary = run_job(spark, shipped, config)
+            summary = run_job(spark, shipped, config, checked)
         finally:
             spark.stop()
     except CreditPDError as exc:
         print(f"batch_score: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_ACCOUNTING if isinstance(exc, BatchAccountingError) else EXIT_USAGE
     print(summary.line())
     return 0

@@ -7,6 +7,13 @@ difference is what happens to a bad row: the loader stops a training run, while 
 hundred million rows must not die for one of them, so each bad row is set aside with a reason
 naming every failing column and what was expected, and the rest are scored.
 
+Categories follow the core's one rule (`credit_pd.categories.CategoryRule.check`, with the stored
+vocabularies): a numeric code spelled "01" or "1e0" is rejected, as the service answers 400 and
+the loader stops. A text field holding U+FFFD (what Spark's reader makes of a byte that is not
+UTF-8) is rejected naming the column: a local book is refused before Spark starts
+(`credit_pd.dataset.check_text_file`), a remote one is checked here, row by row. Rows whose id
+appears more than once in the whole input (`duplicate_ids`, found by the job) are all rejected.
+
 Typed output matches `load_dataset`'s (numeric and boolean float64 with NaN, categoricals as
 canonical labels with None), so `FeatureEncoder.encode_frame` builds the very matrix `train.py` does.
 """
@@ -20,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, MAX_QUOTED_LINE
-from credit_pd.categories import FALSE_SPELLINGS, TRUE_SPELLINGS, canonical_category
+from credit_pd.categories import (CODE_SPELLING_MESSAGE, FALSE_SPELLINGS, TRUE_SPELLINGS, CategoryRule, CategoryValueError,
+                                  file_category_rule, labels_rule)
+from credit_pd.dataset import SAVE_AS_UTF8
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
 
 REJECT_REASON_COLUMN = "reject_reason"
@@ -54,6 +63,11 @@ class _Problems:
             self.reasons.setdefault(int(i), []).append(f"{column}: {expectation}, got {got}")
         self.bad[positions] = True
 
+    def append(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
+        for i in np.flatnonzero(mask):
+            self.reasons.setdefault(int(i), []).append(reason_of(i))
+        self.bad |= mask
+
     def replace(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
             self.reasons[int(i)] = [reason_of(i)]
@@ -64,19 +78,29 @@ class _Problems:
 
 
 def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
-                   reject_unseen: Optional[Mapping[str, Sequence[str]]] = None) -> ValidatedBatch:
+                   reject_unseen: Optional[Mapping[str, Sequence[str]]] = None, *,
+                   vocabularies: Optional[Mapping[str, Sequence[str]]] = None,
+                   duplicate_ids: Optional[Mapping[str, int]] = None) -> ValidatedBatch:
     """Split a raw batch (strings from CSV, or typed Parquet columns) into typed rows and rejects.
 
     `reject_unseen` (categorical feature -> training labels) rejects rows holding a category the
     model never saw, the service's `reject` policy; without it they are scored as missing.
+    `vocabularies` (the same mapping, always given by the job) decides which fields are numeric
+    codes, as the service decides; without either, each column is judged as the loader judges a
+    file's. `duplicate_ids` (id -> times it appears in the whole input) rejects those rows.
     """
     batch = batch.reset_index(drop=True)
     problems = _Problems(len(batch))
     ids = _clean(batch[schema.id_column], schema.missing_marker)
     problems.add(ids.isna(), batch[schema.id_column], schema.id_column, "an id is required on every row")
     typed: dict[str, Any] = {schema.id_column: _as_text(ids)}
+    if duplicate_ids:
+        _reject_duplicates(typed[schema.id_column], duplicate_ids, schema.id_column, problems)
+    _reject_replacement_characters(batch, problems)
+    labels = vocabularies if vocabularies is not None else (reject_unseen or {})
+    rules = {name: labels_rule(name, vocab) for name, vocab in labels.items()}
     for spec in schema.features:
-        typed[spec.name] = _parse_feature(batch[spec.name], spec, schema.missing_marker, problems)
+        typed[spec.name] = _parse_feature(batch[spec.name], spec, schema.missing_marker, problems, rules.get(spec.name))
     for name, labels in (reject_unseen or {}).items():
         unseen = typed[name].notna() & ~typed[name].isin(labels)
         problems.add(unseen, batch[name], name, f"expected a value seen in training ({_allowed(labels)})")
@@ -85,13 +109,15 @@ def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
         lines = batch[CORRUPT_RECORD_COLUMN].to_numpy(dtype=object)
         expected = len(schema.columns)
         problems.replace(malformed, lambda i: f"malformed line: expected the header's fields separated by {schema.separator!r} "
-                                              f"({expected} for {schema.name}), got {str(lines[i])[:MAX_QUOTED_LINE]!r}")
+                                              f"({expected} for {schema.name}), got {str(lines[i])[:MAX_QUOTED_LINE]!r}"
+                                              f"{_spans_lines(str(lines[i]))}")
     frame = pd.DataFrame(typed)
     good = ~problems.bad
     return ValidatedBatch(typed=frame[good].reset_index(drop=True), rejects=_rejects(batch, problems))
 
 
-def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, problems: _Problems) -> pd.Series:
+def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, problems: _Problems,
+                   rule: Optional[CategoryRule] = None) -> pd.Series:
     column = _clean(raw, missing_marker)
     missing = column.isna()
     if not spec.nullable:
@@ -100,7 +126,34 @@ def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, probl
         return _parse_numeric(raw, column, missing, spec, problems)
     if spec.type is FeatureType.BOOLEAN:
         return _parse_boolean(raw, column, missing, spec, problems)
-    return _parse_categorical(raw, column, spec, problems)
+    return _parse_categorical(raw, column, spec, problems, rule or file_category_rule(spec.name, column))
+
+
+def _reject_duplicates(ids: pd.Series, duplicate_ids: Mapping[str, int], id_column: str, problems: _Problems) -> None:
+    """Every row of a repeated id: which of its rows is the right one cannot be told, so none is scored."""
+    repeated = ids.isin(list(duplicate_ids)).to_numpy()
+    values = ids.to_numpy(dtype=object)
+    problems.append(repeated, lambda i: f"{id_column}: {values[i]!r} appears {duplicate_ids[values[i]]} times in the input; "
+                                        "ids must be unique (no row of a repeated id is scored)")
+
+
+def _reject_replacement_characters(batch: pd.DataFrame, problems: _Problems) -> None:
+    """U+FFFD in a text field: the input was not UTF-8 and Spark's reader replaced the byte."""
+    for name in batch.columns:
+        column = batch[name]
+        if name == CORRUPT_RECORD_COLUMN or not (column.dtype == object or isinstance(column.dtype, pd.StringDtype)):
+            continue
+        try:  # vectorised (Arrow-backed `str` columns: one pyarrow kernel); mixed objects fall back per value
+            found = column.str.contains("\ufffd", regex=False, na=False).to_numpy(dtype=bool)
+        except (AttributeError, TypeError):
+            found = column.map(lambda v: isinstance(v, str) and "\ufffd" in v).to_numpy(dtype=bool)
+        problems.add(found, column, name, f"the input is not valid UTF-8 here (a byte was read as U+FFFD); {SAVE_AS_UTF8}")
+
+
+def _spans_lines(record: str) -> str:
+    """A malformed record over several lines is most often a quote left open on its first line."""
+    lines = record.rstrip("\r\n").count("\n") + 1
+    return f" (the record spans {lines} lines: is a quote left open on its first line?)" if lines > 1 else ""
 
 
 def _allowed(labels: Sequence[str]) -> str:
@@ -145,18 +198,23 @@ def _parse_boolean(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: 
     return parsed
 
 
-def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
-    """Canonical labels, computed once per distinct value; a value with no label spelling is rejected."""
+def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, problems: _Problems, rule: CategoryRule) -> pd.Series:
+    """Canonical labels by the core rule, computed once per distinct value; a misspelt code or a value
+    with no label spelling is rejected (unseen values are judged after, on the canonical labels)."""
     present = column.dropna()
     mapping: dict[Any, str | None] = {}
-    invalid = []
+    invalid, misspelt = [], []
     for value in present.unique():
         try:
-            mapping[value] = canonical_category(value)
+            mapping[value] = rule.check(value, "score_as_missing")
+        except CategoryValueError:
+            misspelt.append(value)
         except (TypeError, ValueError):
             invalid.append(value)
+    if misspelt:
+        problems.add(column.isin(misspelt), raw, spec.name, CODE_SPELLING_MESSAGE)
     problems.add(column.isin(invalid) if invalid else np.zeros(len(column), bool), raw, spec.name, "expected a category label")
-    labels = column.map(mapping) if not invalid else column.map(mapping).where(~column.isin(invalid))
+    labels = column.map(mapping) if not (invalid or misspelt) else column.map(mapping).where(~column.isin(invalid + misspelt))
     return labels.astype(object).where(labels.notna(), None)
 
 

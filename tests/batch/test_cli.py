@@ -20,7 +20,8 @@ from tests.conftest import REPO_ROOT
 
 # Printed by pyspark when it starts a JVM: its absence shows a run stopped before Spark.
 SPARK_STARTED = "log4j"
-SUMMARY = re.compile(r"^batch_score: ([\d,]+) rows scored, ([\d,]+) rejects \(.+\), ([\d,]+) rows/s over [\d.]+ s, output (.+)$")
+SUMMARY = re.compile(r"^batch_score: ([\d,]+) rows in = ([\d,]+) scored \+ ([\d,]+) rejected \(.+\), ([\d,]+) rows/s over [\d.]+ s, "
+                     r"output (.+)$")
 
 
 def batch_score(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -85,9 +86,85 @@ def test_embedded_sample_run_equals_train_py_predictions(small_sample_path, trai
     match = SUMMARY.match(line)
     assert match, line
     scores = pd.read_parquet(out / "scores").set_index("uuid")
-    assert int(match.group(1).replace(",", "")) == len(scores) and match.group(2) == "0"
-    assert match.group(4) == f"{out}/scores"
+    assert int(match.group(1).replace(",", "")) == int(match.group(2).replace(",", "")) == len(scores) and match.group(3) == "0"
+    assert match.group(5) == f"{out}/scores"
     expected = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
     np.testing.assert_allclose(scores.loc[expected.index, "pd"].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
     assert list(scores.columns[:8]) == ["pd", "model_tag", "base_value", "raw_score", "feature_1", "value_1", "contribution_1", "feature_2"]
     assert "feature_4" not in scores
+
+
+# ---- paths refused before Spark starts (issue 19, findings 8 and 9) ----
+
+@pytest.fixture
+def no_spark(monkeypatch):
+    """Starting Spark fails the test: what these runs refuse must be refused before it."""
+    import credit_pd.batch.job as job
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Spark was started")
+
+    monkeypatch.setattr(job, "build_session", refuse)
+
+
+def run_main(*args: str) -> int:
+    from credit_pd.batch.cli import main
+
+    return main(list(args))
+
+
+def bad_output_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    existing_file = tmp_path / "scores.parquet"
+    existing_file.write_text("x")
+    full = tmp_path / "full"
+    (full / "notes").mkdir(parents=True)
+    parent_file = tmp_path / "a-file"
+    parent_file.write_text("x")
+    return {
+        "existing file": (existing_file, f"output {existing_file} is an existing file; --output names a directory"),
+        "non-empty dir": (full, f"output {full} already exists and is not empty (notes); choose another --output or pass --overwrite"),
+        "parent is a file": (parent_file / "out", f"output {parent_file / 'out'} cannot be created: {parent_file} is a file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["existing file", "non-empty dir", "parent is a file"])
+def test_a_bad_output_is_refused_before_spark_in_one_line(trained_run, small_sample_path, tmp_path, no_spark, capsys, case):
+    output, message = bad_output_cases(tmp_path)[case]
+    assert run_main("--input", str(small_sample_path), "--output", str(output), "--model-tag", trained_run.model_tag) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith(f"batch_score: error: {message}")
+
+
+def test_overwrite_replaces_only_a_previous_runs_outputs(trained_run, small_sample_path, tmp_path, no_spark, capsys):
+    output = tmp_path / "out"
+    (output / "scores").mkdir(parents=True)
+    (output / "keep-me.txt").write_text("x")
+    assert run_main("--input", str(small_sample_path), "--output", str(output), "--model-tag", trained_run.model_tag, "--overwrite") == 2
+    assert "holds more than a previous run's scores/ and rejects/ (keep-me.txt)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_parent_is_refused_before_spark(trained_run, small_sample_path, tmp_path, no_spark, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    assert run_main("--input", str(small_sample_path), "--output", str(locked / "out"), "--model-tag", trained_run.model_tag) == 2
+    assert f"{locked} is not writable by this user" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("encode", "expected"), [
+    (lambda text: text.encode("latin-1"), r", line 9: bytes 0xe9 .* not valid UTF-8 .*not UTF-8: save as UTF-8$"),
+    (lambda text: text.encode("utf-16"), r"is UTF-16 \(it starts with a UTF-16 byte-order mark\), not UTF-8: save as UTF-8$"),
+])
+def test_a_book_that_is_not_utf8_is_refused_before_spark_naming_the_line(trained_run, small_sample_path, tmp_path, no_spark,
+                                                                        capsys, encode, expected):
+    lines = small_sample_path.read_text().splitlines()[:20]
+    cells = lines[8].split(";")
+    cells[lines[0].split(";").index("merchant_group")] = "Caf\u00e9"
+    lines[8] = ";".join(cells)
+    book = tmp_path / "book.csv"
+    book.write_bytes(encode("\n".join(lines) + "\n"))
+    assert run_main("--input", str(book), "--output", str(tmp_path / "out"), "--model-tag", trained_run.model_tag) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and re.search(expected, err), err
+    assert err.startswith(f"batch_score: error: input {book}")

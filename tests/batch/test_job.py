@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from credit_pd.batch.job import BatchInputError, run_job
+from credit_pd.batch.job import BatchAccountingError, BatchInputError, InputCheck, JobSummary, check_accounting, read_input, run_job
 from credit_pd.batch.settings import BatchJobConfig
 from credit_pd.client import requests_from_frame
 from credit_pd.model_store import load_from_store
@@ -172,7 +172,7 @@ def test_missing_columns_fail_before_scoring(spark, shipped_model, small_sample_
 def test_existing_output_is_refused_unless_overwriting(spark, shipped_model, csv_run, small_sample_path):
     summary, _ = csv_run
     output = str(Path(summary.scores_path).parent)
-    with pytest.raises(BatchInputError, match="already exists; choose another --output or pass --overwrite"):
+    with pytest.raises(BatchInputError, match=r"already exists and is not empty \(rejects, scores\); choose another --output or pass --overwrite"):
         run_job(spark, shipped_model, BatchJobConfig(str(small_sample_path), output, model_tag=shipped_model.model_tag))
 
 
@@ -193,3 +193,104 @@ def test_unseen_category_policy(spark, shipped_model, small_sample_path, tmp_pat
         assert (summary.rows_scored, summary.rows_rejected) == (3, 0)
         assert list(scores.loc["new-group", "warnings"]) == [
             "merchant_group: value 'Space Tourism' was not seen in training; scored as missing"]
+
+
+# ---- exact accounting, quoted line breaks, repeated ids, encodings (issue 19, findings 3 and 9) ----
+
+def write_book(path: Path, header: list[str], rows: list[list[str]], ending: str = "\n", bom: bool = False) -> Path:
+    """Rows as the dataset's CSV (quoting fields that need it, as the loader reads them)."""
+    with path.open("w", newline="", encoding="utf-8-sig" if bom else "utf-8") as out:
+        csv.writer(out, delimiter=";", lineterminator=ending).writerows([header, *rows])
+    return path
+
+
+def run_book(spark, shipped_model, book: Path, out: Path, **options) -> JobSummary:
+    return run_job(spark, shipped_model, BatchJobConfig(str(book), str(out), model_tag=shipped_model.model_tag, **options))
+
+
+def test_quoted_line_breaks_parse_as_the_training_loader_and_the_books_balance(spark, shipped_model, small_sample_path, tmp_path, schema):
+    header, rows = sample_lines(small_sample_path, 300)
+    rows[50] = changed(header, rows[50], merchant_group="Books &\nMagazines")  # a legal quoted line break
+    book = write_book(tmp_path / "book.csv", header, rows)
+    assert len(load_dataset(book, schema)) == 300
+    summary = run_book(spark, shipped_model, book, tmp_path / "out", top_k=TOP_K)
+    assert (summary.rows_in, summary.rows_scored, summary.rows_rejected) == (300, 300, 0)
+    scores = read_scores(summary.scores_path)
+    assert len(scores) == 300 and "Magazines\"" not in scores.index
+    assert summary.line().startswith("batch_score: 300 rows in = 300 scored + 0 rejected (")
+
+
+def test_a_quoted_book_is_spread_over_every_core(spark, shipped_model, small_sample_path, tmp_path):
+    header, rows = sample_lines(small_sample_path, 200)
+    rows[3] = changed(header, rows[3], merchant_group="Books &\nMagazines")
+    book = write_book(tmp_path / "book.csv", header, rows)
+    config = BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag)
+    frame = read_input(spark, config, shipped_model.schema, multiline=True)
+    assert frame.rdd.getNumPartitions() >= spark.sparkContext.defaultParallelism and frame.count() == 200
+
+
+def test_every_row_of_a_repeated_id_is_rejected_with_a_reason(spark, shipped_model, small_sample_path, tmp_path):
+    header, rows = sample_lines(small_sample_path, 40)
+    rows[30] = changed(header, rows[30], uuid=rows[3][0])  # rows 3 and 30 share an id
+    rows[31] = changed(header, rows[31], uuid=rows[4][0])
+    rows[32] = changed(header, rows[32], uuid=rows[4][0])  # three rows share another
+    summary = run_book(spark, shipped_model, write_book(tmp_path / "book.csv", header, rows), tmp_path / "out")
+    assert (summary.rows_in, summary.rows_scored, summary.rows_rejected, summary.duplicate_ids) == (40, 35, 5, 2)
+    rejects = pd.read_parquet(summary.rejects_path)
+    assert sorted(rejects["reject_reason"]) == sorted(
+        [f"uuid: {rows[3][0]!r} appears 2 times in the input; ids must be unique (no row of a repeated id is scored)"] * 2
+        + [f"uuid: {rows[4][0]!r} appears 3 times in the input; ids must be unique (no row of a repeated id is scored)"] * 3)
+    assert rows[3][0] not in set(pd.read_parquet(summary.scores_path)["uuid"])
+
+
+def test_a_book_with_too_many_repeated_ids_is_refused(spark, shipped_model, small_sample_path, tmp_path, monkeypatch):
+    import credit_pd.batch.job as job
+
+    monkeypatch.setattr(job, "MAX_DUPLICATE_IDS", 1)
+    header, rows = sample_lines(small_sample_path, 10)
+    book = write_book(tmp_path / "book.csv", header, rows + rows[:2])
+    with pytest.raises(BatchInputError, match=r"^2 ids appear more than once in the input \(e.g. '.+', 2 times\), more than the 1 "):
+        run_book(spark, shipped_model, book, tmp_path / "out")
+    assert not (tmp_path / "out" / "scores").exists()
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf", "cr"])
+def test_bom_crlf_and_cr_only_books_score_like_the_plain_one(spark, shipped_model, small_sample_path, tmp_path, variant):
+    header, rows = sample_lines(small_sample_path, 50)
+    plain = run_book(spark, shipped_model, write_book(tmp_path / "plain.csv", header, rows), tmp_path / "plain")
+    book = write_book(tmp_path / "book.csv", header, rows, ending={"bom": "\n", "crlf": "\r\n", "cr": "\r"}[variant], bom=variant == "bom")
+    summary = run_book(spark, shipped_model, book, tmp_path / "out")
+    assert (summary.rows_in, summary.rows_scored, summary.rows_rejected) == (50, 50, 0)
+    pd.testing.assert_frame_equal(read_scores(summary.scores_path).sort_index(), read_scores(plain.scores_path).sort_index())
+
+
+def test_a_remote_book_that_is_not_utf8_rejects_the_rows_naming_the_column(spark, shipped_model, small_sample_path, tmp_path):
+    """Without the local check (as for s3a://), Spark reads a non-UTF-8 byte as U+FFFD: that row is rejected, never scored."""
+    header, rows = sample_lines(small_sample_path, 20)
+    rows[5] = changed(header, rows[5], uuid="latin-1", merchant_group="Caf\u00e9")
+    book = tmp_path / "book.csv"
+    book.write_bytes(("\n".join(";".join(r) for r in [header, *rows]) + "\n").encode("latin-1"))
+    config = BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag)
+    summary = run_job(spark, shipped_model, config, InputCheck(quoted=None))
+    assert (summary.rows_in, summary.rows_scored, summary.rows_rejected) == (20, 19, 1)
+    (reason,) = pd.read_parquet(summary.rejects_path)["reject_reason"]
+    assert reason.startswith("merchant_group: the input is not valid UTF-8 here (a byte was read as U+FFFD); not UTF-8: save as UTF-8")
+
+
+def test_a_remote_utf16_book_gets_an_encoding_hint(spark, shipped_model, small_sample_path, tmp_path):
+    header, rows = sample_lines(small_sample_path, 5)
+    book = tmp_path / "book.csv"
+    book.write_bytes(("\n".join(";".join(r) for r in [header, *rows]) + "\n").encode("utf-16-le"))
+    config = BatchJobConfig(str(book), str(tmp_path / "out"), model_tag=shipped_model.model_tag)
+    with pytest.raises(BatchInputError, match=r"\(the header is not UTF-8 text: UTF-16\? not UTF-8: save as UTF-8\)$"):
+        run_job(spark, shipped_model, config, InputCheck(quoted=None))
+
+
+def test_books_that_do_not_balance_fail_loudly():
+    summary = JobSummary(rows_scored=284, rows_rejected=17, seconds=1.0, scores_path="o/scores", rejects_path="o/rejects", rows_in=300)
+    assert "!= (MISMATCH)" in summary.line()
+    with pytest.raises(BatchAccountingError, match=r"^300 rows in but 284 scored \+ 17 rejected = 301: rows were lost or counted twice; "
+                                                   r"do not use o/scores or o/rejects$"):
+        check_accounting(summary)
+    balanced = JobSummary(283, 17, 1.0, "o/scores", "o/rejects", rows_in=300)
+    assert check_accounting(balanced) is balanced and "300 rows in = 283 scored + 17 rejected" in balanced.line()

@@ -8,6 +8,7 @@ import pytest
 
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN
 from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
+from credit_pd.categories import CODE_SPELLING_MESSAGE
 from credit_pd.dataset import load_dataset
 
 
@@ -91,3 +92,46 @@ def test_unseen_categories_are_scored_as_missing_unless_rejected(schema):
     assert result.typed.empty
     assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
         "merchant_group: expected a value seen in training ('Entertainment', 'Food & Beverage'), got 'Space Tourism'"]
+
+
+CODES = {"account_status": ("1", "2", "3", "4")}
+
+
+@pytest.mark.parametrize("spelling", ["01", "1e0", "+1", "1."])
+def test_a_misspelt_numeric_code_is_rejected_with_the_core_rule(schema, spelling):
+    batch = frame(schema, text_row(schema, uuid="good", account_status="1.0"), text_row(schema, uuid="bad", account_status=spelling))
+    result = validate_batch(batch, schema, vocabularies=CODES)
+    assert result.typed["uuid"].tolist() == ["good"] and result.typed.loc[0, "account_status"] == "1"
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [f"account_status: {CODE_SPELLING_MESSAGE}, got {spelling!r}"]
+
+
+def test_a_code_is_compared_as_an_exact_decimal_never_rounded_to_a_known_one(schema):
+    batch = frame(schema, text_row(schema, uuid="near-one", account_status="1.00000000000000000001"))
+    scored = validate_batch(batch, schema, vocabularies=CODES)
+    assert scored.typed.loc[0, "account_status"] == "1.00000000000000000001"  # unseen: scored as missing, with a warning
+    rejected = validate_batch(batch, schema, reject_unseen=CODES)
+    (reason,) = rejected.rejects[REJECT_REASON_COLUMN]
+    assert reason.startswith("account_status: expected a value seen in training (")
+
+
+def test_every_row_of_a_repeated_id_is_rejected_with_the_count(schema):
+    batch = frame(schema, text_row(schema, uuid="twice"), text_row(schema, uuid="once"), text_row(schema, uuid="twice"))
+    result = validate_batch(batch, schema, duplicate_ids={"twice": 3})
+    assert result.typed["uuid"].tolist() == ["once"]
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
+        "uuid: 'twice' appears 3 times in the input; ids must be unique (no row of a repeated id is scored)"] * 2
+
+
+def test_a_replacement_character_from_a_non_utf8_book_is_rejected_naming_the_column(schema):
+    batch = frame(schema, text_row(schema, uuid="latin-1", merchant_group="Caf\ufffd"), text_row(schema, uuid="good"))
+    result = validate_batch(batch, schema)
+    assert result.typed["uuid"].tolist() == ["good"]
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
+        "merchant_group: the input is not valid UTF-8 here (a byte was read as U+FFFD); not UTF-8: save as UTF-8, got 'Caf\ufffd'"]
+
+
+def test_a_malformed_record_over_several_lines_hints_at_an_open_quote(schema):
+    batch = frame(schema, text_row(schema, uuid="broken"))
+    batch[CORRUPT_RECORD_COLUMN] = ['broken;"Books\nrow2;1\nrow3;2']
+    (reason,) = validate_batch(batch, schema).rejects[REJECT_REASON_COLUMN]
+    assert reason.endswith("(the record spans 3 lines: is a quote left open on its first line?)")
