@@ -7,7 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from credit_pd.categories import CODE_SPELLING, CategoryRule, CategoryValueError, canonical_category, file_category_rule
+from credit_pd.categories import (CODE_SPELLING, CODE_SPELLING_MESSAGE, CategoryRule, CategoryValueError, canonical_category,
+                                  file_category_rule)
 
 
 def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
@@ -63,3 +64,68 @@ def test_a_file_column_is_numeric_coded_when_every_value_looks_like_a_number():
     assert file_category_rule("s", pd.Series(["1", "2.0", "01", None])).numeric_coded
     assert not file_category_rule("g", pd.Series(["A", "01"])).numeric_coded
     assert not file_category_rule("e", pd.Series([None, None], dtype=object)).numeric_coded
+
+
+# ---- one list of spellings through training, the batch job and the service (issue 19, finding 10) ----
+
+CODED = "status_last_archived_0_24m"  # trained as 0/1/2/3: a numeric code
+# Each spelling of status 1 and what every wing must make of it: its canonical label, or None (refused).
+SPELLINGS = {
+    "1": "1", "1.0": "1", "1.000": "1", "01": None, "1e0": None, "+1": None, "1.": None, ".5": None, "-0": None,
+    "1.00000000000000000001": "1.00000000000000000001",  # a different decimal: never rounded to status 1
+}
+
+
+def training_outcome(lines: list[str], tmp_path, schema, spelling: str) -> str | None:
+    from credit_pd.dataset import load_dataset
+    from credit_pd.errors import DatasetError
+
+    header = lines[0].split(";")
+    cells = lines[5].split(";")
+    cells[header.index(CODED)] = spelling
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join([*lines[:5], ";".join(cells), *lines[6:]]) + "\n")
+    try:
+        return load_dataset(path, schema).loc[4, CODED]
+    except DatasetError as exc:
+        assert str(exc) == f"column {CODED!r}: {CODE_SPELLING_MESSAGE}; got line 6: {spelling!r}"
+        return None
+
+
+def batch_outcome(stored, spelling: str) -> str | None:
+    from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
+
+    schema = stored.schema
+    row = {schema.id_column: "x", schema.target_column: None} | {k: None if v is None else str(v) for k, v in schema.example.items()}
+    batch = pd.DataFrame([row | {CODED: spelling}], columns=schema.columns, dtype="str")
+    result = validate_batch(batch, schema, vocabularies=stored.encoder.categorical)
+    if result.rejects.empty:
+        return result.typed.loc[0, CODED]
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [f"{CODED}: {CODE_SPELLING_MESSAGE}, got {spelling!r}"]
+    return None
+
+
+def service_outcome(stored, spelling: str) -> str | None:
+    from pydantic import ValidationError
+
+    from credit_pd.serving.contract import build_application_model
+    from credit_pd.serving.settings import ServingSettings
+
+    model = build_application_model(stored.schema, stored.encoder, ServingSettings(unseen_categories="score_as_missing"))
+    try:
+        return getattr(model.model_validate(dict(stored.schema.example) | {CODED: spelling}), CODED)
+    except ValidationError as exc:
+        (error,) = exc.errors()
+        assert error["type"] == "category_code_spelling" and error["loc"] == (CODED,)  # answered 400 naming the field
+        return None
+
+
+def test_one_list_of_spellings_gets_the_same_answer_from_training_batch_and_service(trained_run, small_sample_path, schema, tmp_path):
+    from credit_pd.model_store import load_from_store
+
+    stored = load_from_store(trained_run.model_tag)
+    assert stored.encoder.numeric_coded(CODED) and "1" in stored.encoder.categorical[CODED]
+    lines = small_sample_path.read_text().splitlines()[:100]
+    outcomes = {spelling: (training_outcome(lines, tmp_path, schema, spelling), batch_outcome(stored, spelling),
+                           service_outcome(stored, spelling)) for spelling in SPELLINGS}
+    assert outcomes == {spelling: (label, label, label) for spelling, label in SPELLINGS.items()}

@@ -275,6 +275,9 @@ def test_a_row_after_a_quoted_line_break_is_named_by_its_own_line(schema, valid_
     lines = set_cell(lines, 5, "age", "old")  # list item 5 is file line 6
     with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 6: 'old'"):
         load_dataset(write(tmp_path, lines), schema)
+    lines = set_cell(lines, 3, "age", "young")  # the row itself is named by the line it starts on
+    with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 3: 'young', line 6: 'old'"):
+        load_dataset(write(tmp_path, lines), schema)
 
 
 def test_check_text_file_streams_the_same_rule(valid_lines, tmp_path):
