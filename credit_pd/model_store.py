@@ -79,11 +79,18 @@ def get_stored_model(tag: str) -> bentoml.Model:
 
 
 def load_from_store(tag: str | bentoml.Model, num_threads: int = 1) -> ScoringModel:
-    """Rebuild the exact scoring model that training saved."""
+    """Rebuild the exact scoring model that training saved.
+
+    Its TreeSHAP tables are checked against LightGBM's pred_contrib on the stored example before
+    it is returned (`ScoringModel.self_check`), so a service worker, replay or report never
+    explains with tables that disagree with the booster beside them.
+    """
     stored = tag if isinstance(tag, bentoml.Model) else get_stored_model(tag)
     booster = bentoml.lightgbm.load_model(stored)
     spec = stored.custom_objects[SCORING_SPEC_KEY]
-    return ScoringModel.from_parts(booster, spec, num_threads=num_threads)
+    model = ScoringModel.from_parts(booster, spec, num_threads=num_threads)
+    model.self_check()
+    return model
 
 
 class TagSource(str, Enum):

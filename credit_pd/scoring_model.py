@@ -19,7 +19,7 @@ Non-negative weights keep the monotone features' direction of every member.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +32,7 @@ from credit_pd.features import FeatureEncoder
 from credit_pd.master_scale import MasterScale
 from credit_pd.linear import LinearModel
 from credit_pd.schema import DatasetSchema
+from credit_pd.treeshap import TableCheck, TablesTooLarge, TreeShapTables, UnsupportedModel, verify_tables
 
 FAMILIES = ("trees", "GLM", "GLM-offset", "blend")
 
@@ -111,10 +112,15 @@ class ScoringModel:
     extra_boosters: tuple[lgb.Booster, ...] = ()
     weights: BlendWeights = BlendWeights()
     family: str = "trees"
+    # Table TreeSHAP per booster (credit_pd.treeshap), built at training (`with_tree_tables`) and
+    # stored in the spec; () or a None entry: that booster is explained with pred_contrib.
+    tree_tables: tuple[TreeShapTables | None, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
+        if self.tree_tables and len(self.tree_tables) != 1 + len(self.extra_boosters):
+            raise ValueError(f"{len(self.tree_tables)} TreeSHAP tables for {1 + len(self.extra_boosters)} boosters")
         if len(self.weights.trees) != 1 + len(self.extra_boosters):
             raise ValueError(f"{len(self.weights.trees)} tree weights for {1 + len(self.extra_boosters)} boosters")
         if self.family != "trees" and self.linear is None:
@@ -175,22 +181,56 @@ class ScoringModel:
             linear_base, linear_contributions = self.linear.explain(matrix)
             base += self.weights.linear * linear_base
             contributions += self.weights.linear * linear_contributions
-        for weight, booster in zip(self.weights.trees, self.boosters):
+        for index, (weight, booster) in enumerate(zip(self.weights.trees, self.boosters, strict=True)):
             if booster.num_trees():
-                tree_base, tree_contributions = self._tree_contributions(booster, matrix, threads)
+                tree_base, tree_contributions = self._tree_contributions(index, matrix, threads)
                 base += weight * tree_base
                 contributions += weight * tree_contributions
         return Explanation(base_value=base, contributions=contributions)
 
-    @staticmethod
-    def _tree_contributions(booster: lgb.Booster, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact TreeSHAP of one booster: (expected value per row, (n_rows, n_features) contributions).
+    def _tree_contributions(self, index: int, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact TreeSHAP of booster `index`: (expected value per row, (n_rows, n_features) contributions).
 
-        The one place the trees' part is explained (LightGBM's native TreeSHAP; the last column is
-        the expected value), so a faster exact algorithm replaces it here for every family.
+        The one place the trees' part is explained: the booster's precomputed tables when it has
+        them (~10x LightGBM's speed on one thread, verified against it at training and start-up),
+        else LightGBM's native TreeSHAP (pred_contrib; its last column is the expected value).
         """
-        contrib = booster.predict(matrix, pred_contrib=True, num_threads=threads)
+        tables = self.tree_tables[index] if self.tree_tables else None
+        if tables is not None:
+            tree_base, contributions = tables.explain(matrix)
+            return np.full(len(contributions), tree_base), contributions
+        contrib = self.boosters[index].predict(matrix, pred_contrib=True, num_threads=threads)
         return contrib[:, -1], contrib[:, :-1]
+
+    def with_tree_tables(self) -> ScoringModel:
+        """This model with table TreeSHAP for every booster whose tables fit (training builds them once).
+
+        A booster whose tables would be too large, or of a kind the tables do not cover, keeps
+        pred_contrib (None in `tree_tables`).
+        """
+        tables: list[TreeShapTables | None] = []
+        for booster in self.boosters:
+            try:
+                tables.append(TreeShapTables.from_booster(booster))
+            except (TablesTooLarge, UnsupportedModel):
+                tables.append(None)
+        return replace(self, tree_tables=tuple(tables))
+
+    def verify_tree_tables(self, matrix: np.ndarray, tol: float = 1e-9,
+                           num_threads: int | None = None) -> list[TableCheck]:
+        """Check every booster's tables against its pred_contrib on `matrix` (contributions, base value,
+        base + sum = raw score); raises `credit_pd.treeshap.TableMismatchError` beyond `tol`."""
+        if not self.tree_tables:
+            return []  # no tables: every booster is explained by pred_contrib itself
+        threads = num_threads or self.num_threads
+        return [verify_tables(tables, booster, matrix, tol=tol, num_threads=threads)
+                for booster, tables in zip(self.boosters, self.tree_tables, strict=True) if tables is not None]
+
+    def self_check(self) -> list[TableCheck]:
+        """The start-up check of a loaded model: its tables reproduce pred_contrib on the stored
+        example application and on an application with every field missing."""
+        example = self.schema.example or {}
+        return self.verify_tree_tables(self.encoder.encode_records([example, {}]))
 
     @cached_property
     def reason_codes(self) -> ReasonCodes:
@@ -227,6 +267,10 @@ class ScoringModel:
         if self.extra_boosters:
             # LightGBM's own text format, as the store keeps the main booster.
             spec["extra_boosters"] = [booster.model_to_string() for booster in self.extra_boosters]
+        if self.tree_tables:
+            # numpy arrays per booster (None: pred_contrib), so every reader of the spec (service,
+            # batch executors, replay) explains with the tables training verified.
+            spec["treeshap_tables"] = [None if t is None else t.to_arrays() for t in self.tree_tables]
         return spec
 
     @classmethod
@@ -250,5 +294,8 @@ class ScoringModel:
             raise ValueError(f"stored GLM part expects {linear.design.n_features} features, the encoder has {len(encoder.feature_names)}")
         extra = tuple(lgb.Booster(model_str=text) for text in spec.get("extra_boosters", ()))
         weights = BlendWeights.from_dict(spec["blend"]) if "blend" in spec else BlendWeights()
+        tables = tuple(None if arrays is None else TreeShapTables.from_arrays(arrays)
+                       for arrays in spec.get("treeshap_tables", ()))
         return cls(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads,
-                   linear=linear, extra_boosters=extra, weights=weights, family=spec.get("family", "trees"))
+                   linear=linear, extra_boosters=extra, weights=weights, family=spec.get("family", "trees"),
+                   tree_tables=tables)

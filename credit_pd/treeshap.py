@@ -667,17 +667,18 @@ class TableCheck:
 
 
 def verify_tables(tables: TreeShapTables, booster: lgb.Booster, matrix: np.ndarray, tol: float = 1e-9,
-                  num_iteration: int | None = None) -> TableCheck:
+                  num_iteration: int | None = None, num_threads: int = 1) -> TableCheck:
     """Compare table explanations with LightGBM's pred_contrib and raw score on `matrix`.
 
     Checks every contribution, the base value, and base + sum = LightGBM's raw score (trees
     only; a model's init score is not part of the booster). Raises `TableMismatchError` naming
-    the largest differences when any exceeds `tol`; returns them otherwise.
+    the largest differences when any exceeds `tol`; returns them otherwise. `num_threads` is
+    LightGBM's, for the reference.
     """
     num_iteration = _resolved_iteration(booster, num_iteration)
     base, contributions = tables.explain(matrix)
-    reference = booster.predict(matrix, pred_contrib=True, num_iteration=num_iteration, num_threads=1)
-    raw = booster.predict(matrix, raw_score=True, num_iteration=num_iteration, num_threads=1)
+    reference = booster.predict(matrix, pred_contrib=True, num_iteration=num_iteration, num_threads=num_threads)
+    raw = booster.predict(matrix, raw_score=True, num_iteration=num_iteration, num_threads=num_threads)
     if reference.shape != (contributions.shape[0], contributions.shape[1] + 1):
         raise TableMismatchError(f"pred_contrib has shape {reference.shape}; the tables explain "
                                  f"{contributions.shape[1]} features of {contributions.shape[0]} rows")

@@ -44,7 +44,9 @@ def ship_model(tag: str) -> ShippedModel:
     # The stored file's bytes, so executors parse exactly what `bentoml.lightgbm.load_model` parses.
     shipped = ShippedModel(model_tag=resolved, booster_text=booster_file.read_text(), spec=spec)
     try:
-        shipped.rebuild()
+        # Rebuilds, and its TreeSHAP tables reproduce pred_contrib on the stored example (else
+        # TableMismatchError before Spark does any work).
+        shipped.rebuild().self_check()
     except (KeyError, ValueError, TypeError) as exc:
         raise IncompatibleModelError(f"model {resolved!r} cannot be rebuilt for batch scoring: {exc}") from exc
     return shipped

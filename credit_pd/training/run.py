@@ -94,6 +94,7 @@ def run_training(
     cv = cross_validate(matrix[labelled], y, encoder, config, progress=progress)
     choice = choose_shape(cv, config)
     model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema, choice)
+    model = with_verified_tables(model, matrix[labelled], config)
     unlabelled_pd = model.predict_pd(matrix[~labelled])
     facts = describe_run(schema, data_path, frame, labelled, cv, choice, model, matrix[labelled], config, time.perf_counter() - started)
 
@@ -113,6 +114,20 @@ def run_training(
         publishing.discard()
         raise
     return TrainingRun(str(stored.tag), cv, model, facts, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum()))
+
+
+def with_verified_tables(model: ScoringModel, labelled_matrix: np.ndarray, config: TrainingConfig) -> ScoringModel:
+    """The model with table TreeSHAP, checked against LightGBM's pred_contrib on every labelled row.
+
+    Runs before anything is published: a model whose tables differ from pred_contrib by more than
+    1e-9 (contributions, base value, or base + sum vs the raw score) raises
+    `credit_pd.treeshap.TableMismatchError` and the run publishes nothing.
+    """
+    model = model.with_tree_tables()
+    for check in model.verify_tree_tables(labelled_matrix, num_threads=config.num_threads):
+        log.info("TreeSHAP tables match pred_contrib on %d rows: max |diff| contributions %.2g, base %.2g, raw %.2g",
+                 check.rows, check.contributions, check.base_value, check.raw_score)
+    return model
 
 
 def write_predictions(out: TextIO, ids: pd.Series, pd_values: np.ndarray) -> None:
