@@ -84,7 +84,8 @@ def test_served_contributions_equal_pred_contrib_on_the_real_rows(stored, traine
 def test_batch_contributions_equal_pred_contrib_on_the_real_rows(trained_run, real_frame, schema):
     model = ship_model(trained_run.model_tag).rebuild()
     assert model.tree_tables, "the shipped spec must carry the tables to the executors"
-    scores = BatchScorer(model=model, model_tag=trained_run.model_tag, schema=model.schema, top_k=None).score(real_frame)
+    scorer = BatchScorer(model=model, model_tag=trained_run.model_tag, schema=model.schema, top_k=None)
+    scores = scorer.score(real_frame)
     matrix = model.encoder.encode_frame(real_frame)
     expected = reference(model, matrix)
     k = len(model.feature_names)
