@@ -72,6 +72,15 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class RankedReasons:
+    """A batch's reasons as arrays: row i lists codes order[i, :counts[i]] with contributions values[i, :counts[i]]."""
+
+    order: np.ndarray  # (n_rows, k) code indices, largest contribution first
+    values: np.ndarray  # (n_rows, k) their contributions (log-odds)
+    counts: np.ndarray  # (n_rows,) how many are listed: those > 0, at most the row's max_reasons
+
+
+@dataclass(frozen=True)
 class ReasonCodes:
     """The schema's reason codes as arrays: which features make up each code, ready for a batch.
 
@@ -125,21 +134,26 @@ class ReasonCodes:
         values = np.take_along_axis(by_code, order, axis=1)
         return order, values, (values > 0).sum(axis=1)
 
-    def reasons(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> list[list[dict[str, Any]]]:
-        """Each row's reasons as JSON-ready dicts (code, text, contribution, features), ranked.
-
-        `max_reasons` is one limit for every row or one per row (a merged batch of requests).
-        """
+    def ranked(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> "RankedReasons":
+        """Each row's ranked codes, cut to its limit: `max_reasons` is one limit or one per row (a merged batch)."""
         n = len(np.atleast_2d(contributions))
-        limits = [max_reasons] * n if isinstance(max_reasons, int) else list(max_reasons)
+        limits = np.full(n, max_reasons) if isinstance(max_reasons, (int, np.integer)) else np.asarray(list(max_reasons), dtype=np.int64)
         if len(limits) != n:
             raise ValueError(f"max_reasons gives {len(limits)} limits for {n} rows")
-        order, values, counts = self.rank(contributions, max(limits, default=0))
-        rows = []
-        for codes, contribs, count, limit in zip(order.tolist(), values.tolist(), counts.tolist(), limits):
-            rows.append([{"code": self.codes[c], "text": self.texts[c], "contribution": v, "features": list(self.features[c])}
-                         for c, v in zip(codes[: min(count, limit)], contribs)])
-        return rows
+        if n and limits.min() < 0:
+            raise ValueError(f"max_reasons must be >= 0, got {int(limits.min())}")
+        order, values, positive = self.rank(contributions, int(limits.max()) if n else 0)
+        return RankedReasons(order=order, values=values, counts=np.minimum(positive, limits))
+
+    def as_dicts(self, ranked: "RankedReasons") -> list[list[dict[str, Any]]]:
+        """JSON-ready reasons (code, text, contribution, features) of every row."""
+        return [[{"code": self.codes[c], "text": self.texts[c], "contribution": v, "features": list(self.features[c])}
+                 for c, v in zip(codes[:count], contribs)]
+                for codes, contribs, count in zip(ranked.order.tolist(), ranked.values.tolist(), ranked.counts.tolist())]
+
+    def reasons(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> list[list[dict[str, Any]]]:
+        """Each row's reasons as JSON-ready dicts (code, text, contribution, features), ranked."""
+        return self.as_dicts(self.ranked(contributions, max_reasons))
 
     def reason_objects(self, contributions: np.ndarray, max_reasons: int = DEFAULT_MAX_REASONS) -> list[list[Reason]]:
         """`reasons` as `Reason` objects, for Python callers and tests."""

@@ -27,7 +27,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy.special import expit
 
-from credit_pd.explanation import DEFAULT_MAX_REASONS, ReasonCodes
+from credit_pd.explanation import DEFAULT_MAX_REASONS, RankedReasons, ReasonCodes
 from credit_pd.features import FeatureEncoder
 from credit_pd.master_scale import MasterScale
 from credit_pd.linear import LinearModel
@@ -85,12 +85,28 @@ class Explanation:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a lender acts on for a batch: PD, grade and principal reasons, with the explanation behind them."""
+    """What a lender acts on for a batch: PD, grade and principal reasons, with the explanation behind them.
+
+    The arrays are what the batch job writes as columns; `grade` and `reasons` are the same as
+    Python lists (built on first use), what the service answers and replay compares.
+    """
 
     explanation: Explanation
     pd: np.ndarray  # (n_rows,)
-    grade: list[str]
-    reasons: list[list[dict[str, Any]]]  # per row: ranked {code, text, contribution, features}
+    grade_index: np.ndarray  # (n_rows,) 0-based position in `scale`
+    ranked: RankedReasons
+    scale: MasterScale
+    codes: ReasonCodes
+
+    @cached_property
+    def grade(self) -> list[str]:
+        names = self.scale.names
+        return [names[i] for i in self.grade_index.tolist()]
+
+    @cached_property
+    def reasons(self) -> list[list[dict[str, Any]]]:
+        """Per row: ranked {code, text, contribution, features}."""
+        return self.codes.as_dicts(self.ranked)
 
 
 @dataclass(frozen=True)
@@ -250,8 +266,9 @@ class ScoringModel:
         """
         explanation = self.explain(matrix, num_threads)
         pds = self.calibrator.apply(explanation.raw_score)
-        return Decision(explanation=explanation, pd=pds, grade=self.master_scale.grade_names(pds),
-                        reasons=self.reason_codes.reasons(explanation.contributions, max_reasons))
+        return Decision(explanation=explanation, pd=pds, grade_index=self.master_scale.grade_index(pds),
+                        ranked=self.reason_codes.ranked(explanation.contributions, max_reasons),
+                        scale=self.master_scale, codes=self.reason_codes)
 
     def scoring_spec(self) -> dict[str, Any]:
         """The non-booster parts as plain data, stored beside the booster in the model store."""

@@ -8,9 +8,12 @@ Python would cost more than TreeSHAP itself.
 
 Output layout (one row per scored input row; docs/batch.md): flat columns, so any SQL engine or
 BI tool reads them without nested types and `WHERE feature_1 = 'age'` is a plain filter:
-  <id column> string, pd double, model_tag string, base_value double, raw_score double,
+  <id column> string, pd double, grade string (master-scale grade), model_tag string, base_value double, raw_score double,
   feature_1 string, value_1 string, contribution_1 double, ..., feature_k, value_k, contribution_k
       (rank 1 = largest |contribution|; value = the input as text, null when missing),
+  reason_1 string, reason_1_contribution double, ..., reason_N, reason_N_contribution
+      (principal reasons as the service answers them with max_reasons N = 4: code and log-odds,
+      largest first, null where a row has fewer reasons),
   warnings array<string> (unseen categories, values outside the training range, worded as the service words them)
 """
 
@@ -23,16 +26,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from credit_pd.explanation import top_contributions
+from credit_pd.explanation import DEFAULT_MAX_REASONS, RankedReasons, top_contributions
 from credit_pd.schema import DatasetSchema, FeatureType
 from credit_pd.scoring_model import ScoringModel
 
 
-def scores_ddl(id_column: str, k: int) -> str:
+def scores_ddl(id_column: str, k: int, n_reasons: int = DEFAULT_MAX_REASONS) -> str:
     """Spark DDL of the scores output (the mapInPandas return schema)."""
     ranked = ", ".join(f"feature_{r} string, value_{r} string, contribution_{r} double" for r in range(1, k + 1))
-    return (f"`{id_column}` string, pd double, model_tag string, base_value double, raw_score double, "
-            f"{ranked}, warnings array<string>")
+    reasons = "".join(f"reason_{r} string, reason_{r}_contribution double, " for r in range(1, n_reasons + 1))
+    return (f"`{id_column}` string, pd double, grade string, model_tag string, base_value double, raw_score double, "
+            f"{ranked}, {reasons}warnings array<string>")
 
 
 def top_k_count(top_k: Optional[int], n_features: int) -> int:
@@ -48,6 +52,8 @@ class BatchScorer:
     model_tag: str
     schema: DatasetSchema
     top_k: Optional[int]
+    # reason_1..N columns (the service's default `max_reasons`); rows with fewer reasons get nulls.
+    max_reasons: int = DEFAULT_MAX_REASONS
 
     @property
     def k(self) -> int:
@@ -58,25 +64,47 @@ class BatchScorer:
         n = len(typed)
         if n == 0:
             empty = np.empty((0, self.k), dtype=np.int64)
-            return self._frame(typed, np.empty(0), np.empty(0), np.empty(0), self._ranked(typed, np.empty((0, self.k)), empty), [])
+            no_reasons = self._reasons(RankedReasons(np.empty((0, 0), np.intp), np.empty((0, 0)), np.empty(0, np.int64)))
+            return self._frame(typed, np.empty(0), np.empty(0, dtype=object), np.empty(0), np.empty(0),
+                               self._ranked(typed, np.empty((0, self.k)), empty), no_reasons, [])
         matrix = self.model.encoder.encode_frame(typed)
-        explanation = self.model.explain(matrix)
-        raw = explanation.raw_score
+        decision = self.model.decide(matrix, self.max_reasons)  # the service's path: PD, grade, reasons
+        explanation = decision.explanation
         order, _ = top_contributions(explanation.contributions, self.k)
         ranked = self._ranked(typed, explanation.contributions, order)
+        grades = np.array(self.model.master_scale.names, dtype=object)[decision.grade_index]
         warnings = self.model.encoder.input_warnings(matrix, lambda row, name: typed[name].iat[row])
-        return self._frame(typed, self.model.calibrator.apply(raw), explanation.base_value, raw, ranked, warnings)
+        return self._frame(typed, decision.pd, grades, explanation.base_value, explanation.raw_score, ranked,
+                           self._reasons(decision.ranked), warnings)
 
-    def _frame(self, typed: pd.DataFrame, pds: np.ndarray, base: np.ndarray, raw: np.ndarray,
-               ranked: dict[str, np.ndarray], warnings: list) -> pd.DataFrame:
+    def _reasons(self, ranked: RankedReasons) -> dict[str, np.ndarray]:
+        """reason_r / reason_r_contribution: the r-th principal reason's code and contribution, null past the row's count."""
+        codes = np.array(self.model.reason_codes.codes, dtype=object)
+        n = len(ranked.counts)
+        columns: dict[str, np.ndarray] = {}
+        for rank in range(self.max_reasons):
+            listed = ranked.counts > rank
+            code = np.full(n, None, dtype=object)
+            value = np.full(n, None, dtype=object)
+            if listed.any():
+                code[listed] = codes[ranked.order[listed, rank]]
+                value[listed] = ranked.values[listed, rank].tolist()
+            columns[f"reason_{rank + 1}"] = code
+            columns[f"reason_{rank + 1}_contribution"] = value
+        return columns
+
+    def _frame(self, typed: pd.DataFrame, pds: np.ndarray, grades: np.ndarray, base: np.ndarray, raw: np.ndarray,
+               ranked: dict[str, np.ndarray], reasons: dict[str, np.ndarray], warnings: list) -> pd.DataFrame:
         id_column = self.schema.id_column
         columns = {
             id_column: typed[id_column].to_numpy(dtype=object),
             "pd": pds,
+            "grade": grades,
             "model_tag": np.full(len(typed), self.model_tag, dtype=object),
             "base_value": base,
             "raw_score": raw,
             **ranked,
+            **reasons,
             "warnings": warnings,
         }
         # Explicit dtypes: pandas would infer float64 for empty columns and Arrow-backed `str` for text.

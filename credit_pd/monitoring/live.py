@@ -11,6 +11,8 @@ Exported (labels are bounded: model tag x feature x bin, never a raw value or a 
   `credit_pd_feature_bin_total{model_tag,feature,bin}`: served PDs and feature values per bin;
 - `credit_pd_unseen_category_total{model_tag,feature}`, `credit_pd_out_of_range_total{model_tag,feature}`;
 - `credit_pd_scored_applications_total{model_tag}`;
+- `credit_pd_grade_total{model_tag,grade}`: served applications per master-scale grade, and the
+  training shares as `credit_pd_reference_grade_share{model_tag,grade}` (PSI over grades);
 - the training reference as gauges: `credit_pd_reference_share{model_tag,feature,bin}`,
   `credit_pd_reference_prediction_share{model_tag,bin}`, `credit_pd_reference_pd_mean{model_tag}`
   (every worker sets the same values; multiprocess mode `max` exports them once).
@@ -58,6 +60,8 @@ class _Metrics:
     reference_share: Any
     reference_prediction_share: Any
     reference_pd_mean: Any
+    grade: Any
+    reference_grade_share: Any
 
 
 _METRICS: _Metrics | None = None
@@ -81,6 +85,9 @@ def _metrics(pd_buckets: Sequence[float]) -> _Metrics:
             reference_prediction_share=Gauge(f"{PREFIX}_reference_prediction_share", "Training share of each PD bin",
                                              ["model_tag", "bin"], multiprocess_mode="max"),
             reference_pd_mean=Gauge(f"{PREFIX}_reference_pd_mean", "Mean PD over the training rows", ["model_tag"], multiprocess_mode="max"),
+            grade=Counter(f"{PREFIX}_grade", "Served applications per master-scale grade", ["model_tag", "grade"]),
+            reference_grade_share=Gauge(f"{PREFIX}_reference_grade_share", "Training share of each master-scale grade",
+                                        ["model_tag", "grade"], multiprocess_mode="max"),
         )
     return _METRICS
 
@@ -88,7 +95,8 @@ def _metrics(pd_buckets: Sequence[float]) -> _Metrics:
 class NullMonitor:
     """Monitoring switched off (CREDIT_PD_MONITORING_ENABLED=false): observing costs nothing."""
 
-    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray) -> None:
+    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray,
+                grade_index: np.ndarray | None = None) -> None:
         return None
 
 
@@ -146,6 +154,8 @@ class LiveMonitor:
         self.unseen_children = [self.metrics.unseen.labels(tag, n) for n in self.categorical_names]
         self.out_of_range_children = [self.metrics.out_of_range.labels(tag, n) for n in self.numeric_names]
         self.scored_child = self.metrics.scored.labels(tag)
+        grades = self.reference.grades.bins if self.reference.grades is not None else ()
+        self.grade_children = [self.metrics.grade.labels(tag, name) for name in grades]
         self.pd_histogram = self.metrics.prediction_pd.labels(tag)
         # The family's buckets are fixed when a process first creates it: a second model scored in
         # the same process (tests, notebooks; never a BentoML worker) shares the first one's buckets.
@@ -161,6 +171,9 @@ class LiveMonitor:
         for label, share in zip(self.reference.pd.bins, self.reference.pd.shares):
             self.metrics.reference_prediction_share.labels(self.model_tag, label).set(share)
         self.metrics.reference_pd_mean.labels(self.model_tag).set(self.reference.pd_mean)
+        if self.reference.grades is not None:
+            for name, share in zip(self.reference.grades.bins, self.reference.grades.shares):
+                self.metrics.reference_grade_share.labels(self.model_tag, name).set(share)
 
     # ------------------------------------------------------------------ per batch
     def feature_bin_counts(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,8 +203,12 @@ class LiveMonitor:
             unseen[row, col] = records[row].get(self.categorical_names[col]) is not None
         return unseen
 
-    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray) -> None:
-        """Count one scored batch: records as sent (for unseen vs missing), encoded matrix, PDs.
+    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray,
+                grade_index: np.ndarray | None = None) -> None:
+        """Count one scored batch: records as sent (for unseen vs missing), encoded matrix, PDs, grades.
+
+        `grade_index`: each PD's master-scale grade (`ScoringModel.decide`), counted per grade when
+        the reference has grades.
 
         Called before the batch's answers are returned, and the counts are in the multiprocess
         store when it returns: what was answered is counted, even if the worker dies next.
@@ -201,7 +218,10 @@ class LiveMonitor:
         counts, unseen, out_of_range = self.feature_bin_counts(records, matrix)
         pd_bins = np.bincount(np.searchsorted(self.pd_bounds, pds, side="right"), minlength=len(self.pd_children))
         buckets = np.bincount(np.searchsorted(self.histogram_bounds, pds, side="left"), minlength=len(self.histogram_bounds))
+        grades = (np.bincount(grade_index, minlength=len(self.grade_children))
+                  if grade_index is not None and self.grade_children else np.zeros(0, dtype=np.int64))
         with self._lock:
+            _increment(self.grade_children, grades)
             _increment(self.bin_children, counts)
             _increment(self.unseen_children, unseen)
             _increment(self.out_of_range_children, out_of_range)

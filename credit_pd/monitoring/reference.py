@@ -123,6 +123,10 @@ class DriftReference:
     pd: BinnedFeature  # numeric bins on the log-odds scale
     pd_mean: float
     n_rows: int
+    # Training share of each master-scale grade (bins = grade names, scale order); None for a
+    # model stored before grades existed. PSI over grades is the stability figure credit-risk
+    # teams report: the grades are fixed policy bands, so it reads the same for every model.
+    grades: BinnedFeature | None = None
 
     def pd_bin_indices(self, pds: np.ndarray) -> np.ndarray:
         """PD bins, compared on the PD scale (expit is monotone, and skipping logit per batch is cheaper)."""
@@ -139,6 +143,7 @@ class DriftReference:
             "n_rows": self.n_rows,
             "features": {name: binned.to_dict() for name, binned in self.features.items()},
             "pd": {**self.pd.to_dict(), "scale": "log-odds", "mean": self.pd_mean},
+            **({} if self.grades is None else {"grades": {"bins": list(self.grades.bins), "shares": list(self.grades.shares)}}),
         }
 
     @classmethod
@@ -150,6 +155,7 @@ class DriftReference:
             pd=BinnedFeature.from_dict("pd", data["pd"]),
             pd_mean=float(data["pd"]["mean"]),
             n_rows=int(data["n_rows"]),
+            grades=None if "grades" not in data else grade_bins(data["grades"]["bins"], data["grades"]["shares"]),
         )
 
 
@@ -191,7 +197,16 @@ def drift_reference_objects(model: Any, matrix: np.ndarray) -> dict[str, Any]:
     labelled or not); the PDs are the final model's on those rows, the population the
     service's PDs should resemble while nothing drifts.
     """
-    return {REFERENCE_KEY: build_reference(model.encoder, matrix, model.predict_pd(matrix)).to_dict()}
+    pds = model.predict_pd(matrix)
+    reference = build_reference(model.encoder, matrix, pds)
+    scale = model.master_scale
+    counts = np.bincount(scale.grade_index(pds), minlength=len(scale.names))
+    return {REFERENCE_KEY: replace(reference, grades=grade_bins(scale.names, _shares(counts))).to_dict()}
+
+
+def grade_bins(names: Sequence[str], shares: Sequence[float]) -> BinnedFeature:
+    """The grades as bins: one per grade name, no missing bin (every PD has a grade)."""
+    return BinnedFeature(name="grade", kind="grade", bins=tuple(names), shares=tuple(float(s) for s in shares))
 
 
 def _shares(counts: np.ndarray) -> tuple[float, ...]:

@@ -29,20 +29,24 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictStr,
     ValidationInfo,
     create_model,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from credit_pd.categories import UNSEEN_POLICIES, CategoryRule, UnseenPolicy, canonical_category, category_rules
+from credit_pd.explanation import DEFAULT_MAX_REASONS, REASON_LIMITS, REASON_MEANING
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
+from credit_pd.serving.records import current_request_id
 from credit_pd.serving.settings import ServingSettings
 
 # Request fields that are options, not features; a schema must not use these names.
-OPTION_FIELDS = ("unseen_categories", "uuid", "explain", "top_k")
+OPTION_FIELDS = ("unseen_categories", "uuid", "explain", "top_k", "max_reasons")
 UUID_MAX_LENGTH = 128
 # Longest category label accepted (the longest training label is ~40 characters); bounds the
 # size of a request that `score_as_missing` lets through.
@@ -108,6 +112,21 @@ def feature_description(spec: FeatureSpec, encoder: FeatureEncoder, rules: dict[
     return " ".join(parts)
 
 
+class ApplicationBase(BaseModel):
+    """What every application model shares: the id of the HTTP request it came in (for its decision record).
+
+    Validation runs in the request's own task, before the batcher merges applications of many
+    requests, so this is where an application can still learn its request's id.
+    """
+
+    _request_id: Optional[str] = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_request_id(self) -> "ApplicationBase":
+        self._request_id = current_request_id.get()
+        return self
+
+
 def build_application_model(schema: DatasetSchema, encoder: FeatureEncoder, settings: ServingSettings) -> type[BaseModel]:
     """One application: the stored model's features, plus an optional id and options.
 
@@ -128,11 +147,18 @@ def build_application_model(schema: DatasetSchema, encoder: FeatureEncoder, sett
         Union[Annotated[int, Field(strict=True, ge=1)], Literal["all"]],
         Field(settings.default_top_k, description='How many features the explanation lists, largest |contribution| first, or "all".'),
     )
+    fields["max_reasons"] = (
+        Annotated[int, Field(strict=True, ge=0)],
+        Field(DEFAULT_MAX_REASONS, description=(
+            "How many principal reasons the answer lists (0: none; never more than the model's reason codes). "
+            "Reasons are computed also when `explain` is false.")),
+    )
     example = example_application(schema, rules)
     extra: dict[str, Any] = {"description": f"One credit application ({schema.name})."}
     if example is not None:
         extra["example"] = example  # OpenAPI 3.0's singular `example` (BentoML's /schema.json shows it too)
-    application = create_model("Application", __config__=ConfigDict(extra="forbid", json_schema_extra=extra), **fields)
+    application = create_model("Application", __base__=ApplicationBase, __cls_kwargs__={"extra": "forbid", "json_schema_extra": extra},
+                               **fields)
     application.category_rules = rules  # type: ignore[attr-defined]
     application.example_application = example  # type: ignore[attr-defined]
     return application
@@ -204,9 +230,18 @@ class ExplanationOut(BaseModel):
     contributions: list[FeatureContributionOut]
 
 
+class ReasonOut(BaseModel):
+    code: str = Field(description="The reason code (stored with the model; several features may share one).")
+    text: str = Field(description="What the customer can be told, from the stored model's reason codes.")
+    contribution: float = Field(description="The code's features' summed SHAP contributions to the log-odds; always > 0.")
+    features: list[str] = Field(description="The features behind the code.")
+
+
 class PredictionOut(BaseModel):
     uuid: Optional[str]
     pd: float = Field(description="Calibrated probability of default.")
+    grade: str = Field(description="Master-scale grade of the PD (fixed PD bands stored with the model, listed from the lowest PD band up in the model card).")
+    reasons: list[ReasonOut] = Field(description=f"Principal reasons, largest first, at most `max_reasons`. {REASON_MEANING} {REASON_LIMITS}")
     model_tag: str
     explanation: Optional[ExplanationOut] = None
     warnings: list[str] = Field(

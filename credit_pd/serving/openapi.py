@@ -104,6 +104,8 @@ def application_openapi_schema(application_model: type[BaseModel], schema: Datas
         "default": settings.default_top_k,
         "description": described("top_k"),
     }
+    properties["max_reasons"] = {"type": "integer", "minimum": 0, "default": application_model.model_fields["max_reasons"].default,
+                                 "description": described("max_reasons")}
     opt_in = {"type": "string", "enum": ["score_as_missing"]}
     unseen_branch: dict[str, Any] = {"title": "unseen categories scored as missing", "properties": {"unseen_categories": opt_in}}
     if settings.unseen_categories == "reject":
@@ -168,7 +170,7 @@ def response_components() -> dict[str, Any]:
 # BentoML's own names for the components this document replaces (its generated request and response
 # models and its error models): a document without them means BentoML's generator moved.
 BENTOML_COMPONENTS = ("PredictRequest", "Application", "predict__Output", "PredictionOut", "ExplanationOut",
-                      "FeatureContributionOut", "InvalidArgument", "NotFound", "InternalServerError")
+                      "FeatureContributionOut", "ReasonOut", "InvalidArgument", "NotFound", "InternalServerError")
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,8 @@ def openapi_document(base: dict[str, Any], application_model: type[BaseModel], s
         "operationId": old.get("operationId", "predict"),
         "x-bentoml-name": old.get("x-bentoml-name", "predict"),
         "description": (
-            f"Score one application or a list of up to {limit}: a calibrated PD and an exact SHAP explanation each, "
+            f"Score one application or a list of up to {limit}: a calibrated PD, its master-scale grade, its principal reasons "
+            "and (unless `explain` is false) an exact SHAP explanation each, "
             f"in request order. Bodies over {settings.max_request_bytes} bytes get a 413 before they are read; "
             "Content-Type must be application/json (415 otherwise). " + UNSEEN_POLICY_DOC
         ),

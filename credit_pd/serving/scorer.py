@@ -71,7 +71,7 @@ class PDScorer:
         decision = self.model.decide(matrix, max_reasons, threads)
         explanation, pds = decision.explanation, decision.pd
         raw = explanation.raw_score
-        self.monitor.observe(records, matrix, pds)
+        self.monitor.observe(records, matrix, pds, decision.grade_index)
         warnings = self.model.encoder.input_warnings(matrix, lambda row, name: records[row][name])
         pd_list = pds.tolist()
         answers = [

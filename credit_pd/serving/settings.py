@@ -127,3 +127,11 @@ class ServingSettings(BaseSettings):
     # Live drift metrics on /metrics (credit_pd.monitoring.live, docs/monitoring.md): per-feature bin
     # counters, the PD histogram and the training reference, for PSI in Prometheus.
     monitoring_enabled: bool = True
+    # One decision record (JSON line) per scored application (credit_pd.serving.records), for
+    # `python -m credit_pd.replay`. The records are personal data: see records.py.
+    decision_records: bool = True
+    # Where the records go: empty = stdout (the Kubernetes log pipeline ships it), else a file path.
+    decision_records_path: str = ""
+    # false: a record keeps the input's SHA-256 but not the input (data minimisation; replay then
+    # needs the lender's own copy of the application).
+    decision_records_include_input: bool = True

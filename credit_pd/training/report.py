@@ -116,7 +116,8 @@ def plot_grade_backtest(path: Path, rows: list[dict]) -> None:
         ax.annotate(r["traffic_light"], (xi, r["interval_high"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     ax.set_xticks(x, [r["grade"] for r in shown])
     ax.set(xlabel="grade (empty grades omitted)", ylabel="default rate", title="Master-scale back-test")
-    ax.set_yscale("symlog", linthresh=0.001)
+    ax.set_yscale("symlog", linthresh=0.001)  # log above 0.1%, linear below: an observed rate of 0 stays on the plot
+    ax.set_ylim(bottom=0.0)
     ax.legend(loc="upper left", fontsize=7)
     _save(fig, path)
 

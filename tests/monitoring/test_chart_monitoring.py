@@ -88,7 +88,8 @@ def test_prometheus_rule_matches_the_crd_schema(monitoring_objects: list[dict[st
     assert all((r.alert is None) != (r.record is None) for r in rules), "each rule is either a record or an alert"
     assert {r.alert for r in rules if r.alert} == {
         "CreditPDFeatureDriftWarning", "CreditPDFeatureDriftCritical", "CreditPDPredictionDriftWarning",
-        "CreditPDPredictionDriftCritical", "CreditPDUnseenCategories", "CreditPDOutOfRangeValues", "CreditPDMeanPDShift"}
+        "CreditPDPredictionDriftCritical", "CreditPDGradeDriftWarning", "CreditPDGradeDriftCritical", "CreditPDUnseenCategories",
+        "CreditPDOutOfRangeValues", "CreditPDMeanPDShift"}
     assert {r.labels.get("severity") for r in rules if r.alert} == {"warning", "critical"}
 
 

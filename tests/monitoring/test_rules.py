@@ -29,6 +29,10 @@ LIVE = {"age": {"young": 5, "middle": 30, "old": 65}, "merchant_group": {"A": 49
 REFERENCE = {"age": {"young": 0.3, "middle": 0.4, "old": 0.3}, "merchant_group": {"A": 0.5, "B": 0.3, "other": 0.2, "missing": 0.0}}
 PD_LIVE = {"low": 60, "high": 40}
 PD_REFERENCE = {"low": 0.5, "high": 0.5}
+# Served applications per master-scale grade per minute against the training shares: the mix moved
+# to the worse grades (PSI above the critical 0.25).
+GRADE_LIVE = {"1": 10, "2": 20, "3": 30, "4": 40}
+GRADE_REFERENCE = {"1": 0.4, "2": 0.3, "3": 0.2, "4": 0.1}
 SCORED_PER_MIN = 100
 UNSEEN_PER_MIN = 5  # merchant_group: 5% of applications
 PD_SUM_PER_MIN = 3.0  # mean PD 3% against 1.4% in training: 1.6 points
@@ -60,7 +64,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_promtool_checks_the_rules(promtool: str, rules_file: Path) -> None:
     result = run([promtool, "check", "rules", str(rules_file)], rules_file.parent)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 18 rules found" in result.stdout, result.stdout
+    assert "SUCCESS: 23 rules found" in result.stdout, result.stdout
 
 
 def test_promtool_rejects_a_broken_rule(promtool: str, rules_file: Path) -> None:
@@ -91,6 +95,9 @@ def input_series() -> list[dict[str, str]]:
     for label, rate in PD_LIVE.items():
         out.append(series("credit_pd_prediction_bin_total", {"bin": label}, rate))
         out.append(gauge("credit_pd_reference_prediction_share", {"bin": label}, PD_REFERENCE[label]))
+    for grade, rate in GRADE_LIVE.items():
+        out.append(series("credit_pd_grade_total", {"grade": grade}, rate))
+        out.append(gauge("credit_pd_reference_grade_share", {"grade": grade}, GRADE_REFERENCE[grade]))
     out.append(series("credit_pd_unseen_category_total", {"feature": "merchant_group"}, UNSEEN_PER_MIN))
     out.append(series("credit_pd_unseen_category_total", {"feature": "age"}, 0))
     out.append(series("credit_pd_out_of_range_total", {"feature": "age"}, 0))
@@ -113,6 +120,8 @@ def alert(name: str, severity: str, labels: dict[str, str], annotations: dict[st
 def test_rules_compute_the_python_psi_and_fire_the_alerts(promtool: str, rules_file: Path) -> None:
     expected = {feature: psi([REFERENCE[feature][b] for b in bins], list(bins.values())) for feature, bins in LIVE.items()}
     pd_psi = psi(list(PD_REFERENCE.values()), list(PD_LIVE.values()))
+    grade_psi = psi(list(GRADE_REFERENCE.values()), list(GRADE_LIVE.values()))
+    assert grade_psi > 0.25
     assert expected["age"] > 0.25 and expected["merchant_group"] < 0.1 and 0.01 < pd_psi < 0.1
     mean_shift_points = abs(PD_SUM_PER_MIN / SCORED_PER_MIN - REFERENCE_PD_MEAN) * 100
     tests = {
@@ -125,6 +134,8 @@ def test_rules_compute_the_python_psi_and_fire_the_alerts(promtool: str, rules_f
                 close_to('credit_pd:feature:psi{feature="age"}', expected["age"], {"feature": "age"}),
                 close_to('credit_pd:feature:psi{feature="merchant_group"}', expected["merchant_group"], {"feature": "merchant_group"}),
                 close_to("credit_pd:prediction:psi", pd_psi, {}),
+                close_to("credit_pd:grade:psi", grade_psi, {}),
+                close_to('credit_pd:grade:live_share{grade="4"}', GRADE_LIVE["4"] / sum(GRADE_LIVE.values()), {"grade": "4"}),
                 close_to('credit_pd:unseen_category:ratio{feature="merchant_group"}', UNSEEN_PER_MIN / SCORED_PER_MIN, {"feature": "merchant_group"}),
             ],
             "alert_rule_test": [
@@ -135,6 +146,12 @@ def test_rules_compute_the_python_psi_and_fire_the_alerts(promtool: str, rules_f
                                     "the model scores a population it was not trained on; review or retrain."})]},
                 {"eval_time": "2h", "alertname": "CreditPDFeatureDriftWarning", "exp_alerts": []},
                 {"eval_time": "2h", "alertname": "CreditPDPredictionDriftWarning", "exp_alerts": []},
+                {"eval_time": "2h", "alertname": "CreditPDGradeDriftCritical", "exp_alerts": [alert(
+                    "CreditPDGradeDriftCritical", "critical", {},
+                    {"summary": f"Severe rating-grade mix drift (PSI {grade_psi:.3f} over 1h)",
+                     "description": "PSI of the served master-scale grades of credit_pd_model:v1 against training is above 0.25: "
+                                    "review the model and the policy cut-offs."})]},
+                {"eval_time": "2h", "alertname": "CreditPDGradeDriftWarning", "exp_alerts": []},
                 {"eval_time": "2h", "alertname": "CreditPDUnseenCategories", "exp_alerts": [alert(
                     "CreditPDUnseenCategories", "warning", {"feature": "merchant_group"},
                     {"summary": "Unseen categories in merchant_group (5% of applications over 1h)",

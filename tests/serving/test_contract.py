@@ -27,7 +27,7 @@ def errors_of(model, record: dict) -> list[dict]:
 
 
 def test_request_model_comes_from_the_stored_model(application_model, model):
-    features = [name for name in application_model.model_fields if name not in ("unseen_categories", "uuid", "explain", "top_k")]
+    features = [name for name in application_model.model_fields if name not in ("unseen_categories", "uuid", "explain", "top_k", "max_reasons")]
     assert features == list(model.schema.feature_names)
     description = application_model.model_fields[TEXT].description
     assert all(label in description for label in model.encoder.categorical[TEXT])

@@ -1,0 +1,135 @@
+"""Decision records: one JSON line per scored application, on its own logger.
+
+Each line holds `time` (UTC, when the batch was scored), `request_id` (the client's X-Request-ID,
+else one the service made; echoed in the answer's X-Request-ID header), `uuid`, `model_tag`,
+`input_sha256` and `input` (the canonical application input, `credit_pd.replay.canonical_input`),
+`pd`, `grade`, `reasons` (the codes, ranked) and `max_reasons` (the request option the reasons were
+cut to, so replay can cut them the same way). `python -m credit_pd.replay RECORDS.jsonl` proves
+every line again from the model store.
+
+The logger (`credit_pd.decisions`, not propagated to the root logger) writes to stdout by default:
+the Kubernetes convention, where the cluster's log pipeline ships container output to storage;
+`decision_records_path` writes to a file instead (appending, one line per write).
+
+**The records are personal data.** The input is a customer's credit file: store and retain the
+records under the lender's GDPR basis and retention rules. `decision_records_include_input: false`
+writes `input: null` and keeps only `input_sha256`, which still proves which input was scored when
+matched against the lender's own copy of the application (it is pseudonymised, not anonymous,
+data); such records cannot be re-scored by replay on their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import uuid as uuid_module
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from credit_pd.replay import canonical_input, input_sha256
+from credit_pd.schema import DatasetSchema
+
+DECISION_LOGGER = "credit_pd.decisions"
+# The request id of the HTTP request being validated (set by RequestIdMiddleware; read when an
+# application is validated, which happens in the request's own task, before the batcher merges it).
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("credit_pd_request_id", default=None)
+# A client's X-Request-ID is kept when it is a plausible id; anything else is replaced, so a
+# header cannot inject text into the records.
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """ASGI middleware: every HTTP request gets an id, in the context and in the X-Request-ID answer header."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _client_request_id(scope) or uuid_module.uuid4().hex
+        token = current_request_id.set(request_id)
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*[h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"], header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)
+
+
+def _client_request_id(scope: dict) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if REQUEST_ID_PATTERN.match(text) else None
+    return None
+
+
+def decision_handler(path: Path | None) -> logging.Handler:
+    """stdout, or a file appended to (WatchedFileHandler: reopens after logrotate moves it)."""
+    from logging.handlers import WatchedFileHandler
+
+    handler: logging.Handler = logging.StreamHandler(sys.stdout) if path is None else WatchedFileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+class DecisionRecorder:
+    """Writes one record per scored application of a merged batch."""
+
+    def __init__(self, model_tag: str, schema: DatasetSchema, path: Path | None = None, include_input: bool = True,
+                 handler: logging.Handler | None = None) -> None:
+        self.model_tag = model_tag
+        self.schema = schema
+        self.include_input = include_input
+        self.logger = logging.getLogger(DECISION_LOGGER)
+        self.logger.propagate = False  # records are data, not diagnostics: never mixed into other logs
+        self.logger.setLevel(logging.INFO)
+        self.logger.handlers = [handler or decision_handler(path)]  # this logger is ours alone
+
+    def record(self, applications: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]],
+               request_ids: Sequence[str | None], max_reasons: Sequence[int]) -> None:
+        """One line per application; `applications` are the validated fields the batch was scored from."""
+        time = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        for application, answer, request_id, limit in zip(applications, answers, request_ids, max_reasons):
+            canonical = canonical_input(application, self.schema)
+            line = orjson.dumps({
+                "time": time,
+                "request_id": request_id,
+                "uuid": answer["uuid"],
+                "model_tag": self.model_tag,
+                "input_sha256": input_sha256(canonical),
+                "input": canonical if self.include_input else None,
+                "pd": answer["pd"],
+                "grade": answer["grade"],
+                "reasons": [reason["code"] for reason in answer["reasons"]],
+                "max_reasons": limit,
+            })
+            self.logger.info(line.decode())
+
+
+class NullRecorder:
+    """Decision records switched off (`decision_records: false`)."""
+
+    def record(self, applications: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]],
+               request_ids: Sequence[str | None], max_reasons: Sequence[int]) -> None:
+        return None
+
+
+def decision_recorder(enabled: bool, model_tag: str, schema: DatasetSchema, path: str | None,
+                      include_input: bool) -> DecisionRecorder | NullRecorder:
+    """The recorder the settings ask for (`decision_records`, `..._path`, `..._include_input`)."""
+    if not enabled:
+        return NullRecorder()
+    return DecisionRecorder(model_tag, schema, Path(path) if path else None, include_input)
