@@ -101,7 +101,7 @@ class CreditPDService:
 
     async def __is_alive__(self) -> bool:
         """/livez: 503 once a worker died without a clean exit. Inside a container BentoML does not
-        restart it, so the kubelet restarts the pod (docs/deploy.md: why not in place)."""
+        restart it, so the kubelet restarts the pod (serving.worker.WorkerRoster: why not in place)."""
         return ROSTER.status().alive
 
     @bentoml.on_shutdown

@@ -117,9 +117,12 @@ class ServingSettings(BaseSettings):
     max_header_field_bytes: int = 16 * 1024
     # Requests to the API routes one worker works on at once; more get a 503 + Retry-After at once
     # (serving.middleware.InFlightLimit) instead of queueing in front of the batcher, where
-    # `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50 593 ms). Two full
-    # batches (2 x max_batch_size): enough to keep the batcher fed, few enough to wait < ~1 s.
-    max_in_flight: int = 512
+    # `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50 593 ms). 256, one
+    # full batch (max_batch_size) queued behind the running one: the load benchmark's overload
+    # phase (`--overload-only`, one run on a busy machine) answered 0.78 x the 200s of 512 at 0.54 x
+    # its p50; 64 starved the batcher (0.25 x the 200s). A shed answer costs ~0.15 ms in-process
+    # against ~9 ms for a lone 200 on that machine.
+    max_in_flight: int = 256
     # Seconds a shed (503) client is told to wait before retrying.
     retry_after_s: int = 1
     # Per-request access logs cost ~10% throughput at hundreds of requests/s; metrics still count.

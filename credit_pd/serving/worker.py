@@ -99,6 +99,17 @@ class WorkerRoster:
     pid and start time, written atomically), and marks itself stopped on a clean exit (SIGTERM
     drain). A registered worker whose process is gone or a zombie, with no clean exit, is dead.
     The directory is made by the serving process and handed to the workers like the model tag.
+
+    Why Kubernetes restarts the pod rather than BentoML restarting the worker in place: inside a
+    container BentoML deliberately runs its workers without respawn (`BENTOML_CONTAINERIZED`), and
+    turning that on would be a patch of its process manager; a kubelet restart is counted
+    (`restartCount`, events) and backs off (CrashLoopBackOff) when the OOM killer strikes on every
+    burst, where an in-place respawn loop would stay silent; and a fresh container starts from a
+    clean prometheus multiprocess directory and page cache. The cost is the pod's other worker
+    (its in-flight requests drain on SIGTERM) and a model load. Readiness fails first, within one
+    probe, so the load balancer stops sending before liveness has failed `failureThreshold` times.
+    Outside a container (`make run`) BentoML does restart the worker; /readyz is 503 until the new
+    one serves (and /livez until it registered), and it serves the server's model tag.
     """
 
     def __init__(self, directory: Path, expected: int) -> None:
