@@ -9,6 +9,13 @@ What runs, each in its own podman pod, torn down (pods and volumes) after its ch
   chart-s3         the S3 model option: the initContainer imports a model exported to a local
                    S3-compatible server (moto_server, from the deploy venv, in its own pod on the
                    same podman network; modelFromS3.env points s3fs at it with AWS_ENDPOINT_URL_S3)
+  chart-jwt        Bearer-token auth on (config.auth_*), its JWKS a file mounted into the pod
+                   (extraVolumes): /predict answers 401 without a token, 200 with a valid one
+                   (RSA key generated here), 401 with one signed by another key; /readyz stays open
+  kill-worker      the chart's defaults (2 workers): one worker is killed with SIGKILL under a
+                   steady stream of /predict requests; /readyz and /livez must both turn non-200
+                   within KILL_DETECT_S (so the kubelet takes the pod out of the Service and then
+                   restarts it); the report gives how long that took and how many requests failed
 Inside each running pod (`podman exec`): /readyz, a real /predict whose PD equals train.py's for
 the same row, uid 1034, a read-only root filesystem, no capabilities, no new privileges and the
 rendered memory limit in the container's cgroup; the S3 pod must serve the S3 model's tag (a
@@ -373,6 +380,202 @@ def test_s3_model_option_serves_the_s3_model(helm: Helm, pods: PodmanPods, build
     checks = run_scenario("chart-s3", helm.render(values=values), pods, build, report)
     assert build["s3_tag"] != build["baked_tag"]
     assert_hardened_and_serving(checks, build["application"], build["s3_tag"], build["s3_pd"])
+
+
+# ---------------------------------------------------------------- auth on, JWKS from a file ----
+
+JWT_ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_CLUSTERTEST"
+JWT_AUDIENCE = "cluster-test-client"
+JWT_SCOPE = "credit-pd/predict"
+JWKS_MOUNT = "/etc/credit-pd/jwks"
+
+# Runs inside the service container: /predict without a token, with each given token, and /readyz.
+JWT_CHECKS = r'''
+import json, sys, urllib.error, urllib.request
+base = "http://127.0.0.1:3000"
+given = json.load(sys.stdin)
+def parsed(raw):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+def status(path, token=None, body=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    request = urllib.request.Request(base + path, data=body, headers=headers, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), parsed(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), parsed(error.read())
+body = json.dumps({"applications": given["application"]}).encode()
+out = {"readyz": status("/readyz")[0]}
+for name, token in [("no_token", None), *given["tokens"].items()]:
+    code, headers, answer = status("/predict", token, body)
+    out[name] = {"status": code, "www_authenticate": headers.get("WWW-Authenticate") or headers.get("www-authenticate"),
+                 "pd": answer[0]["pd"] if code == 200 else None}
+print(json.dumps(out))
+'''
+
+
+def signing_key_and_jwks() -> tuple[Any, dict[str, Any]]:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "cluster-test", "use": "sig",
+           "alg": "RS256"}
+    return key, {"keys": [jwk]}
+
+
+def access_token(key: Any, kid: str = "cluster-test") -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": JWT_ISSUER, "client_id": JWT_AUDIENCE, "token_use": "access", "scope": JWT_SCOPE,
+              "iat": now, "exp": now + 900}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+def test_jwt_auth_with_a_jwks_file(helm: Helm, pods: PodmanPods, build: dict[str, Any], workdir: Path,
+                                   report: dict[str, Any]) -> None:
+    key, jwks = signing_key_and_jwks()
+    other_key, _ = signing_key_and_jwks()
+    jwks_dir = workdir / "jwks"
+    jwks_dir.mkdir(exist_ok=True)
+    (jwks_dir / "jwks.json").write_text(json.dumps(jwks))
+    jwks_dir.chmod(0o755)
+    (jwks_dir / "jwks.json").chmod(0o644)  # the service runs as uid 1034
+    values = {**IMAGE_VALUES,
+              "config": {"auth_jwks_url": f"file://{JWKS_MOUNT}/jwks.json", "auth_issuer": JWT_ISSUER,
+                         "auth_audience": JWT_AUDIENCE, "auth_scope": JWT_SCOPE},
+              "extraVolumes": [{"name": "jwks", "hostPath": {"path": str(jwks_dir), "type": "Directory"}}],
+              "extraVolumeMounts": [{"name": "jwks", "mountPath": JWKS_MOUNT, "readOnly": True}]}
+    playable, changes = for_podman([o for o in helm.render(values=values) if not is_hook(o)])
+    container = service_container(playable)
+    started = time.monotonic()
+    manifest = pods.play("chart-jwt", playable)
+    try:
+        ready_s = pods.wait_ready(container, started)
+        tokens = {"valid_token": access_token(key), "other_key_token": access_token(other_key)}
+        result = podman("exec", "-i", container, "python", "-c", JWT_CHECKS, env=pods.env, timeout=120,
+                        stdin=json.dumps({"application": build["application"], "tokens": tokens}))
+        assert result.returncode == 0, f"JWT checks failed:\n{result.stdout}\n{result.stderr}"
+        checks = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        pods.down(manifest)
+    report["chart-jwt"] = {"ready_s": round(ready_s, 1), "podman_workarounds": changes, **checks}
+    assert checks["readyz"] == 200
+    assert checks["no_token"]["status"] == 401
+    assert checks["no_token"]["www_authenticate"].startswith("Bearer")
+    assert checks["valid_token"]["status"] == 200
+    assert checks["valid_token"]["pd"] == pytest.approx(build["baked_pd"], rel=1e-9, abs=1e-15)
+    assert checks["other_key_token"]["status"] == 401
+    assert 'error="invalid_token"' in checks["other_key_token"]["www_authenticate"]
+
+
+# ---------------------------------------------------------------- a worker killed -------------
+
+KILL_DETECT_S = 5.0
+KILL_OBSERVE_S = 20.0
+
+# Runs inside the service container: a steady stream of /predict requests and probes every 0.25 s;
+# after 3 s one BentoML worker is killed with SIGKILL (as the OOM killer would). Prints what the
+# requests and the probes saw, in seconds since the kill.
+KILL_CHECKS = r'''
+import json, os, signal, sys, threading, time, urllib.error, urllib.request
+base = "http://127.0.0.1:3000"
+given = json.load(sys.stdin)
+body = json.dumps({"applications": given["application"]}).encode()
+def get(path):
+    try:
+        with urllib.request.urlopen(base + path, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except Exception as error:
+        return type(error).__name__
+def workers():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"_bentoml_impl.worker.service" in cmdline:
+            found.append(int(pid))
+    return sorted(found)
+requests, probes, stop = [], [], threading.Event()
+start = time.monotonic()
+kill_at = [None]
+def load():
+    while not stop.is_set():
+        sent = time.monotonic()
+        request = urllib.request.Request(base + "/predict", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        except Exception as error:
+            status = type(error).__name__
+        requests.append((sent - start, status))
+thread = threading.Thread(target=load)
+thread.start()
+before = workers()
+time.sleep(3)
+victim = before[-1]
+os.kill(victim, signal.SIGKILL)
+kill_at[0] = time.monotonic() - start
+deadline = time.monotonic() + given["observe_s"]
+while time.monotonic() < deadline:
+    probes.append((time.monotonic() - start, get("/readyz"), get("/livez")))
+    time.sleep(0.25)
+stop.set()
+thread.join()
+k = kill_at[0]
+def first(index):
+    return next((round(t - k, 2) for t, *codes in probes if codes[index] != 200), None)
+failed = [(round(t - k, 2), s) for t, s in requests if s != 200]
+print(json.dumps({"workers_before": before, "killed": victim, "workers_after": workers(),
+                  "readyz_not_200_after_s": first(0), "livez_not_200_after_s": first(1),
+                  "readyz_codes": sorted({str(c[1]) for c in probes}),
+                  "livez_codes": sorted({str(c[2]) for c in probes}),
+                  "requests": len(requests), "requests_after_kill": sum(t >= k for t, _ in requests),
+                  "failed": len(failed), "failed_detail": failed[:20]}))
+'''
+
+
+def test_a_killed_worker_makes_the_pod_unready_and_not_live(helm: Helm, pods: PodmanPods, build: dict[str, Any],
+                                                            report: dict[str, Any]) -> None:
+    """The documented behaviour (credit_pd/serving/worker.py, WorkerRoster): BentoML does not
+    restart a dead worker inside a container, so the pod must stop claiming to serve: /readyz (the
+    Service and the ALB stop sending) and /livez (the kubelet restarts the container) both fail."""
+    playable, changes = for_podman([o for o in helm.render(values=IMAGE_VALUES) if not is_hook(o)])
+    container = service_container(playable)
+    started = time.monotonic()
+    manifest = pods.play("kill-worker", playable)
+    try:
+        ready_s = pods.wait_ready(container, started)
+        result = podman("exec", "-i", container, "python", "-c", KILL_CHECKS, env=pods.env, timeout=120,
+                        stdin=json.dumps({"application": build["application"], "observe_s": KILL_OBSERVE_S}))
+        assert result.returncode == 0, f"kill checks failed:\n{result.stdout}\n{result.stderr}"
+        checks = json.loads(result.stdout.strip().splitlines()[-1])
+        health = podman("inspect", "--format", "{{.State.Status}} restarts={{.RestartCount}}", container, env=pods.env)
+        checks["container_after"] = health.stdout.strip()
+    finally:
+        pods.down(manifest)
+    report["kill-worker"] = {"ready_s": round(ready_s, 1), "podman_workarounds": changes, **checks}
+    assert len(checks["workers_before"]) == 2, checks["workers_before"]
+    assert checks["readyz_not_200_after_s"] is not None and checks["readyz_not_200_after_s"] <= KILL_DETECT_S, checks
+    assert checks["livez_not_200_after_s"] is not None and checks["livez_not_200_after_s"] <= KILL_DETECT_S, checks
+
+
+def service_container(objects: list[dict[str, Any]]) -> str:
+    """podman's name of the Deployment's service container (`<deployment>-pod-0-<container>`)."""
+    deployment = find(objects, "Deployment")
+    return f"{deployment['metadata']['name']}-pod-0-{deployment['spec']['template']['spec']['containers'][0]['name']}"
 
 
 def service_image(objects: list[dict[str, Any]]) -> str:
