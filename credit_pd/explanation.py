@@ -137,7 +137,9 @@ class ReasonCodes:
     def ranked(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> "RankedReasons":
         """Each row's ranked codes, cut to its limit: `max_reasons` is one limit or one per row (a merged batch)."""
         n = len(np.atleast_2d(contributions))
-        limits = np.full(n, max_reasons) if isinstance(max_reasons, (int, np.integer)) else np.asarray(list(max_reasons), dtype=np.int64)
+        cap = len(self.codes)  # more than every code is every code (and keeps huge integers out of int64)
+        given = [max_reasons] * n if isinstance(max_reasons, (int, np.integer)) else list(max_reasons)
+        limits = np.array([min(int(limit), cap) for limit in given], dtype=np.int64)
         if len(limits) != n:
             raise ValueError(f"max_reasons gives {len(limits)} limits for {n} rows")
         if n and limits.min() < 0:

@@ -87,3 +87,8 @@ def test_default_rule_each_feature_its_own_code_text_from_description():
     assert codes.codes == ("a", "b") and codes.texts == ("Amount owed", "b")
     [reasons] = codes.reasons(np.array([[0.1, 0.2, 9.0]]))
     assert [r["code"] for r in reasons] == ["b", "a"]
+
+
+def test_a_limit_above_the_number_of_codes_means_every_code(codes):
+    rows = np.array([[0.3, 0.0, 0.4, 0.2, 0.1]] * 2)
+    assert codes.reasons(rows, max_reasons=[10**30, 3]) == [codes.reasons(rows[:1], 3)[0]] * 2

@@ -65,7 +65,9 @@ class PDScorer:
         matrix = self.model.encoder.encode_records(records)
         explained = np.fromiter((app.explain for app in applications), dtype=bool, count=len(records))
         threads = self.large_batch_threads if 0 < self.large_batch_rows <= len(records) else None
-        max_reasons = [app.max_reasons for app in applications]
+        # Capped at the model's number of codes (a JSON integer may exceed int64; asking for more than all means all).
+        n_codes = len(self.model.reason_codes.codes)
+        max_reasons = [min(app.max_reasons, n_codes) for app in applications]
         # Every row is explained: its reasons are the short form of its explanation (explain=false only
         # leaves the full list out of the answer). PD, grade and reasons come from the core's one path.
         decision = self.model.decide(matrix, max_reasons, threads)
