@@ -71,12 +71,19 @@ DUPLICATES = {
 @pytest.mark.parametrize("case", sorted(DUPLICATES))
 def test_a_duplicate_key_is_located(case):
     body, loc = DUPLICATES[case]
-    assert duplicate_key_location(body) == loc
+    assert duplicate_key_location(body).loc == loc
 
 
 def test_the_first_duplicate_in_document_order_is_named():
     body = b'{"applications": [{"x": {"a": 1, "a": 2}}, {"b": 1, "b": 2}], "applications": []}'
-    assert duplicate_key_location(body) == ["applications", 0, "x", "a"]
+    found = duplicate_key_location(body)
+    assert found.loc == ["applications", 0, "x", "a"] and found.where == "$.applications[0].x.a"
+
+
+def test_a_duplicate_the_standard_library_cannot_locate_is_named_by_line_and_column():
+    body = b'{"applications": {"a": 1, "a": "\xff"}}'  # jiter stops at the key; json cannot decode the byte after it
+    found = duplicate_key_location(body)
+    assert found.loc == [] and found.where == '"a" at line 1 column 31'
 
 
 @pytest.mark.parametrize("body", [

@@ -1,0 +1,85 @@
+"""What refusing duplicate JSON keys costs, on a 100-application request, in-process.
+
+    .venv/bin/python -m benchmarks.duplicate_keys_benchmark [--model-tag credit_pd_model:latest]
+
+Times, interleaved and best of several rounds, on the same body: the service's check
+(`credit_pd.serving.middleware.duplicate_key_location`, jiter with catch_duplicate_keys), a plain
+jiter parse (the parse alone), the standard library's `json.loads`, and what BentoML does with the
+body next (the request model's `model_validate_json`: parse and validation). Prints the check as
+ratios to each, measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Callable
+
+from benchmarks.results import command_line, recorded  # noqa: E402
+
+APPLICATIONS = 100
+ROUNDS = 7
+CALLS = 40
+
+
+def request_body(model_tag: str) -> tuple[bytes, Callable[[bytes], object]]:
+    """A 100-application body from the model's own sample rows, and the request model's JSON validator."""
+    import tempfile
+    from pathlib import Path
+
+    from credit_pd.client import requests_from_frame
+    from credit_pd.config import SampleConfig
+    from credit_pd.dataset import load_dataset
+    from credit_pd.model_store import get_stored_model, stored_contract
+    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.settings import ServingSettings
+    from credit_pd.training.sample import write_sample
+
+    schema, encoder = stored_contract(get_stored_model(model_tag))
+    path = Path(tempfile.mkdtemp(prefix="credit-pd-dupkeys-")) / "sample.csv"
+    write_sample(path, SampleConfig(n_rows=2_000))  # the training sample's generator, in a temporary folder
+    rows = requests_from_frame(load_dataset(path, schema).head(APPLICATIONS), schema)
+    settings = ServingSettings()
+    request_model = build_input_spec(application_list_type(build_application_model(schema, encoder, settings), settings))
+    return json.dumps({"applications": rows}).encode(), request_model.model_validate_json
+
+
+def best_times_us(candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
+    best = {name: float("inf") for name in candidates}
+    for _ in range(ROUNDS):
+        for name, call in candidates.items():
+            started = time.perf_counter()
+            for _ in range(CALLS):
+                call()
+            best[name] = min(best[name], (time.perf_counter() - started) / CALLS * 1e6)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-tag", default="credit_pd_model:latest")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    import jiter
+
+    from credit_pd.serving.middleware import duplicate_key_location
+
+    body, validate = request_body(args.model_tag)
+    assert duplicate_key_location(body) is None
+    with recorded("duplicate-keys", command_line("")):
+        times = best_times_us({
+            "duplicate-key check": lambda: duplicate_key_location(body),
+            "jiter parse alone": lambda: jiter.from_json(body),
+            "json.loads": lambda: json.loads(body),
+            "BentoML's parse + validation": lambda: validate(body),
+        })
+        print(f"{APPLICATIONS} applications, {len(body):,} bytes; best of {ROUNDS} interleaved rounds of {CALLS} calls")
+        check = times["duplicate-key check"]
+        for name, us in times.items():
+            print(f"  {name:<30} {us:8,.0f} us   check / this = {check / us:.2f}")
+
+
+if __name__ == "__main__":
+    main()
