@@ -20,7 +20,7 @@ BI tool reads them without nested types and `WHERE feature_1 = 'age'` is a plain
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,24 @@ def scores_ddl(id_column: str, k: int, n_reasons: int = DEFAULT_MAX_REASONS) -> 
     reasons = "".join(f"reason_{r} string, reason_{r}_contribution double, " for r in range(1, n_reasons + 1))
     return (f"`{id_column}` string, pd double, grade string, model_tag string, base_value double, raw_score double, "
             f"{ranked}, {reasons}warnings array<string>")
+
+
+def cell_reader(frame: pd.DataFrame) -> Callable[[int, str], Any]:
+    """`frame[name].iat[row]` at the cost of an array index: each column's array is taken once.
+
+    `input_warnings` asks for the received value of every missing categorical cell (to tell
+    "unseen" from "not sent"): ~3-4 cells per row of the book, and `frame[name]` builds a Series
+    each time (~0.2 ms), which made those look-ups ~70% of a Spark task's CPU time.
+    """
+    arrays: dict[str, np.ndarray] = {}
+
+    def value_at(row: int, name: str) -> Any:
+        array = arrays.get(name)
+        if array is None:
+            array = arrays[name] = frame[name].to_numpy()
+        return array[row]
+
+    return value_at
 
 
 def top_k_count(top_k: Optional[int], n_features: int) -> int:
@@ -73,7 +91,7 @@ class BatchScorer:
         order, _ = top_contributions(explanation.contributions, self.k)
         ranked = self._ranked(typed, explanation.contributions, order)
         grades = np.array(self.model.master_scale.names, dtype=object)[decision.grade_index]
-        warnings = self.model.encoder.input_warnings(matrix, lambda row, name: typed[name].iat[row])
+        warnings = self.model.encoder.input_warnings(matrix, cell_reader(typed))
         return self._frame(typed, decision.pd, grades, explanation.base_value, explanation.raw_score, ranked,
                            self._reasons(decision.ranked), warnings)
 
