@@ -414,3 +414,37 @@ def test_bentoml_worker_still_builds_uvicorn_config_without_a_keep_alive_setting
     source = inspect.getsource(importlib.import_module(BENTOML_WORKER_MODULE))
     assert "config = uvicorn.Config(" in source and "timeout_keep_alive=timeout_keep_alive" in source
     assert "uvicorn.Server(config).run(sockets=[socket])" in source
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_real_server_bounds_heads_bodies_and_idle_connections_by_its_settings(trained_run, tmp_path):
+    """The settings reach uvicorn under `bentoml serve` (BentoML's own keep-alive default is 5 s)."""
+    env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_WORKERS": "1",
+           "CREDIT_PD_KEEPALIVE_TIMEOUT_S": "2", "CREDIT_PD_HEADER_TIMEOUT_S": "1", "CREDIT_PD_BODY_TIMEOUT_S": "1"}
+    with bentoml_serve("service:CreditPDService", env, REPO_ROOT, tmp_path / "serve.log") as base:
+        host, port = base.removeprefix("http://").split(":")
+        address = (host, int(port))
+        with socket.create_connection(address) as sock:
+            sock.sendall(f"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 20_000}\r\n\r\n".encode())
+            status, rest, closed = answer(sock)
+        assert status.startswith("HTTP/1.1 431") and b"over 16384 bytes" in rest and closed
+        with socket.create_connection(address) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            status, _, closed = answer(sock)
+        assert status.startswith("HTTP/1.1 408") and closed and time.monotonic() - started < 3
+        with socket.create_connection(address) as sock:
+            sock.sendall(post_head(host, 1_000) + b"{")
+            status, _, closed = answer(sock)
+        assert status.startswith("HTTP/1.1 408") and closed
+        with socket.create_connection(address) as sock:
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answer(sock)[0] == "HTTP/1.1 200 OK"
+            started = time.monotonic()
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
+            idle = time.monotonic() - started
+        assert 1.5 < idle < 4, f"idle keep-alive connection closed after {idle:.1f} s, not the configured 2 s"
+        log = (tmp_path / "serve.log").read_text()
+        assert "bound_connections): in effect" in log

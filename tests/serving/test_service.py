@@ -109,6 +109,20 @@ def test_asgi_single_application_object(asgi_client, example_requests, trained_r
     assert result["uuid"] == example_requests[0]["uuid"]
     assert result["model_tag"] == trained_run.model_tag
     assert 0 < result["pd"] < 1 and len(result["explanation"]["contributions"]) == 10
+    assert result["grade"] in trained_run.model.master_scale.names and len(result["reasons"]) <= 4
+    assert re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", response.headers["x-request-id"])
+
+
+def test_asgi_reasons_and_grade_come_also_without_explanation_and_max_reasons_cuts_them(asgi_client, example_requests):
+    batch = [r | {"explain": False, "max_reasons": limit} for r, limit in zip(example_requests[:30], [0, 1, 2, 4, 13] * 6)]
+    full = asgi_client.post("/predict", json={"applications": [r | {"max_reasons": 13} for r in example_requests[:30]]}).json()
+    results = asgi_client.post("/predict", json={"applications": batch}).json()
+    for sent, result, unlimited in zip(batch, results, full):
+        assert result["explanation"] is None and result["grade"] == unlimited["grade"]
+        assert result["reasons"] == unlimited["reasons"][:sent["max_reasons"]]
+    assert any(len(r["reasons"]) == 4 for r in results)
+    negative = asgi_client.post("/predict", json={"applications": [example_requests[0] | {"max_reasons": -1}]})
+    assert negative.status_code == 400 and negative.json()["detail"][0]["loc"][-1] == "max_reasons"
 
 
 def test_asgi_pd_equals_predictions_csv(asgi_client, example_requests, trained_run):
@@ -181,6 +195,17 @@ def test_asgi_body_over_the_limit_is_413_with_or_without_content_length(asgi_cli
     assert chunked.status_code == 413
     small = json.dumps({"applications": example_requests[:2]}).encode()
     assert asgi_client.post("/predict", content=iter([small[:100], small[100:]]), headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_asgi_duplicate_key_is_400_naming_its_path(asgi_client, example_requests):
+    """The last key would win in BentoML's parser: age 20 then 90 scored age 90 (issue 19)."""
+    application = json.dumps(example_requests[0] | {"age": 20})
+    body = '{"applications": [' + application[:-1] + ', "age": 90}]}'
+    response = asgi_client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    [detail] = response.json()["detail"]
+    assert detail["type"] == "duplicate_key" and detail["loc"] == ["applications", 0, "age"]
+    assert "$.applications[0].age" in detail["msg"]
 
 
 def test_asgi_unknown_top_level_key_is_400(asgi_client, example_requests):
@@ -284,10 +309,17 @@ def real_rows_run(small_sample_path, tmp_path_factory, fast_training_config):
 
 
 @pytest.fixture(scope="module")
-def server(real_rows_run, tmp_path_factory):
+def served_records(tmp_path_factory) -> Path:
+    """Where the real server writes its decision records (every answer of every test against it)."""
+    return tmp_path_factory.mktemp("records") / "decisions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(real_rows_run, tmp_path_factory, served_records):
     env = {
         **os.environ,
         "CREDIT_PD_MODEL_TAG": real_rows_run.model_tag,
+        "CREDIT_PD_DECISION_RECORDS_PATH": str(served_records),
         "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST": str(MAX_PER_REQUEST),
         "CREDIT_PD_WORKERS": "1",
         # These tests check answers, not load shedding: on a CI machine shared with other jobs the
@@ -459,6 +491,10 @@ def test_real_rows_as_pandas_reads_them_score_as_training_scored_them(server, re
     applications = applications_as_pandas_reads_them(SHARED_REAL_ROWS)
     assert any(isinstance(a["account_status"], float) for a in applications)  # numbers, as pandas gives them
     expected = pd.read_csv(real_rows_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
+    from credit_pd.model_store import load_from_store
+
+    stored = load_from_store(real_rows_run.model_tag)  # the reason codes and grades travel in the store entry
+    texts, grades = dict(zip(stored.reason_codes.codes, stored.reason_codes.texts)), set(stored.master_scale.names)
     got: dict[str, float] = {}
     with httpx.Client(base_url=server, timeout=60) as client:
         for start in range(0, len(applications), MAX_PER_REQUEST):
@@ -469,6 +505,10 @@ def test_real_rows_as_pandas_reads_them_score_as_training_scored_them(server, re
                 assert result["uuid"] == sent["uuid"]
                 assert result["warnings"] == [], (sent["uuid"], result["warnings"])
                 assert len(result["explanation"]["contributions"]) == 3
+                assert result["grade"] in grades and 0 <= len(result["reasons"]) <= 4
+                contributions = [reason["contribution"] for reason in result["reasons"]]
+                assert all(c > 0 for c in contributions) and contributions == sorted(contributions, reverse=True)
+                assert all(texts[reason["code"]] == reason["text"] for reason in result["reasons"])
                 got[result["uuid"]] = result["pd"]
     assert len(got) == 10_000
     difference = (pd.Series(got) - expected.loc[list(got)]).abs()
@@ -511,3 +551,21 @@ def test_predict_is_not_traced_unless_asked_for(trained_run):
     excluded = BentoMLContainer.tracing_excluded_urls.get()
     assert excluded.url_disabled("http://127.0.0.1:3000/predict")
     assert not excluded.url_disabled("http://127.0.0.1:3000/readyz")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_real_servers_decision_records_replay_identically(server, served_records, example_requests):
+    """Every answer the real server gave in this module (real rows, schemathesis, bad requests) left a record; all replay."""
+    from credit_pd.replay import replay
+
+    response = httpx.post(server + "/predict", json={"applications": example_requests[:5]}, headers={"x-request-id": "replay-test-1"}, timeout=30)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "replay-test-1"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and served_records.read_text().count('"replay-test-1"') < 5:
+        time.sleep(0.2)
+    lines = served_records.read_text().splitlines()
+    assert sum('"request_id":"replay-test-1"' in line for line in lines) == 5
+    summary = replay(lines)
+    assert summary.all_identical and summary.counts["identical"] == len(lines), summary.report()
+    print(f"{len(lines):,} records of the real server replayed identically")
