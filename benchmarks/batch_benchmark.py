@@ -213,8 +213,10 @@ def report(args, summary, memory: MemoryPeaks, service: float, in_process: float
     cores = int(args.master[args.master.index("[") + 1:-1]) if "[" in args.master and args.master[-2].isdigit() else os.cpu_count()
     print(summary.line())
     print(f"Spark {args.master}: {summary.rows_scored:,} rows scored with top-{DEFAULT_TOP_K} TreeSHAP, {summary.rows_rejected} rejects, "
-          f"{summary.seconds:.1f} s = scores pass {summary.scores_seconds:.1f} s + rejects pass {summary.rejects_seconds:.1f} s "
-          f"-> {summary.rows_per_s:,.0f} rows/s")
+          f"{summary.seconds:.1f} s = census {summary.census_seconds:.1f} s + scores pass {summary.scores_seconds:.1f} s "
+          f"+ rejects pass {summary.rejects_seconds:.1f} s -> {summary.rows_per_s:,.0f} rows/s")
+    print(f"census (rows in + repeated ids across the book: one shuffle of the id column) / whole job = "
+          f"{summary.census_seconds / summary.seconds:.3f}")
     print(f"in-process service scorer (PDScorer, 1 process, {SERVICE_ROWS:,} rows): {service:,.0f} rows/s -> "
           f"ratio Spark / in-process = {summary.rows_per_s / service:.2f}")
     print(f"in-process batch path (validate + BatchScorer, 1 process, {IN_PROCESS_ROWS:,} rows): {in_process:,.0f} rows/s -> "
