@@ -70,6 +70,7 @@ def test_pd_and_contributions_equal_the_service_scorer(csv_run, trained_run, sam
     service = PDScorer(model, trained_run.model_tag)
     answers = service.score([application.model_validate(r | {"top_k": TOP_K}) for r in requests_from_frame(rows, schema)])
     assert len(answers) == SERVICE_ROWS
+    assert sum(len(answer.reasons) == 4 for answer in answers) > 0 and len({answer.grade for answer in answers}) > 1
     for answer in answers:
         row = scores.loc[answer.uuid]
         assert row["pd"] == pytest.approx(answer.pd, abs=1e-9)
@@ -80,6 +81,13 @@ def test_pd_and_contributions_equal_the_service_scorer(csv_run, trained_run, sam
         np.testing.assert_allclose([row[f"contribution_{r}"] for r in range(1, TOP_K + 1)], [c.contribution for c in expected], rtol=0, atol=1e-9)
         assert [none_for_missing(row[f"value_{r}"]) for r in range(1, TOP_K + 1)] == [as_text(c.value) for c in expected]
         assert list(row["warnings"]) == answer.warnings
+        # Grade and principal reasons: the service's answer (default max_reasons 4), code for code.
+        assert row["grade"] == answer.grade
+        codes = [none_for_missing(row[f"reason_{r}"]) for r in range(1, 5)]
+        assert codes == [reason.code for reason in answer.reasons] + [None] * (4 - len(answer.reasons))
+        np.testing.assert_allclose([row[f"reason_{r}_contribution"] for r in range(1, len(answer.reasons) + 1)],
+                                   [reason.contribution for reason in answer.reasons], rtol=0, atol=1e-9)
+        assert all(pd.isna(row[f"reason_{r}_contribution"]) for r in range(len(answer.reasons) + 1, 5))
 
 
 def none_for_missing(value):
@@ -254,11 +262,14 @@ def test_a_book_with_too_many_repeated_ids_is_refused(spark, shipped_model, smal
     assert not (tmp_path / "out" / "scores").exists()
 
 
-@pytest.mark.parametrize("variant", ["bom", "crlf", "cr"])
+@pytest.mark.parametrize("variant", ["bom", "crlf", "cr", "bom+crlf, quoted line break"])
 def test_bom_crlf_and_cr_only_books_score_like_the_plain_one(spark, shipped_model, small_sample_path, tmp_path, variant):
     header, rows = sample_lines(small_sample_path, 50)
+    if "quoted" in variant:  # read in multiLine mode, the plain book too
+        rows[7] = changed(header, rows[7], merchant_group="Books &\nMagazines")
     plain = run_book(spark, shipped_model, write_book(tmp_path / "plain.csv", header, rows), tmp_path / "plain")
-    book = write_book(tmp_path / "book.csv", header, rows, ending={"bom": "\n", "crlf": "\r\n", "cr": "\r"}[variant], bom=variant == "bom")
+    ending = "\r\n" if "crlf" in variant else "\r" if variant == "cr" else "\n"
+    book = write_book(tmp_path / "book.csv", header, rows, ending=ending, bom=variant.startswith("bom"))
     summary = run_book(spark, shipped_model, book, tmp_path / "out")
     assert (summary.rows_in, summary.rows_scored, summary.rows_rejected) == (50, 50, 0)
     pd.testing.assert_frame_equal(read_scores(summary.scores_path).sort_index(), read_scores(plain.scores_path).sort_index())

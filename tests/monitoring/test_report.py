@@ -77,3 +77,13 @@ def test_strict_passes_on_a_sample_large_enough(trained_run, small_sample_path: 
     result = run_report("--data", str(small_sample_path), "--model-tag", trained_run.model_tag, "--strict")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warning" not in result.stdout and "*" not in result.stdout
+
+
+def test_a_bom_and_crlf_file_reports_like_the_plain_one(trained_run, small_sample_path: Path, tmp_path: Path):
+    lines = small_sample_path.read_text().splitlines()[:3000]
+    plain, windows = tmp_path / "plain.csv", tmp_path / "windows.csv"
+    plain.write_text("\n".join(lines) + "\n")
+    windows.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join(lines) + "\r\n").encode())
+    results = [run_report("--data", str(path), "--model-tag", trained_run.model_tag) for path in (plain, windows)]
+    assert [r.returncode for r in results] == [0, 0], results[1].stderr[-2000:]
+    assert results[1].stdout == results[0].stdout and "Drift of 2,999 rows" in results[0].stdout
