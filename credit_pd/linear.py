@@ -9,10 +9,12 @@ computed from the same numeric matrix the trees score (`FeatureEncoder.encode_fr
   as the nearest value training saw, as the trees score it), missing values imputed with the
   training median plus a missing-indicator column (when training had missing values), log1p
   where the schema says so or by rule (`log1p_rule`: every non-negative column that is not a
-  0/1 flag), then centred and scaled;
+  0/1 flag), then centred and scaled to unit training variance;
 - categorical columns: one 0/1 column per level with at least `MIN_LEVEL_ROWS` training rows,
   one column for the rarer levels together, one for missing; an unseen label is encoded as
-  missing by the encoder, so it scores as missing here too.
+  missing by the encoder, so it scores as missing here too. Indicators stay 0/1: scaled to unit
+  variance (glmnet's way), a level of 20 rows escapes the L2 penalty, and on the embedded sample
+  that cost 1% of the GLM's inner-CV log loss (measured), besides a 4x slower fit.
 
 Explanations are exact: each schema feature's contribution is coefficient x (design value -
 training mean of that design column), summed over the feature's columns (value, indicator,
@@ -23,7 +25,7 @@ raw score exactly (up to floating-point rounding). Fitting lives in the training
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -43,9 +45,9 @@ VALUE, MISSING, LEVEL, RARE = "value", "missing", "level", "rare"
 class DesignColumn:
     """One column of the design: which schema feature it belongs to and how it is computed.
 
-    kind `value`: (transform(clip(x, low, high), median-imputed) - center) / scale;
-    `missing`: 1 where x is missing; `level`: 1 where the category code is in `codes`;
-    `rare`: same, for the rare levels pooled.
+    kind `value`: transform(clip(x, low, high), median-imputed); `missing`: 1 where x is
+    missing; `level`: 1 where the category code is in `codes`; `rare`: same, for the rare levels
+    pooled. The column is then (that - center) / scale (0 and 1 for the indicators).
     """
 
     feature: int
@@ -58,6 +60,23 @@ class DesignColumn:
     scale: float = 1.0
     codes: tuple[int, ...] = ()
 
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The column before centring and scaling, from the feature's encoded values `x`."""
+        if self.kind == VALUE:
+            v = np.clip(np.where(np.isnan(x), self.median, x), self.low, self.high)
+            return np.sign(v) * np.log1p(np.abs(v)) if self.log1p else v
+        if self.kind == MISSING:
+            return np.isnan(x).astype(np.float64)
+        if self.kind == LEVEL:
+            return (x == self.codes[0]).astype(np.float64)
+        return np.isin(x, self.codes).astype(np.float64)
+
+    def standardised(self, x: np.ndarray) -> "DesignColumn":
+        """This column with the training mean and standard deviation of `raw(x)` as center and scale."""
+        v = self.raw(x)
+        scale = float(v.std())
+        return replace(self, center=float(v.mean()), scale=scale if scale > 0 else 1.0)
+
     def label(self, feature_names: Sequence[str]) -> str:
         name = feature_names[self.feature]
         if self.kind == VALUE:
@@ -67,9 +86,9 @@ class DesignColumn:
         return f"{name} [{self.kind}]"
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"feature": self.feature, "kind": self.kind}
+        data: dict[str, Any] = {"feature": self.feature, "kind": self.kind, "center": self.center, "scale": self.scale}
         if self.kind == VALUE:
-            data.update(median=self.median, low=self.low, high=self.high, log1p=self.log1p, center=self.center, scale=self.scale)
+            data.update(median=self.median, low=self.low, high=self.high, log1p=self.log1p)
         elif self.kind in (LEVEL, RARE):
             data["codes"] = list(self.codes)
         return data
@@ -101,10 +120,8 @@ class LinearDesign:
         columns: list[DesignColumn] = []
         for j, name in enumerate(encoder.feature_names):
             x = matrix[:, j]
-            if j in categorical:
-                columns.extend(_categorical_columns(j, x))
-            else:
-                columns.extend(_numeric_columns(j, x, (log1p or {}).get(name)))
+            found = _categorical_columns(j, x) if j in categorical else _numeric_columns(j, x, (log1p or {}).get(name))
+            columns.extend(column.standardised(x) if column.kind == VALUE else column for column in found)
         return cls(n_features=len(encoder.feature_names), columns=tuple(columns))
 
     @property
@@ -125,19 +142,16 @@ class LinearDesign:
             raise ValueError(f"matrix of shape {matrix.shape} given; the design expects (n_rows, {self.n_features})")
         out = np.empty((len(matrix), len(self.columns)), dtype=np.float64)
         for i, column in enumerate(self.columns):
-            x = matrix[:, column.feature]
-            if column.kind == VALUE:
-                v = np.clip(np.where(np.isnan(x), column.median, x), column.low, column.high)
-                if column.log1p:
-                    v = np.sign(v) * np.log1p(np.abs(v))
-                out[:, i] = (v - column.center) / column.scale
-            elif column.kind == MISSING:
-                out[:, i] = np.isnan(x)
-            elif column.kind == LEVEL:
-                out[:, i] = x == column.codes[0]
-            else:
-                out[:, i] = np.isin(x, column.codes)
-        return out
+            out[:, i] = column.raw(matrix[:, column.feature])
+        return (out - self.centers) / self.scales
+
+    @property
+    def centers(self) -> np.ndarray:
+        return np.array([c.center for c in self.columns], dtype=np.float64)
+
+    @property
+    def scales(self) -> np.ndarray:
+        return np.array([c.scale for c in self.columns], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_features": self.n_features, "columns": [c.to_dict() for c in self.columns]}
@@ -153,13 +167,7 @@ def _numeric_columns(j: int, x: np.ndarray, log1p_flag: bool | None) -> list[Des
         return []  # never observed: nothing to learn, the feature contributes 0
     low, high = float(present.min()), float(present.max())
     take_log = log1p_rule(present) if log1p_flag is None else bool(log1p_flag)
-    median = float(np.median(present))
-    v = np.clip(np.where(np.isnan(x), median, x), low, high)
-    if take_log:
-        v = np.sign(v) * np.log1p(np.abs(v))
-    center, scale = float(v.mean()), float(v.std())
-    columns = [DesignColumn(j, VALUE, median=median, low=low, high=high, log1p=take_log, center=center,
-                            scale=scale if scale > 0 else 1.0)]
+    columns = [DesignColumn(j, VALUE, median=float(np.median(present)), low=low, high=high, log1p=take_log)]
     if len(present) < len(x):
         columns.append(DesignColumn(j, MISSING))
     return columns

@@ -71,6 +71,22 @@ class BlendWeights:
         return cls(offset=float(data["offset"]), linear=float(data["linear"]), trees=tuple(float(w) for w in data["trees"]))
 
 
+def combined_raw_score(matrix: np.ndarray, linear: LinearModel | None, boosters: Sequence[lgb.Booster], weights: BlendWeights,
+                       num_threads: int) -> np.ndarray:
+    """offset + w_linear x GLM log-odds + sum_k w_k x booster_k log-odds: the raw score of every family.
+
+    `ScoringModel.raw_score` is this; training scores its out-of-fold models with it before a
+    schema-carrying `ScoringModel` exists.
+    """
+    raw = np.full(len(matrix), weights.offset)
+    if linear is not None:
+        raw += weights.linear * linear.raw_score(matrix)
+    for weight, booster in zip(weights.trees, boosters):
+        if booster.num_trees():
+            raw += weight * booster.predict(matrix, raw_score=True, num_threads=num_threads)
+    return raw
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Exact additive explanation of a batch: raw log-odds = base_value + contributions.sum(axis=1)."""
@@ -171,14 +187,7 @@ class ScoringModel:
 
     def raw_score(self, matrix: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         """Uncalibrated log-odds; `num_threads` overrides the model's thread count for this call."""
-        threads = num_threads or self.num_threads
-        raw = np.full(len(matrix), self.weights.offset)
-        if self.linear is not None:
-            raw += self.weights.linear * self.linear.raw_score(matrix)
-        for weight, booster in zip(self.weights.trees, self.boosters):
-            if booster.num_trees():
-                raw += weight * booster.predict(matrix, raw_score=True, num_threads=threads)
-        return raw
+        return combined_raw_score(matrix, self.linear, self.boosters, self.weights, num_threads or self.num_threads)
 
     def predict_pd(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated PD from the explained raw score, so PD and explanation always agree."""

@@ -71,8 +71,9 @@ def test_design_columns_follow_the_documented_rules(data):
     assert [c.kind for c in age] == [VALUE] and age[0].log1p  # never missing, non-negative
     assert any(c.kind == MISSING for c in by_feature["account_days_in_dc_12_24m"])
     x = design.transform(matrix)
-    value_columns = [i for i, c in enumerate(design.columns) if c.kind == VALUE]
-    np.testing.assert_allclose(x[:, value_columns].mean(axis=0), 0.0, atol=1e-9)
+    values = [i for i, c in enumerate(design.columns) if c.kind == VALUE]
+    np.testing.assert_allclose(x[:, values].mean(axis=0), 0.0, atol=1e-9)  # numeric columns standardised on the training rows
+    np.testing.assert_allclose(x[:, values].std(axis=0), 1.0, atol=1e-9)
     assert set(np.unique(x[:, [i for i, c in enumerate(design.columns) if c.kind != VALUE]])) <= {0.0, 1.0}
     assert not log1p_rule(np.array([0.0, 1.0, 0.0])) and not log1p_rule(np.array([-1.0, 2.0, 5.0]))
 
@@ -86,7 +87,7 @@ def test_design_clips_to_the_training_range_and_imputes_missing(data):
     rows[:, j] = [column.high, column.high * 10, np.nan]
     x = design.transform(rows)[:, design.columns.index(column)]
     assert x[0] == x[1]  # beyond the training maximum scores as the maximum
-    expected = (np.log1p(column.median) - column.center) / column.scale
+    expected = (np.log1p(column.median) - column.center) / column.scale  # imputed with the training median
     assert x[2] == pytest.approx(expected)
 
 

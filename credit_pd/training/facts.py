@@ -18,7 +18,7 @@ import pandas as pd
 from credit_pd.config import TrainingConfig
 from credit_pd.schema import DatasetSchema, FeatureType
 from credit_pd.scoring_model import ScoringModel
-from credit_pd.training.fit import CrossValidationResult, ShapeChoice, explained_rows_per_s
+from credit_pd.training.fit import CrossValidationResult, ShapeChoice, model_explained_rows_per_s
 from credit_pd.training.metrics import ForecastMetrics, grade_backtest
 
 LIBRARIES = ("lightgbm", "scikit-learn", "shap", "bentoml", "pandas", "numpy")
@@ -39,19 +39,27 @@ class DataFacts:
 
 @dataclass(frozen=True)
 class ShapeFacts:
-    """The chosen shape, why, and what every candidate scored (mean over folds)."""
+    """The chosen candidate, why, and what every candidate scored in the final inner CV (all labelled rows).
+
+    `description` is the model's own one-line summary ("GLM-offset, 180 trees") plus the tree
+    shape(s) it uses; `glm_constrained` names the monotone features whose GLM coefficient was
+    fixed at 0 (wrong sign); `selection_seconds` is the wall time of all inner CVs of the run
+    (the price of the choice), `candidates_fit_seconds` each candidate's share of it.
+    """
 
     name: str
+    family: str
     description: str
-    num_leaves: int
-    max_depth: int
-    min_child_samples: int
-    lambda_l2: float
-    learning_rate: float
+    tree_shapes: list[str]
     reason: str
     chosen_per_fold: list[str]
-    candidates_mean_inner_log_loss: dict[str, float]
+    candidates_inner_log_loss: dict[str, float]
     candidates_explained_rows_per_s: dict[str, float]
+    candidates_fit_seconds: dict[str, float]
+    glm_constrained: list[str]
+    blend_weights: dict[str, Any]
+    inner_folds: int
+    selection_seconds: float
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,6 @@ class ModelFacts:
     monotone_features: list[str]
     data: DataFacts
     n_folds: int
-    inner_share: float
     ece_bins: int
     shape: ShapeFacts
     final_rounds: int
@@ -106,7 +113,6 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
                  choice: ShapeChoice, model: ScoringModel, matrix: np.ndarray, config: TrainingConfig, seconds: float) -> ModelFacts:
     """Collect the run's facts; `matrix` supplies rows for timing the final model's explanations."""
     y = frame.loc[labelled, schema.target_column]
-    shape = choice.shape
     return ModelFacts(
         model_tag="unsaved",
         schema_name=schema.name,
@@ -117,26 +123,38 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
         data=DataFacts(file_name=data_path.name, sha256=file_sha256(data_path), n_rows=int(len(frame)), n_labelled=int(labelled.sum()),
                        n_unlabelled=int((~labelled).sum()), n_positives=int(y.sum()), default_rate=float(y.mean())),
         n_folds=config.n_folds,
-        inner_share=config.inner_validation_share,
         ece_bins=config.ece_bins,
-        shape=ShapeFacts(name=shape.name, description=shape.describe(), num_leaves=shape.num_leaves, max_depth=shape.max_depth,
-                         min_child_samples=shape.min_child_samples, lambda_l2=shape.lambda_l2, learning_rate=shape.learning_rate,
-                         reason=choice.reason, chosen_per_fold=[f.shape.name for f in cv.folds],
-                         candidates_mean_inner_log_loss=choice.mean_inner_log_loss,
-                         candidates_explained_rows_per_s=choice.explained_rows_per_s),
+        shape=choice_facts(cv, choice, model, config),
         final_rounds=choice.rounds,
         final_rounds_multiplier=config.final_rounds_multiplier,
-        n_trees=model.booster.num_trees(),
+        n_trees=model.n_trees,
         calibration=model.scoring_spec()["calibration"],
         cv_pooled=cv.pooled,
         cv_per_fold=[f.metrics for f in cv.folds],
         cv_summary=cv.summary,
         cv_best_iterations=cv.best_iterations,
         training_seconds=seconds,
-        explained_rows_per_s=explained_rows_per_s(model.booster, matrix, config),
+        explained_rows_per_s=model_explained_rows_per_s(model, matrix, config),
         min_explained_rows_per_s=config.min_explained_rows_per_s,
         explain_timing_rows=config.explain_timing_rows,
         num_threads=config.num_threads,
         library_versions={name: version(name) for name in LIBRARIES},
         grade_backtest=[row.as_dict() for row in grade_backtest(y.to_numpy(dtype=np.float64), cv.oof_pd, schema.resolved_master_scale())],
     )
+
+
+def choice_facts(cv: CrossValidationResult, choice: ShapeChoice, model: ScoringModel, config: TrainingConfig) -> ShapeFacts:
+    """What was chosen and why, from the final inner CV and the fitted model."""
+    candidate = choice.candidate
+    shapes = {shape.name: shape for shape in config.shapes}
+    used = [candidate.name] if candidate.shape is not None and model.n_trees else list(candidate.members)
+    tree_shapes = [shapes[name].describe() for name in used if name in shapes]
+    description = model.describe() + "".join(f"; {text}" for text in tree_shapes)
+    return ShapeFacts(name=candidate.name, family=model.family, description=description, tree_shapes=tree_shapes,
+                      reason=choice.reason, chosen_per_fold=[f.chosen.name for f in cv.folds],
+                      candidates_inner_log_loss=choice.mean_inner_log_loss,
+                      candidates_explained_rows_per_s=choice.explained_rows_per_s,
+                      candidates_fit_seconds=choice.fit_seconds,
+                      glm_constrained=list(model.linear.constrained) if model.linear is not None else [],
+                      blend_weights=model.weights.to_dict() if model.family == "blend" else {},
+                      inner_folds=config.inner_folds, selection_seconds=cv.selection_seconds)

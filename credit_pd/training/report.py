@@ -22,7 +22,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from credit_pd.master_scale import AMBER_BELOW, RED_BELOW  # noqa: E402
 from credit_pd.scoring_model import ScoringModel  # noqa: E402
-from credit_pd.training.facts import ModelFacts  # noqa: E402
+from credit_pd.training.facts import ModelFacts, ShapeFacts  # noqa: E402
 from credit_pd.training.fit import CrossValidationResult  # noqa: E402
 from credit_pd.training.publish import fault_point  # noqa: E402
 
@@ -150,6 +150,15 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def render_candidates(shape: ShapeFacts) -> str:
+    """Every candidate, best inner-CV log loss first: loss, explained rows/s, fit seconds, and over budget."""
+    return "; ".join(
+        f"{name} {loss:.5f} ({shape.candidates_explained_rows_per_s[name]:,.0f} rows/s, "
+        f"{shape.candidates_fit_seconds.get(name, 0.0):.0f} s)"
+        for name, loss in sorted(shape.candidates_inner_log_loss.items(), key=lambda item: item[1])
+    )
+
+
 def render_model_card(inputs: ReportInputs, top_features: list[str]) -> str:
     """Markdown of at most one page: what the model is, how it was validated, its limits.
 
@@ -165,47 +174,51 @@ def render_model_card(inputs: ReportInputs, top_features: list[str]) -> str:
     types = ", ".join(f"{n} {t}" for t, n in facts.feature_types.items())
     monotone = ", ".join(f"`{name}`" for name in facts.monotone_features) or "none"
     shape, data, calibration = facts.shape, facts.data, facts.calibration
-    candidates = "; ".join(
-        f"{name} {loss:.5f} ({shape.candidates_explained_rows_per_s[name]:,.0f} rows/s)"
-        for name, loss in sorted(shape.candidates_mean_inner_log_loss.items(), key=lambda item: item[1])
-    )
+    candidates = render_candidates(shape)
+    constrained = (f"The GLM's coefficients of {', '.join(f'`{n}`' for n in shape.glm_constrained)} had the wrong sign and are "
+                   "constrained to 0 (the feature acts through the trees only, if at all)." if shape.glm_constrained else
+                   "No GLM coefficient of a monotone feature needed constraining." if shape.family != "trees" else "")
     return f"""# Model card: probability of default ({facts.model_tag})
 
-**What it is.** A LightGBM gradient-boosted tree model (binary log-loss) that gives the probability that a
-customer defaults. {facts.n_features} features from schema `{facts.schema_name}` ({types}); `{facts.id_column}` is never
-a feature. Categoricals use LightGBM's native categorical splits on a vocabulary learned from the training file;
-missing values follow LightGBM's learned missing branch. No class weights or resampling: the objective on the true
-class mix targets calibrated probabilities; a Platt step (slope {calibration['slope']:.4f}, intercept
+**What it is.** {shape.description}: a model of the probability that a customer defaults, chosen by the data
+among a logistic regression (GLM), LightGBM trees, trees boosted from the GLM's logit and logit-space blends of the
+GLM with trees. {facts.n_features} features from schema `{facts.schema_name}` ({types}); `{facts.id_column}` is never a
+feature. The GLM's design: median imputation plus missing indicators, log1p of non-negative amounts and counts,
+scaling, one-hot categories (rare levels pooled). Trees use LightGBM's native categorical splits and learned missing
+branch. No class weights or resampling; a Platt step (slope {calibration['slope']:.4f}, intercept
 {calibration['intercept']:.4f}) fitted on out-of-fold log-odds corrects the refit's residual bias.
 
-**Shape, chosen by the data within an explanation budget.** {shape.description}; {facts.n_trees} trees. Chosen because:
-{shape.reason}. Each fold chose on its own inner split ({", ".join(shape.chosen_per_fold)}). Mean inner log loss and
-explained rows/s (fastest of the folds' measurements) of each candidate: {candidates}. The budget is {facts.min_explained_rows_per_s:,.0f} rows/s
-(model + exact TreeSHAP, batch of {facts.explain_timing_rows:,}, {facts.num_threads} threads); this model explains
-{facts.explained_rows_per_s:,.0f} rows/s measured in this run. `make benchmark` compares it with logistic regression,
-LightGBM defaults and a tuned LightGBM on the same folds. Features marked monotone in the schema ({monotone}) are
-constrained: more of them never lowers the PD.
+**Chosen by inner cross-validation within an explanation budget.** Chosen: {shape.name}, because {shape.reason}.
+Each outer fold chose by its own inner CV ({", ".join(shape.chosen_per_fold)}). Inner-CV log loss on all labelled rows
+({shape.inner_folds} folds), explained rows/s and fit time over the run of each candidate: {candidates}. The budget is
+{facts.min_explained_rows_per_s:,.0f} rows/s (model + exact explanation, batch of {facts.explain_timing_rows:,},
+{facts.num_threads} threads; a blend or GLM-offset model costs the sum of its parts); this model explains
+{facts.explained_rows_per_s:,.0f} rows/s measured in this run. The choice cost {shape.selection_seconds:.0f} s of the
+{facts.training_seconds:.0f} s run. `make benchmark` compares the model with logistic regression, LightGBM defaults and a
+tuned LightGBM on the same folds. Features marked monotone in the schema ({monotone}) keep their direction in every
+part: tree constraints, GLM coefficient signs, non-negative blend weights. {constrained}
 
 **Data.** `{data.file_name}` (sha256 `{data.sha256[:16]}…`): {data.n_rows:,} rows, {data.n_labelled:,} labelled
 ({data.default_rate:.3%} defaults), {data.n_unlabelled:,} unlabelled rows scored into the predictions file.
 
 **Validation.** {facts.n_folds}-fold stratified cross-validation on the labelled rows. Inside each training fold a
-stratified {facts.inner_share:.0%} inner split chooses the shape and the number of rounds (early stopping) and fits
-the fold's calibrator, so the validation fold influences nothing that scores it. Out-of-fold figures (mean ± sd over
-folds, and pooled):
+{shape.inner_folds}-fold inner CV chooses the candidate and its number of rounds (early stopping on the folds' mean
+loss) and its out-of-fold log-odds fit the fold's calibrator, so the validation fold influences nothing that scores
+it. Out-of-fold figures (mean ± sd over folds, and pooled):
 
 | metric | per fold | pooled |
 |---|---|---|
 {rows}
 
-ECE uses {facts.ece_bins} equal-count bins. The final model is refit on all labelled rows with {facts.final_rounds}
-rounds (the chosen shape's mean early-stopped count × {facts.final_rounds_multiplier}). Training took
-{facts.training_seconds:.0f} s.
+ECE uses {facts.ece_bins} equal-count bins. The final model is chosen by the same inner CV on all labelled rows and
+refit on them with {facts.n_trees} trees in all (each tree part's cross-validated count × {facts.final_rounds_multiplier}).
+Training took {facts.training_seconds:.0f} s.
 
 ![ROC and PR curves](roc_pr.png) ![Reliability](calibration.png)
 
-**What drives the PD.** Largest mean |SHAP|: {top}. Every prediction of the service carries its own exact
-TreeSHAP explanation (log-odds; base value + contributions = the raw score).
+**What drives the PD.** Largest mean |contribution|: {top}. Every prediction of the service carries its own exact
+explanation per feature (log-odds; base value + contributions = the raw score): coefficient × (design value −
+training mean) for the GLM part, exact TreeSHAP for the trees, weighted by the blend weights.
 
 ![SHAP summary](shap_summary.png)
 

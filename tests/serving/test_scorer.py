@@ -28,12 +28,26 @@ def test_contributions_add_up_to_the_raw_score(scorer, applications):
 
 
 def test_contributions_agree_with_shap_tree_explainer(scorer, unlabelled):
-    matrix = scorer.model.encoder.encode_frame(unlabelled.head(100))
-    ours = scorer.model.explain(matrix)
-    explainer = shap.TreeExplainer(scorer.model.booster)
-    theirs = explainer.shap_values(matrix)
+    """Trees' part: shap's TreeExplainer per booster; GLM part (any hybrid family): coefficient x centred design."""
+    model = scorer.model
+    matrix = model.encoder.encode_frame(unlabelled.head(100))
+    ours = model.explain(matrix)
+    weights = model.weights
+    theirs = np.zeros_like(ours.contributions)
+    base = weights.offset
+    for weight, booster in zip(weights.trees, model.boosters):
+        if booster.num_trees():
+            explainer = shap.TreeExplainer(booster)
+            theirs += weight * explainer.shap_values(matrix)
+            base += weight * float(np.ravel(explainer.expected_value)[0])
+    if model.linear is not None:
+        design = model.linear.design.transform(matrix)
+        per_column = (design - model.linear.means) * model.linear.coefficients
+        for j in range(len(model.feature_names)):
+            theirs[:, j] += weights.linear * per_column[:, model.linear.design.feature_of_column == j].sum(axis=1)
+        base += weights.linear * (model.linear.intercept + model.linear.means @ model.linear.coefficients)
     np.testing.assert_allclose(ours.contributions, theirs, atol=1e-6)
-    assert ours.base_value[0] == pytest.approx(float(np.ravel(explainer.expected_value)[0]), abs=1e-6)
+    assert ours.base_value[0] == pytest.approx(base, abs=1e-6)
 
 
 def test_contributions_sorted_and_top_k_respected(scorer, applications):
@@ -187,7 +201,10 @@ def test_large_batches_run_lightgbm_on_more_threads_with_identical_answers(train
 
     monkeypatch.setattr(lgb.Booster, "predict", recording)
     small = threaded.answers(applications[:49])
+    small_calls, calls[:] = list(calls), []
     large = threaded.answers(applications[:120])
-    assert calls == [1, 2], "49 rows on the model's one thread, 120 (>= 50) on two"
+    # Every LightGBM call of a batch on the same count (a blend has two boosters, a GLM none).
+    assert set(small_calls) <= {1} and set(calls) <= {2}, "49 rows on the model's one thread, 120 (>= 50) on two"
+    assert calls or not any(b.num_trees() for b in threaded.model.boosters) or getattr(threaded.model, "tree_tables", ())
     single = PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag)
     assert large == single.answers(applications[:120]) and small == single.answers(applications[:49])

@@ -51,7 +51,8 @@ def test_store_metadata_tells_a_reviewer_what_the_model_is(trained_run, small_sa
     assert {"lightgbm", "bentoml", "scikit-learn"} <= set(meta["library_versions"])
     assert meta["calibration"]["method"] == "platt"
     assert meta["training_seconds"] > 0
-    assert meta["shape"]["name"] in {"stumps", "depth 2"} and meta["shape"]["reason"]
+    assert meta["shape"]["name"] in meta["shape"]["candidates_inner_log_loss"] and meta["shape"]["reason"]
+    assert meta["shape"]["family"] in {"GLM", "GLM-offset", "trees", "blend"} and meta["shape"]["selection_seconds"] > 0
     assert meta["explained_rows_per_s"] > 0
     assert info.labels["schema"] == "klarna_bnpl"
 
