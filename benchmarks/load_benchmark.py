@@ -8,6 +8,10 @@ each shared load the compared servers take turns, `--rounds` times, so a change 
 load from other processes does not fall on one of them only):
 - the project: `bentoml serve` of the built bento with its default settings;
 - the project with live monitoring off (`CREDIT_PD_MONITORING_ENABLED=false`): concurrency 32 only;
+- the project with decision records off (`CREDIT_PD_DECISION_RECORDS=false`): concurrency 32 only,
+  the cost of one JSON line per application; the project's own records (stdout, its log file)
+  are then replayed with `credit_pd.replay` and must all be identical (`--records-only` runs just
+  this comparison and the replay);
 - a trivial BentoML endpoint (benchmarks/trivial_service.py): the same workers, no model, a
   constant answer; BentoML's own cost per request, the framework's ceiling here;
 - the naive peer (benchmarks/naive_peer.py) twice, Flask under gunicorn and FastAPI under uvicorn,
@@ -402,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=6, help="seconds per load level and round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="turns the compared servers take on each shared load (default: %(default)s)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service workers at concurrency 32")
+    parser.add_argument("--records-only", action="store_true",
+                        help="only decision records on vs off at concurrency 32, then replay the records written")
     parser.add_argument("--overload-only", action="store_true",
                         help="only the service's overload phase (conc. 1, overload with a sampling client, conc. 1 after)")
     args = parser.parse_args(argv)
@@ -440,6 +446,12 @@ def main(argv: list[str] | None = None) -> None:
             print_overload(results, project.process.poll() is None)
             return
         servers = {"project": project}
+        if "decision_records" in ServingSettings.model_fields:
+            servers["project, records off"] = stack.enter_context(
+                serving("project, records off", bentoml_command(args.target), {**env, "CREDIT_PD_DECISION_RECORDS": "false"}, workdir))
+        if args.records_only:
+            records_comparison(servers, single_body, d, args.rounds)
+            return
         if "monitoring_enabled" in ServingSettings.model_fields:
             servers["project, monitoring off"] = stack.enter_context(
                 serving("project, monitoring off", bentoml_command(args.target), {**env, "CREDIT_PD_MONITORING_ENABLED": "false"}, workdir))
@@ -474,8 +486,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             profile = profile_workers(project, single_body, 8)
 
+        replayed = replay_served_records(project)
     print_results(results)
     report(results, model_tag, batch_body, single_body, alive, monitoring_active)
+    print_records(results, replayed)
     print(f"\nkeep-alive connections per worker process under wrk (a separate {3} s load each; the project "
           "spreads them by SO_REUSEPORT, the peers share one socket):")
     for name, by_concurrency in spread.items():
@@ -486,6 +500,48 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join("  " + line for line in profile))
     load_avg = os.getloadavg()
     print(f"\nload average after: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+
+
+def served_record_lines(server: Server) -> list[str]:
+    """The decision records a server wrote to stdout (its log file), told apart from log lines by their fields."""
+    return [line for line in server.log.read_text(encoding="utf-8", errors="replace").split("\n")  # not splitlines: U+2028 may be in a value
+            if line.startswith('{"time":') and '"input_sha256":' in line]
+
+
+def replay_served_records(server: Server) -> tuple[int, str, bool]:
+    """(records, replay report, all identical) of what `server` recorded under this run's loads."""
+    from credit_pd.replay import replay
+
+    lines = served_record_lines(server)
+    summary = replay(lines)
+    return len(lines), summary.report(), summary.all_identical
+
+
+def print_records(results: list[LoadResult], replayed: tuple[int, str, bool]) -> None:
+    """Records on / off at concurrency 32 (same run, alternating rounds), and the replay of the records written."""
+    on = next((r for r in results if r.server == "project" and r.load == "1 app, concurrency 32"), None)
+    off = next((r for r in results if r.server == "project, records off" and r.load == "1 app, concurrency 32"), None)
+    if on is not None and off is not None:
+        print(f"\ndecision records on / off, 1 app at concurrency 32: {on.requests_per_s:,.0f} / {off.requests_per_s:,.0f} req/s "
+              f"= {on.requests_per_s / off.requests_per_s:.2f}; p50 {on.p50_ms:.2f} / {off.p50_ms:.2f} ms, "
+              f"p99 {on.p99_ms:.2f} / {off.p99_ms:.2f} ms")
+    count, text, identical = replayed
+    print(f"replay of the {count:,} records the project wrote to stdout under these loads ({'all identical' if identical else 'NOT all identical'}):")
+    print("\n".join("  " + line for line in text.splitlines()))
+
+
+def records_comparison(servers: dict[str, Server], single_body: Path, seconds: int, rounds: int) -> None:
+    """`--records-only`: concurrency 32 on the project with records on and off, taking turns, then the replay."""
+    names = ["project", "project, records off"]
+    for name in names:
+        run_wrk(servers[name], single_body, 8, 3, "warm-up")
+    by_server: dict[str, list[LoadResult]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            by_server[name].append(run_wrk(servers[name], single_body, 32, seconds, "1 app, concurrency 32"))
+    results = [combine(by_server[name]) for name in names]
+    print_results(results)
+    print_records(results, replay_served_records(servers["project"]))
 
 
 def print_overload(results: list[LoadResult], alive: bool) -> None:
@@ -579,5 +635,6 @@ def report(results: list[LoadResult], model_tag: str, batch_body: Path, single_b
 
 
 if __name__ == "__main__":
-    with recorded("load", command_line("make load-benchmark")):
+    # A partial run (--records-only) keeps its own section, so it never replaces a full run's figures.
+    with recorded("load-records" if "--records-only" in sys.argv else "load", command_line("make load-benchmark")):
         main()

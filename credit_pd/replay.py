@@ -90,7 +90,11 @@ class ReplaySummary:
 
 
 def read_records(lines: Iterable[str], summary: ReplaySummary) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, record) of every readable record; unreadable lines are counted and shown."""
+    """(line number, record) of every readable record; unreadable lines are counted and shown.
+
+    Lines are what a file iterates (split at \\n only): a record's strings may hold U+2028 or
+    U+0085, which JSON leaves unescaped and `str.splitlines` would split at.
+    """
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -84,3 +84,11 @@ def test_unknown_models_hash_only_records_and_garbage_are_counted_not_passed(rec
 def test_an_empty_or_absent_file_is_not_a_pass(tmp_path):
     assert main([str(_write(tmp_path / "empty.jsonl", []))]) == 1
     assert main([str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_a_record_with_line_separators_inside_its_values_replays(records_file, tmp_path):
+    """JSON leaves U+2028 and U+0085 unescaped: the file is read line by line at \\n only."""
+    records = _lines(records_file)[:2]
+    records[0]["uuid"] = "a\u2028b\x85c"
+    path = _write(tmp_path / "separators.jsonl", records)
+    assert main([str(path)]) == 0
