@@ -435,9 +435,9 @@ def test_a_real_server_bounds_heads_bodies_and_idle_connections_by_its_settings(
             status, _, closed = answer(sock)
         assert status.startswith("HTTP/1.1 408") and closed and time.monotonic() - started < 3
         with socket.create_connection(address) as sock:
-            sock.sendall(post_head(host, 1_000) + b"{")
+            sock.sendall(post_head(host, 1_000, "Content-Type: application/json\r\n") + b"{")
             status, _, closed = answer(sock)
-        assert status.startswith("HTTP/1.1 408") and closed
+        assert status.startswith("HTTP/1.1 408") and closed, status
         with socket.create_connection(address) as sock:
             sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert answer(sock)[0] == "HTTP/1.1 200 OK"
