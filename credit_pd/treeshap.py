@@ -370,8 +370,8 @@ class TreeShapTables:
         values = np.where(np.abs(raw) <= K_ZERO_THRESHOLD, 0.0, raw)
         # NaN: 0.0 under the None rule, the default direction under the Zero and NaN rules.
         values = np.where(np.isnan(values), self._nan_value, values)
-        # Zero rule: 0.0 (a NaN included) takes the default direction.
-        values = np.where((values == 0.0) & self._zero_rule, self.variant_fill, values)
+        if self._has_zero_rule:  # Zero rule: 0.0 (a NaN included) takes the default direction.
+            values = np.where((values == 0.0) & self._zero_rule, self.variant_fill, values)
         if not self.cat_node_column.size:
             return values
         # C++'s int(x) truncates: x in (-1, 0) is code 0. fmax maps NaN to -1 (goes right), fmin
@@ -387,6 +387,11 @@ class TreeShapTables:
     @cached_property
     def _zero_rule(self) -> np.ndarray:
         return self.variant_missing == _MISSING_ZERO
+
+    @cached_property
+    def _has_zero_rule(self) -> bool:
+        """Boosters trained without zero_as_missing have no Zero-rule node: three calls saved per chunk."""
+        return bool(self._zero_rule.any())
 
     def _patterns(self, matrix: np.ndarray) -> np.ndarray:
         """Steps 2-3: (n, U) int64 decision pattern of every unit (tree units, then leaf units)."""
