@@ -14,14 +14,21 @@ from credit_pd.monitoring.report import EXIT_SMALL_SAMPLE, MIN_ROWS_PER_BIN, Dri
 from tests.conftest import REPO_ROOT
 
 # Ten equal training bins and an empty `missing` bin: 10 bins count, so 100 rows are needed.
-TEN_BINS = BinnedFeature(name="x", kind="numeric", bins=tuple(f"b{i}" for i in range(10)) + ("missing",),
-                         shares=(0.1,) * 10 + (0.0,), edges=tuple(float(i) for i in range(1, 10)))
+TEN_BINS = BinnedFeature(
+    name="x",
+    kind="numeric",
+    bins=tuple(f"b{i}" for i in range(10)) + ("missing",),
+    shares=(0.1,) * 10 + (0.0,),
+    edges=tuple(float(i) for i in range(1, 10)),
+)
 
 
 def report_of(n_rows: int) -> DriftReport:
     counts = np.bincount(np.arange(n_rows) % 10, minlength=11)
     drift = _variable(TEN_BINS, counts)
-    return DriftReport(features=[drift], pd=drift, n_rows=n_rows, pd_mean_new=0.01, pd_mean_reference=0.01, model_tag="m:1")
+    return DriftReport(
+        features=[drift], pd=drift, n_rows=n_rows, pd_mean_new=0.01, pd_mean_reference=0.01, model_tag="m:1"
+    )
 
 
 def test_rows_needed_counts_the_non_empty_training_bins():
@@ -30,8 +37,10 @@ def test_rows_needed_counts_the_non_empty_training_bins():
 
 def test_too_few_rows_give_one_warning_with_the_rows_needed():
     warning = report_of(99).sample_warning()
-    assert warning == ("warning: 99 row(s) are too few for a reliable PSI of 2 of 2 variables (fewer than 10 rows per bin; "
-                       "their verdicts are marked *): at least 100 rows are needed")
+    assert warning == (
+        "warning: 99 row(s) are too few for a reliable PSI of 2 of 2 variables (fewer than 10 rows per bin; "
+        "their verdicts are marked *): at least 100 rows are needed"
+    )
     assert report_of(100).sample_warning() is None and report_of(100).too_small_for == []
 
 
@@ -57,8 +66,13 @@ def one_row_csv(small_sample_path: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "credit_pd.monitoring.report", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "credit_pd.monitoring.report", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_one_row_warns_and_strict_exits_non_zero(trained_run, one_row_csv: Path):
