@@ -43,20 +43,24 @@ REPLAY_CHUNK_ROWS = 2_000
 SHOWN_DIFFERENCES = 5
 
 
+class InputCanonicaliser:
+    """`canonical_input` for one schema, with the per-feature conversions worked out once.
+
+    The service builds one per model and calls it for every scored application, so the schema
+    is walked once, not per record (it was most of a record's cost).
+    """
+
+    def __init__(self, schema: DatasetSchema) -> None:
+        kinds = {FeatureType.NUMERIC: float, FeatureType.BOOLEAN: bool}
+        self.plan = [(spec.name, kinds.get(spec.type, str)) for spec in schema.features]
+
+    def __call__(self, application: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: None if (value := application.get(name)) is None else convert(value) for name, convert in self.plan}
+
+
 def canonical_input(application: Mapping[str, Any], schema: DatasetSchema) -> dict[str, Any]:
     """The features of one validated application, as the record stores and hashes them."""
-    canonical: dict[str, Any] = {}
-    for spec in schema.features:
-        value = application.get(spec.name)
-        if value is None:
-            canonical[spec.name] = None
-        elif spec.type is FeatureType.NUMERIC:
-            canonical[spec.name] = float(value)
-        elif spec.type is FeatureType.BOOLEAN:
-            canonical[spec.name] = bool(value)
-        else:
-            canonical[spec.name] = str(value)
-    return canonical
+    return InputCanonicaliser(schema)(application)
 
 
 def input_sha256(canonical: Mapping[str, Any]) -> str:
@@ -128,7 +132,8 @@ def replay_model_records(model: Any, records: Sequence[tuple[int, dict[str, Any]
     """Re-score one model's records (inputs already checked against their hashes) and compare."""
     for start in range(0, len(records), REPLAY_CHUNK_ROWS):
         chunk = records[start:start + REPLAY_CHUNK_ROWS]
-        inputs = [canonical_input(record["input"], model.schema) for _, record in chunk]
+        canonical = InputCanonicaliser(model.schema)
+        inputs = [canonical(record["input"]) for _, record in chunk]
         decision = model.decide(model.encoder.encode_records(inputs), [int(record["max_reasons"]) for _, record in chunk])
         for (number, record), pd, grade, reasons in zip(chunk, decision.pd.tolist(), decision.grade, decision.reasons):
             found = compare(record, pd, grade, [r["code"] for r in reasons])
@@ -155,10 +160,11 @@ def replay(lines: Iterable[str]) -> ReplaySummary:
                 summary.add("model not in store", f"line {number}: model {tag!r} is not in the model store")
             continue
         replayable = []
+        canonical = InputCanonicaliser(model.schema)
         for number, record in records:
             if record.get("input") is None:
                 summary.add("no input", f"line {number}: written without its input (hash only); cannot be re-scored")
-            elif input_sha256(canonical_input(record["input"], model.schema)) != record["input_sha256"]:
+            elif input_sha256(canonical(record["input"])) != record["input_sha256"]:
                 summary.add("tampered", f"line {number} (uuid {record.get('uuid')!r}): input does not match its input_sha256")
             else:
                 replayable.append((number, record))

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from credit_pd.replay import canonical_input, input_sha256
+from credit_pd.replay import InputCanonicaliser, input_sha256
 from credit_pd.schema import DatasetSchema
 
 DECISION_LOGGER = "credit_pd.decisions"
@@ -91,7 +91,7 @@ class DecisionRecorder:
     def __init__(self, model_tag: str, schema: DatasetSchema, path: Path | None = None, include_input: bool = True,
                  handler: logging.Handler | None = None) -> None:
         self.model_tag = model_tag
-        self.schema = schema
+        self.canonical = InputCanonicaliser(schema)
         self.include_input = include_input
         self.logger = logging.getLogger(DECISION_LOGGER)
         self.logger.propagate = False  # records are data, not diagnostics: never mixed into other logs
@@ -103,7 +103,7 @@ class DecisionRecorder:
         """One line per application; `applications` are the validated fields the batch was scored from."""
         time = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         for application, answer, request_id, limit in zip(applications, answers, request_ids, max_reasons):
-            canonical = canonical_input(application, self.schema)
+            canonical = self.canonical(application)
             line = orjson.dumps({
                 "time": time,
                 "request_id": request_id,
@@ -116,7 +116,9 @@ class DecisionRecorder:
                 "reasons": [reason["code"] for reason in answer["reasons"]],
                 "max_reasons": limit,
             })
-            self.logger.info(line.decode())
+            # A record made directly and handed to the handlers: Logger.info would walk the stack
+            # for the caller's file and line, which a record does not show.
+            self.logger.handle(logging.LogRecord(DECISION_LOGGER, logging.INFO, "", 0, line.decode(), None, None))
 
 
 class NullRecorder:
