@@ -44,6 +44,8 @@ served_tag, served_tag_source = model_tag_to_serve(settings.model_tag, "model_ta
 served_tag, tag_handed_over = server_model_tag(lambda: str(get_stored_model(served_tag).tag))
 stored_model = get_stored_model(served_tag)
 ROSTER = WorkerRoster.for_server(settings.workers)
+if in_bentoml_worker():  # a restarted worker is alive from now on, ready once it serves
+    ROSTER.starting(bentoml.server_context.worker_index or 1)
 schema, encoder = stored_contract(stored_model)
 Application = build_application_model(schema, encoder, settings)
 Applications = application_list_type(Application, settings)

@@ -87,6 +87,7 @@ class RosterStatus:
 
 
 STOPPED = "stopped"
+STARTING = "loading"
 
 
 class WorkerRoster:
@@ -108,8 +109,8 @@ class WorkerRoster:
     clean prometheus multiprocess directory and page cache. The cost is the pod's other worker
     (its in-flight requests drain on SIGTERM) and a model load. Readiness fails first, within one
     probe, so the load balancer stops sending before liveness has failed `failureThreshold` times.
-    Outside a container (`make run`) BentoML does restart the worker; /readyz is 503 until the new
-    one serves (and /livez until it registered), and it serves the server's model tag.
+    Outside a container (`make run`) BentoML does restart the worker; /livez is 503 until the new
+    process has started, /readyz until it serves, and it serves the server's model tag.
     """
 
     def __init__(self, directory: Path, expected: int) -> None:
@@ -138,6 +139,12 @@ class WorkerRoster:
         process = psutil.Process(pid or os.getpid())
         self._write(index, f"{process.pid} {process.create_time()!r}")
 
+    def starting(self, index: int) -> None:
+        """Worker `index` is this process, still loading: not ready, but alive (a worker restarted
+        in place replaces its dead predecessor's entry as soon as it starts, not once it serves)."""
+        process = psutil.Process(os.getpid())
+        self._write(index, f"{process.pid} {process.create_time()!r} {STARTING}")
+
     def stopped(self, index: int) -> None:
         """Worker `index` shut down cleanly (called from the service's shutdown hook, which runs
         only on a graceful shutdown): not serving, but not dead either, so a draining pod is
@@ -162,10 +169,10 @@ class WorkerRoster:
             return "starting"
         if text == STOPPED:
             return "starting"
-        pid, created = text.split()
+        pid, created, *loading = text.split()
         try:
             process = psutil.Process(int(pid))
             gone = process.status() == psutil.STATUS_ZOMBIE or repr(process.create_time()) != created
         except psutil.NoSuchProcess:
             gone = True
-        return "dead" if gone else "serving"
+        return "dead" if gone else "starting" if loading else "serving"

@@ -75,6 +75,10 @@ def test_the_roster_tells_serving_starting_stopped_and_dead_workers_apart(tmp_pa
         assert status.serving == (1, 2, 3) and status.ready and status.alive
         roster.stopped(3)  # a graceful shutdown: unready, not dead
         assert roster.status().starting == (3,) and roster.status().alive
+        roster.starting(3)  # a replacement loading the model: alive, not ready
+        assert roster.status().starting == (3,) and roster.status().alive and not roster.status().ready
+        roster.stopped(3)
+        assert roster.status().starting == (3,) and roster.status().alive
         child.kill()
         time.sleep(0.2)  # not reaped yet: a zombie is dead too
         status = roster.status()
