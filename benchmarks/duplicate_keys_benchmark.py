@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.results import command_line, recorded  # noqa: E402
 
@@ -42,7 +42,9 @@ def request_body(model_tag: str) -> tuple[bytes, Callable[[bytes], object]]:
     write_sample(path, SampleConfig(n_rows=2_000))  # the training sample's generator, in a temporary folder
     rows = requests_from_frame(load_dataset(path, schema).head(APPLICATIONS), schema)
     settings = ServingSettings()
-    request_model = build_input_spec(application_list_type(build_application_model(schema, encoder, settings), settings))
+    request_model = build_input_spec(
+        application_list_type(build_application_model(schema, encoder, settings), settings)
+    )
     return json.dumps({"applications": rows}).encode(), request_model.model_validate_json
 
 
@@ -69,12 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     body, validate = request_body(args.model_tag)
     assert duplicate_key_location(body) is None
     with recorded("duplicate-keys", command_line("")):
-        times = best_times_us({
-            "duplicate-key check": lambda: duplicate_key_location(body),
-            "jiter parse alone": lambda: jiter.from_json(body),
-            "json.loads": lambda: json.loads(body),
-            "BentoML's parse + validation": lambda: validate(body),
-        })
+        times = best_times_us(
+            {
+                "duplicate-key check": lambda: duplicate_key_location(body),
+                "jiter parse alone": lambda: jiter.from_json(body),
+                "json.loads": lambda: json.loads(body),
+                "BentoML's parse + validation": lambda: validate(body),
+            }
+        )
         print(f"{APPLICATIONS} applications, {len(body):,} bytes; best of {ROUNDS} interleaved rounds of {CALLS} calls")
         check = times["duplicate-key check"]
         for name, us in times.items():

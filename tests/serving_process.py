@@ -6,10 +6,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psutil
@@ -46,8 +46,11 @@ class Served:
     def workers(self) -> list[psutil.Process]:
         """The live API worker processes, by their worker index order of start."""
         children = psutil.Process(self.process.pid).children(recursive=True)
-        return [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                and BENTOML_WORKER_MODULE in " ".join(c.cmdline())]
+        return [
+            c
+            for c in children
+            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and BENTOML_WORKER_MODULE in " ".join(c.cmdline())
+        ]
 
 
 @contextmanager
@@ -57,7 +60,10 @@ def bentoml_server(target: str, env: dict[str, str], cwd: Path, log_path: Path) 
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host", "127.0.0.1"],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:

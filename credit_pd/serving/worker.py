@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -64,6 +64,7 @@ def server_model_tag(resolve: Callable[[], str]) -> tuple[str, bool]:
 
 # ---------------------------------------------------------------- pods that tell the truth ----
 
+
 @dataclass(frozen=True)
 class RosterStatus:
     """What the workers of one server are doing, by worker index (1..expected)."""
@@ -81,8 +82,15 @@ class RosterStatus:
         return not self.dead
 
     def describe(self) -> str:
-        parts = [f"{name} {list(indices)}" for name, indices in
-                 (("serving", self.serving), ("starting or stopped", self.starting), ("dead", self.dead)) if indices]
+        parts = [
+            f"{name} {list(indices)}"
+            for name, indices in (
+                ("serving", self.serving),
+                ("starting or stopped", self.starting),
+                ("dead", self.dead),
+            )
+            if indices
+        ]
         return ", ".join(parts)
 
 
@@ -118,7 +126,7 @@ class WorkerRoster:
         self.expected = expected
 
     @classmethod
-    def for_server(cls, workers: int) -> "WorkerRoster":
+    def for_server(cls, workers: int) -> WorkerRoster:
         """The server's roster of `workers` workers, inherited in a BentoML worker. Elsewhere (the
         serving process; a service instantiated in-process, as in the tests) a new one, removed at
         exit, that expects only this process; also in a worker that inherited none (the hand-over

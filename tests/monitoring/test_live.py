@@ -25,13 +25,18 @@ PER_REQUEST = 50
 
 def post_keep_alive(sock: socket.socket, body: bytes) -> int:
     """One POST on an open keep-alive connection; returns the status (the answer is read whole)."""
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65_536)
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(rest) < length:
         rest += sock.recv(65_536)
     return int(head.split(b" ", 2)[1])
@@ -49,14 +54,19 @@ def worker_holding(workers: list[psutil.Process], server_port: int, client_port:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_counts_of_answered_applications_survive_a_sigkill_of_the_worker(trained_run, fresh_applications, tmp_path):
-    env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_WORKERS": "2",
-           "CREDIT_PD_MONITORING_ENABLED": "true", "BENTOML_CONTAINERIZED": "true"}  # no in-place restart
+    env = {
+        **os.environ,
+        "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
+        "CREDIT_PD_WORKERS": "2",
+        "CREDIT_PD_MONITORING_ENABLED": "true",
+        "BENTOML_CONTAINERIZED": "true",
+    }  # no in-place restart
     with bentoml_server("service:CreditPDService", env, REPO_ROOT, tmp_path / "serve.log") as served:
         before = scrape(served.base)
         with socket.create_connection(("127.0.0.1", served.port)) as sock:
             sock.settimeout(30)
             for i in range(REQUESTS):
-                batch = [a | {"explain": False} for a in fresh_applications[i * PER_REQUEST:(i + 1) * PER_REQUEST]]
+                batch = [a | {"explain": False} for a in fresh_applications[i * PER_REQUEST : (i + 1) * PER_REQUEST]]
                 assert post_keep_alive(sock, json.dumps({"applications": batch}).encode()) == 200
             victim = worker_holding(served.workers(), served.port, sock.getsockname()[1])
             victim.kill()  # right after the last answer, as the OOM killer would
@@ -64,15 +74,19 @@ def test_counts_of_answered_applications_survive_a_sigkill_of_the_worker(trained
         time.sleep(0.5)
         after = scrape(served.base)  # answered by the surviving worker, from every worker's files
     tag = (trained_run.model_tag,)
-    scored = by_label(after, "credit_pd_scored_applications_total", "model_tag").get(tag, 0.0) \
-        - by_label(before, "credit_pd_scored_applications_total", "model_tag").get(tag, 0.0)
-    histogram = by_label(after, "credit_pd_prediction_pd_count", "model_tag").get(tag, 0.0) \
-        - by_label(before, "credit_pd_prediction_pd_count", "model_tag").get(tag, 0.0)
+    scored = by_label(after, "credit_pd_scored_applications_total", "model_tag").get(tag, 0.0) - by_label(
+        before, "credit_pd_scored_applications_total", "model_tag"
+    ).get(tag, 0.0)
+    histogram = by_label(after, "credit_pd_prediction_pd_count", "model_tag").get(tag, 0.0) - by_label(
+        before, "credit_pd_prediction_pd_count", "model_tag"
+    ).get(tag, 0.0)
     bins = by_label(after, "credit_pd_feature_bin_total", "feature")
     bins_before = by_label(before, "credit_pd_feature_bin_total", "feature")
     print(f"\nafter kill -9: scored +{scored:.0f}, PD histogram +{histogram:.0f} (sent {REQUESTS * PER_REQUEST})")
     assert scored == REQUESTS * PER_REQUEST and histogram == REQUESTS * PER_REQUEST
-    assert {bins[k] - bins_before.get(k, 0.0) for k in bins} == {REQUESTS * PER_REQUEST}, "every feature counted every application"
+    assert {bins[k] - bins_before.get(k, 0.0) for k in bins} == {REQUESTS * PER_REQUEST}, (
+        "every feature counted every application"
+    )
 
 
 FILE_COUNTERS_CHECK = r"""
@@ -107,8 +121,14 @@ def test_file_counters_add_a_batch_into_prometheus_multiprocess_files(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", FILE_COUNTERS_CHECK], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_COUNTERS_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # bins 2, 1, 5 and bin 3 (inc()-ed once); buckets 2, 1, 3 per bucket -> cumulative 2, 3, 6; sum 3.25
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [2.0, 1.0, 5.0, 1.0, 2.0, 3.0, 6.0, 3.25]

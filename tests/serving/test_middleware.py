@@ -52,7 +52,11 @@ async def call(app, scope: dict, body: bytes = b"") -> tuple[int, dict[bytes, by
 
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], dict(start.get("headers", [])), b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return (
+        start["status"],
+        dict(start.get("headers", [])),
+        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+    )
 
 
 # ---------------------------------------------------------------- duplicate keys -------------
@@ -60,9 +64,14 @@ async def call(app, scope: dict, body: bytes = b"") -> tuple[int, dict[bytes, by
 DUPLICATES = {
     "a feature": (b'{"applications": [{"uuid": "a", "age": 20, "age": 90}]}', ["applications", 0, "age"]),
     "the applications key": (b'{"applications": {"age": "x"}, "applications": [{"age": 30}]}', ["applications"]),
-    "the unseen policy": (b'{"applications": {"unseen_categories": "reject", "unseen_categories": "score_as_missing"}}',
-                          ["applications", "unseen_categories"]),
-    "the third application": (b'{"applications": [{"a": 1}, {"a": 1}, {"a": 1, "b": 2, "a": 3}]}', ["applications", 2, "a"]),
+    "the unseen policy": (
+        b'{"applications": {"unseen_categories": "reject", "unseen_categories": "score_as_missing"}}',
+        ["applications", "unseen_categories"],
+    ),
+    "the third application": (
+        b'{"applications": [{"a": 1}, {"a": 1}, {"a": 1, "b": 2, "a": 3}]}',
+        ["applications", 2, "a"],
+    ),
     "an escaped spelling": (b'{"applications": {"age": 20, "\\u0061ge": 90}}', ["applications", "age"]),
     "a nested object": (b'{"applications": {"x": {"y": [1, {"z": 1, "z": 2}]}}}', ["applications", "x", "y", 1, "z"]),
 }
@@ -86,13 +95,17 @@ def test_a_duplicate_the_standard_library_cannot_locate_is_named_by_line_and_col
     assert found.loc == [] and found.where == '"a" at line 1 column 31'
 
 
-@pytest.mark.parametrize("body", [
-    b'{"applications": [{"age": 20, "x": {"age": 1}}, {"age": 20}]}',  # same key in different objects
-    b'{"applications": [{"a": 1, "A": 2}]}',  # keys are case-sensitive
-    b'{"applications": [',  # not JSON: left to BentoML's json_invalid 400
-    b'\xff\xfe{',  # not UTF-8
-    b"[" * 100_000,  # nesting deeper than the parser's recursion limit
-], ids=["same-key-in-siblings", "case", "malformed", "not-utf8", "deep"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"applications": [{"age": 20, "x": {"age": 1}}, {"age": 20}]}',  # same key in different objects
+        b'{"applications": [{"a": 1, "A": 2}]}',  # keys are case-sensitive
+        b'{"applications": [',  # not JSON: left to BentoML's json_invalid 400
+        b"\xff\xfe{",  # not UTF-8
+        b"[" * 100_000,  # nesting deeper than the parser's recursion limit
+    ],
+    ids=["same-key-in-siblings", "case", "malformed", "not-utf8", "deep"],
+)
 def test_bodies_without_a_duplicate_pass(body):
     assert duplicate_key_location(body) is None
 
@@ -116,6 +129,7 @@ def test_a_duplicate_key_is_a_400_naming_its_path_and_never_reaches_bentoml():
 
 # ---------------------------------------------------------------- in-flight limit ------------
 
+
 def test_requests_over_the_in_flight_limit_get_503_with_retry_after_at_once():
     inner = Inner(delay_s=0.3)
     app = InFlightLimit(inner, max_in_flight=3, retry_after_s=2)
@@ -131,7 +145,7 @@ def test_requests_over_the_in_flight_limit_get_503_with_retry_after_at_once():
 
     statuses, seconds, headers = asyncio.run(burst())
     assert sorted(statuses) == [200] * 3 + [503] * 7
-    shed = [(s, h) for status, s, h in zip(statuses, seconds, headers) if status == 503]
+    shed = [(s, h) for status, s, h in zip(statuses, seconds, headers, strict=True) if status == 503]
     assert all(h[b"retry-after"] == b"2" for _, h in shed)
     assert max(s for s, _ in shed) < 0.1, "shed requests must not wait for the running ones"
     assert app.in_flight == 0
@@ -165,6 +179,7 @@ def test_an_answer_that_fails_still_frees_its_slot():
 
 
 # ---------------------------------------------------------------- model tag header -----------
+
 
 def test_health_answers_name_the_served_model_tag():
     app = ServedModelHeader(Inner(), model_tag="credit_pd_model:abc")

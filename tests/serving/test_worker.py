@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.serving_process import Served, bentoml_server
 
+
 def test_start_up_objects_are_frozen_out_of_gc_scans():
     import gc
 
@@ -32,12 +33,15 @@ def test_start_up_objects_are_frozen_out_of_gc_scans():
 
 # ---------------------------------------------------------------- one model per server --------
 
+
 def pretend_bentoml_worker(monkeypatch) -> None:
     import types
 
     from credit_pd.serving.worker import BENTOML_WORKER_MODULE
 
-    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name=BENTOML_WORKER_MODULE)))
+    monkeypatch.setitem(
+        sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name=BENTOML_WORKER_MODULE))
+    )
 
 
 def test_the_serving_process_resolves_the_tag_and_hands_it_to_its_workers(monkeypatch):
@@ -60,6 +64,7 @@ def test_outside_a_worker_the_tag_is_always_resolved_afresh(monkeypatch):
 
 
 # ---------------------------------------------------------------- the worker roster -----------
+
 
 def test_the_roster_tells_serving_starting_stopped_and_dead_workers_apart(tmp_path):
     from credit_pd.serving.worker import WorkerRoster
@@ -122,7 +127,9 @@ def publish_copy(tag: str) -> str:
 
     stored = get_stored_model(tag)
     extra = {key: value for key, value in stored.custom_objects.items() if key != SCORING_SPEC_KEY}
-    return str(save_to_store(load_from_store(stored), stored.info.metadata, stored.info.labels, custom_objects=extra).tag)
+    return str(
+        save_to_store(load_from_store(stored), stored.info.metadata, stored.info.labels, custom_objects=extra).tag
+    )
 
 
 class Probe(threading.Thread):
@@ -167,7 +174,9 @@ def status(url: str) -> int:
 
 
 def serve_env(model_tag: str | None, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("CREDIT_PD_MODEL_TAG", "BENTOML_CONTAINERIZED")}
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("CREDIT_PD_MODEL_TAG", "BENTOML_CONTAINERIZED")
+    }
     if model_tag:
         env["CREDIT_PD_MODEL_TAG"] = model_tag
     return env | {"CREDIT_PD_WORKERS": "2", "CREDIT_PD_MAX_LATENCY_MS": "10000"} | extra
@@ -180,7 +189,11 @@ def one_application(served_model_tag: str) -> dict:
     from credit_pd.serving.contract import build_application_model
     from credit_pd.serving.settings import ServingSettings
 
-    return dict(build_application_model(schema, stored_contract(get_stored_model(served_model_tag))[1], ServingSettings()).example_application)
+    return dict(
+        build_application_model(
+            schema, stored_contract(get_stored_model(served_model_tag))[1], ServingSettings()
+        ).example_application
+    )
 
 
 def kill_one_worker_and_watch(served: Served, application: dict, watch_s: float) -> tuple[Probe, float]:
@@ -214,14 +227,19 @@ def test_a_worker_restarted_after_a_new_model_was_published_serves_the_servers_m
         killed_at = time.monotonic()
         served.workers()[-1].kill()
         deadline = killed_at + 25
-        while time.monotonic() < deadline and not (len(served.workers()) == 2 and status(served.base + "/readyz") == 200):
+        while time.monotonic() < deadline and not (
+            len(served.workers()) == 2 and status(served.base + "/readyz") == 200
+        ):
             time.sleep(0.2)
         time.sleep(1.0)
         probe.stop.set()
         probe.join(timeout=15)
         unready, dead = probe.seconds(killed_at, 1, 503), probe.seconds(killed_at, 2, 503)
-        print(f"\nin-place restart: /readyz 503 from {probe.first(killed_at, 1, 503):.2f} s after the kill for {unready:.1f} s, "
-              f"/livez 503 for {dead:.1f} s; {len(probe.failed)} of {probe.requests} requests failed {probe.failed}")
+        print(
+            f"\nin-place restart: /readyz 503 from {probe.first(killed_at, 1, 503):.2f} s after the kill "
+            f"for {unready:.1f} s, "
+            f"/livez 503 for {dead:.1f} s; {len(probe.failed)} of {probe.requests} requests failed {probe.failed}"
+        )
         assert status(served.base + "/readyz") == 200, "the restarted worker should serve again"
         assert probe.first(killed_at, 1, 503) is not None and probe.first(killed_at, 1, 503) < 3
         tags = set()
@@ -243,9 +261,11 @@ def test_in_a_container_a_dead_worker_makes_the_pod_unready_and_not_live(trained
         assert len(served.workers()) == 2
         probe, killed_at = kill_one_worker_and_watch(served, application, watch_s=6.0)
         unready, dead = probe.first(killed_at, 1, 503), probe.first(killed_at, 2, 503)
-        print(f"\nin a container: /readyz 503 {unready:.2f} s and /livez 503 {dead:.2f} s after the kill, and for the "
-              f"remaining {probe.seconds(killed_at, 2, 503):.1f} s watched; {len(probe.failed)} of {probe.requests} "
-              f"requests failed {probe.failed}")
+        print(
+            f"\nin a container: /readyz 503 {unready:.2f} s and /livez 503 {dead:.2f} s after the kill, and for the "
+            f"remaining {probe.seconds(killed_at, 2, 503):.1f} s watched; {len(probe.failed)} of {probe.requests} "
+            f"requests failed {probe.failed}"
+        )
         assert len(served.workers()) == 1, "no in-place restart inside a container"
         assert unready is not None and unready < 2 and dead is not None and dead < 2
         after = [row for row in probe.timeline if row[0] > killed_at + 2]
@@ -267,7 +287,9 @@ def keep_posting(base: str, body: bytes, until: threading.Event, log: list[Sent]
             sent = Sent(time.monotonic())
             log.append(sent)
             try:
-                sent.outcome = str(client.post("/predict", content=body, headers={"content-type": "application/json"}).status_code)
+                sent.outcome = str(
+                    client.post("/predict", content=body, headers={"content-type": "application/json"}).status_code
+                )
             except httpx.HTTPError as exc:
                 sent.outcome = type(exc).__name__
                 if isinstance(exc, httpx.ConnectError):
@@ -277,7 +299,8 @@ def keep_posting(base: str, body: bytes, until: threading.Event, log: list[Sent]
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sigterm_under_load_completes_every_accepted_request_and_a_slow_client_does_not_hold_the_exit(
-        trained_run, small_sample_path, schema, tmp_path):
+    trained_run, small_sample_path, schema, tmp_path
+):
     """SIGTERM to `bentoml serve` while 8 clients post 100 applications back to back and one client
     trickles a body: every request in flight at the signal gets its 200, and the server exits
     within the body timeout (a slow-body client stretched the exit to ~31 s before)."""
@@ -294,9 +317,13 @@ def test_sigterm_under_load_completes_every_accepted_request_and_a_slow_client_d
     env = serve_env(trained_run.model_tag, CREDIT_PD_BODY_TIMEOUT_S=str(body_timeout_s))
     with bentoml_server("service:CreditPDService", env, REPO_ROOT, tmp_path / "serve.log") as served:
         slow = socket.create_connection(("127.0.0.1", served.port))
-        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        slow.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+        )
         done, logs = threading.Event(), [[] for _ in range(8)]
-        clients = [threading.Thread(target=keep_posting, args=(served.base, body, done, log), daemon=True) for log in logs]
+        clients = [
+            threading.Thread(target=keep_posting, args=(served.base, body, done, log), daemon=True) for log in logs
+        ]
         for client in clients:
             client.start()
         time.sleep(3.0)
@@ -314,8 +341,10 @@ def test_sigterm_under_load_completes_every_accepted_request_and_a_slow_client_d
     before = [s for s in sent if s.started < signalled]
     in_flight = [s for s in before if s.outcome != "200"]  # accepted before the signal, not answered 200: cut
     after = Counter(s.outcome for s in sent if s.started >= signalled)
-    print(f"\nSIGTERM drain: {len(before)} requests sent before the signal, {len(in_flight)} of them cut; "
-          f"after the signal: {dict(after)}; exit {exit_s:.1f} s after SIGTERM; slow-body client got {slow_answer!r}")
+    print(
+        f"\nSIGTERM drain: {len(before)} requests sent before the signal, {len(in_flight)} of them cut; "
+        f"after the signal: {dict(after)}; exit {exit_s:.1f} s after SIGTERM; slow-body client got {slow_answer!r}"
+    )
     assert before and not in_flight, f"cut: {[s.outcome for s in in_flight]}"
     assert not [o for o in after if o.startswith("5")], f"no 5xx while draining: {dict(after)}"
     assert exit_s < body_timeout_s + 8, f"the slow client held the exit for {exit_s:.1f} s"
