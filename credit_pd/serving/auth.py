@@ -37,6 +37,7 @@ optional. What is decided here, and why:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -109,8 +110,8 @@ def auth_config(jwks_url: str | None, issuer: str | None, audience: str | None,
         return None
     check_jwks_url(jwks_url)
     if not issuer:
-        raise AuthConfigError("CREDIT_PD_AUTH_ISSUER is required when CREDIT_PD_AUTH_JWKS_URL is set "
-                              "(the `iss` every token must carry, e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>)")
+        raise AuthConfigError("CREDIT_PD_AUTH_ISSUER is required when CREDIT_PD_AUTH_JWKS_URL is set (the `iss` "
+                              "every token must carry, e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>)")
     audiences = frozenset(a.strip() for a in (audience or "").split(",") if a.strip())
     if not audiences:
         raise AuthConfigError("CREDIT_PD_AUTH_AUDIENCE is required when CREDIT_PD_AUTH_JWKS_URL is set "
@@ -127,8 +128,9 @@ def check_jwks_url(url: str) -> None:
         return
     if parsed.scheme == "file" and parsed.path.startswith("/"):
         return
-    raise AuthConfigError(f"CREDIT_PD_AUTH_JWKS_URL={url!r}: expected https://host/path, file:///absolute/path, "
-                          "or http:// to a loopback host (plaintext over a network would let anyone on the path swap the keys)")
+    raise AuthConfigError(f"CREDIT_PD_AUTH_JWKS_URL={url!r}: expected https://host/path, file:///absolute/path, or "
+                          "http:// to a loopback host (plaintext over a network would let anyone on the path "
+                          "swap the keys)")
 
 
 def fetch_jwks(url: str) -> dict[str, Any]:
@@ -164,7 +166,8 @@ class JWKSCache:
     """
 
     def __init__(self, url: str, ttl_s: float = JWKS_CACHE_TTL_S, min_refresh_s: float = JWKS_MIN_REFRESH_S,
-                 fetch: Callable[[str], dict[str, Any]] = fetch_jwks, clock: Callable[[], float] = time.monotonic) -> None:
+                 fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url, self.ttl_s, self.min_refresh_s = url, ttl_s, min_refresh_s
         self._fetch, self._clock = fetch, clock
         self._keys: dict[str | None, dict[str, Any]] | None = None
@@ -233,6 +236,13 @@ def token_scopes(claims: dict[str, Any]) -> set[str]:
     return granted
 
 
+@functools.lru_cache(maxsize=64)
+def prepared_key(key_json: str, algorithm: str) -> jwt.PyJWK:
+    """The JWK parsed for `algorithm`, once per key: parsing the RSA numbers was a quarter of the
+    ~0.2 ms a verification took (221 vs 169 us per RS256 token on this machine)."""
+    return jwt.PyJWK(json.loads(key_json), algorithm=algorithm)
+
+
 def as_set(value: Any) -> set[str]:
     if isinstance(value, str):
         return {value}
@@ -270,7 +280,7 @@ class TokenVerifier:
         if algorithm not in ALGORITHMS_BY_KEY_TYPE[key["kty"]] or key.get("alg", algorithm) != algorithm:
             raise TokenRejected(401, "invalid_token", f"algorithm {algorithm} does not match key {key.get('kid')!r}")
         try:
-            return jwt.decode(token, jwt.PyJWK(key, algorithm=algorithm), algorithms=[algorithm],
+            return jwt.decode(token, prepared_key(json.dumps(key, sort_keys=True), algorithm), algorithms=[algorithm],
                               issuer=self.config.issuer, leeway=LEEWAY_S,
                               options={"require": ["exp", "iss"], "verify_aud": False})
         except jwt.ImmatureSignatureError:

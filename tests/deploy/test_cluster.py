@@ -11,7 +11,8 @@ What runs, each in its own podman pod, torn down (pods and volumes) after its ch
                    same podman network; modelFromS3.env points s3fs at it with AWS_ENDPOINT_URL_S3)
   chart-jwt        Bearer-token auth on (config.auth_*), its JWKS a file mounted into the pod
                    (extraVolumes): /predict answers 401 without a token, 200 with a valid one
-                   (RSA key generated here), 401 with one signed by another key; /readyz stays open
+                   (RSA key generated here), 401 with one signed by another key; /readyz, /livez
+                   and /metrics stay open
   kill-worker      the chart's defaults (2 workers): one worker is killed with SIGKILL under a
                    steady stream of /predict requests; /readyz and /livez must both turn non-200
                    within KILL_DETECT_S (so the kubelet takes the pod out of the Service and then
@@ -410,7 +411,7 @@ def status(path, token=None, body=None):
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), parsed(error.read())
 body = json.dumps({"applications": given["application"]}).encode()
-out = {"readyz": status("/readyz")[0]}
+out = {"readyz": status("/readyz")[0], "livez": status("/livez")[0], "metrics": status("/metrics")[0]}
 for name, token in [("no_token", None), *given["tokens"].items()]:
     code, headers, answer = status("/predict", token, body)
     out[name] = {"status": code, "www_authenticate": headers.get("WWW-Authenticate") or headers.get("www-authenticate"),
@@ -466,7 +467,7 @@ def test_jwt_auth_with_a_jwks_file(helm: Helm, pods: PodmanPods, build: dict[str
     finally:
         pods.down(manifest)
     report["chart-jwt"] = {"ready_s": round(ready_s, 1), "podman_workarounds": changes, **checks}
-    assert checks["readyz"] == 200
+    assert (checks["readyz"], checks["livez"], checks["metrics"]) == (200, 200, 200)  # open without a token
     assert checks["no_token"]["status"] == 401
     assert checks["no_token"]["www_authenticate"].startswith("Bearer")
     assert checks["valid_token"]["status"] == 200
