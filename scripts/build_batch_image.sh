@@ -47,7 +47,7 @@ jars_dir=$("$PYTHON" -c 'import os, pyspark; print(os.path.join(os.path.dirname(
 hadoop_jar=$(ls "$jars_dir"/hadoop-client-api-*.jar 2>/dev/null | head -1)
 [[ -n $hadoop_jar ]] || die "no hadoop-client-api jar in $jars_dir"
 hadoop_version=$(basename "$hadoop_jar" .jar); hadoop_version=${hadoop_version#hadoop-client-api-}
-model=$("$PYTHON" -c 'import sys, bentoml; print(bentoml.models.get(sys.argv[1]).tag)' "$MODEL_TAG") \
+model=$("$PYTHON" -c 'import sys, bentoml; print(bentoml.models.get(sys.argv[1]).tag)' "$MODEL_TAG" 2>/dev/null) \
     || die "model $MODEL_TAG not in the store ${BENTOML_HOME:-~/bentoml} (make train)"
 IMAGE_TAG=${IMAGE_TAG:-${model#*:}-$(date -u +%Y%m%d)}
 [[ $IMAGE_TAG != latest ]] || die "IMAGE_TAG=latest: pin a tag (the chart refuses latest)"
