@@ -130,3 +130,25 @@ def test_live_counts_match_the_reference_binning(trained_run, stored_reference, 
     scored = REGISTRY.get_sample_value("credit_pd_scored_applications_total", {"model_tag": "test:one"})
     assert scored == len(records), "counts are written when observed, not later"
     LiveMonitor(stored_reference, encoder, "test:two")
+
+
+def test_grade_shares_are_the_training_pds_per_master_scale_grade(trained_run, stored_reference, small_sample_path: Path, schema) -> None:
+    """The reference's grade shares are the stored model's grades of the training rows, and live
+    monitoring counts served applications per grade from the grades the scorer computed."""
+    from credit_pd.monitoring.live import LiveMonitor
+    from prometheus_client import REGISTRY
+
+    model = trained_run.model
+    grades = stored_reference.grades
+    assert grades is not None and list(grades.bins) == model.master_scale.names
+    matrix = model.encoder.encode_frame(load_dataset(small_sample_path, schema))
+    expected = np.bincount(model.master_scale.grade_index(model.predict_pd(matrix)), minlength=len(grades.bins)) / len(matrix)
+    np.testing.assert_allclose(grades.shares, expected, rtol=0, atol=1e-12)
+    monitor = LiveMonitor(stored_reference, model.encoder, "test:grades")
+    served = matrix[:200]
+    decision = model.decide(served)
+    monitor.observe([{}] * len(served), served, decision.pd, decision.grade_index)
+    counted = {name: REGISTRY.get_sample_value("credit_pd_grade_total", {"model_tag": "test:grades", "grade": name}) for name in grades.bins}
+    assert counted == {name: float(n) for name, n in zip(grades.bins, np.bincount(decision.grade_index, minlength=len(grades.bins)))}
+    shares = {name: REGISTRY.get_sample_value("credit_pd_reference_grade_share", {"model_tag": "test:grades", "grade": name}) for name in grades.bins}
+    assert shares == dict(zip(grades.bins, grades.shares))
