@@ -81,9 +81,9 @@ load-benchmark: build
 	$(BIN)/python -m benchmarks.load_benchmark $(LOAD_BENCHMARK_ARGS)
 
 # Container tools for the image and cluster targets (Debian packages; needs root).
-PODMAN_TOOLS := podman runc debootstrap uidmap fuse-overlayfs slirp4netns
+PODMAN_TOOLS := podman runc catatonit debootstrap uidmap fuse-overlayfs slirp4netns
 define install_podman_tools
-	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null && dpkg -s catatonit >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(PODMAN_TOOLS); \
 	  else echo "note: not root, so $(PODMAN_TOOLS) are not installed (the test skips and says why)"; fi; }
 endef
