@@ -180,9 +180,9 @@ def render_model_card(inputs: ReportInputs, top_features: list[str]) -> str:
                    "No GLM coefficient of a monotone feature needed constraining." if shape.family != "trees" else "")
     return f"""# Model card: probability of default ({facts.model_tag})
 
-**What it is.** {shape.description}: a model of the probability that a customer defaults, chosen by the data
-among a logistic regression (GLM), LightGBM trees, trees boosted from the GLM's logit and logit-space blends of the
-GLM with trees. {facts.n_features} features from schema `{facts.schema_name}` ({types}); `{facts.id_column}` is never a
+**What it is.** A model of the probability that a customer defaults, chosen by the data among a logistic
+regression (GLM), LightGBM trees, trees boosted from the GLM's logit and logit-space blends of the GLM with trees.
+This one: {shape.description}. {facts.n_features} features from schema `{facts.schema_name}` ({types}); `{facts.id_column}` is never a
 feature. The GLM's design: median imputation plus missing indicators, log1p of non-negative amounts and counts,
 scaling, one-hot categories (rare levels pooled). Trees use LightGBM's native categorical splits and learned missing
 branch. No class weights or resampling; a Platt step (slope {calibration['slope']:.4f}, intercept
