@@ -10,7 +10,8 @@ LightGBM parameters and monotone constraints, a fixed round count instead of ear
 the run takes seconds). Rows are the embedded sample's encoded rows. Both paths are timed in
 alternating blocks and each figure is the median block; the table path is verified against
 pred_contrib (1e-9) on every batch size before it is timed. Prints figures and the ratios
-against the goals of issue 20 (>= 5x at 100 and 10,000 rows, >= 2x at 1 row). Not a timed test.
+against the goals of issue 20 (>= 5x at 100 and 10,000 rows, >= 2x at 1 row), and writes them as
+the `treeshap` section of docs/benchmarks.md (benchmarks/results.py). Not a timed test.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 
+from benchmarks.results import command_line, recorded
 from credit_pd.config import SampleConfig, TrainingConfig
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import load_schema
@@ -117,9 +119,14 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-tag", default=None, help="explain this stored model instead of training one")
     parser.add_argument("--rows", type=int, default=100_000, help="embedded-sample rows to generate")
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per path and batch size")
+    parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds per path and batch size")
     args = parser.parse_args(argv)
+    with recorded("treeshap", command_line()):
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    """Build the model and tables, measure every batch size, print figures and ratios."""
     matrix, y, encoder = sample_matrix(args.rows)
     started = time.perf_counter()
     booster = stored_booster(args.model_tag) if args.model_tag else train_like_train_py(matrix, y, encoder)
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     print(f"model: {source}; {booster.num_trees()} trees, {tables.table.size:,} table values, "
           f"tables built in {built:.2f} s")
     figures = [measure(booster, tables, matrix, size, args.seconds) for size in BATCH_SIZES]
+    print("explained rows per CPU second, one thread, same model and rows; tables verified to 1e-9 first")
     print(f"{'batch':>7} {'tables rows/s':>14} {'pred_contrib rows/s':>20} {'ratio':>7} {'goal':>6}")
     for f in figures:
         verdict = "met" if f.ratio >= GOALS[f.batch] else "MISSED"
