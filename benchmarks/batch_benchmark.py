@@ -79,14 +79,15 @@ class MemoryPeaks:
         while not self._stop.wait(MEMORY_SAMPLE_S):
             jvm = python = biggest = 0
             for child in me.children(recursive=True):
-                try:
+                try:  # a child may exit between listing and reading it
                     rss = child.memory_info().rss
-                    name = " ".join(child.cmdline()[:3])
+                    command = child.cmdline()
                 except psutil.Error:
                     continue
+                name = " ".join(command[:3])
                 if "java" in name:
                     jvm += rss
-                elif "pyspark" in " ".join(child.cmdline()) or "python" in name:
+                elif "pyspark" in " ".join(command) or "python" in name:
                     python += rss
                     biggest = max(biggest, rss)
             self.jvm, self.python_workers = max(self.jvm, jvm), max(self.python_workers, python)

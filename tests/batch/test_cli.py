@@ -90,7 +90,9 @@ def test_embedded_sample_run_equals_train_py_predictions(small_sample_path, trai
     assert match.group(5) == f"{out}/scores"
     expected = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
     np.testing.assert_allclose(scores.loc[expected.index, "pd"].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
-    assert list(scores.columns[:8]) == ["pd", "model_tag", "base_value", "raw_score", "feature_1", "value_1", "contribution_1", "feature_2"]
+    assert list(scores.columns[:9]) == ["pd", "grade", "model_tag", "base_value", "raw_score", "feature_1", "value_1", "contribution_1",
+                                        "feature_2"]
+    assert {"reason_1", "reason_1_contribution", "reason_4", "reason_4_contribution", "warnings"} <= set(scores.columns)
     assert "feature_4" not in scores
 
 
