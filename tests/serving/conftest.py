@@ -3,6 +3,9 @@ its request model, a scorer, and unlabelled rows as validated applications."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pandas as pd
 import pytest
 
@@ -44,3 +47,21 @@ def unlabelled(small_sample_path, schema) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def applications(unlabelled, schema, application_model):
     return [application_model.model_validate(r | {"top_k": "all"}) for r in requests_from_frame(unlabelled, schema)]
+
+
+@contextmanager
+def isolated_metrics() -> Iterator[None]:
+    """Unregister the Prometheus collectors an in-process BentoML app registered, when it is done.
+
+    Each `CreditPDService.to_asgi()` registers BentoML's HTTP metrics in prometheus_client's default
+    registry; a second in-process app in the same test session would otherwise fail with
+    DuplicateTimeseries.
+    """
+    from prometheus_client import REGISTRY
+
+    before = set(REGISTRY._collector_to_names)
+    try:
+        yield
+    finally:
+        for collector in set(REGISTRY._collector_to_names) - before:
+            REGISTRY.unregister(collector)

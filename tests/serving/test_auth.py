@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.testclient import TestClient
 
+from tests.serving.conftest import isolated_metrics
+
 from credit_pd.serving.auth import (
     AuthConfig,
     AuthConfigError,
@@ -341,7 +343,7 @@ def authed_service(trained_run: Any, rsa_key: Key, tmp_path_factory: pytest.Temp
             patch.setenv(key, value)
         sys.modules.pop("service", None)
         service = importlib.import_module("service")
-        with TestClient(service.CreditPDService.to_asgi()) as client:
+        with isolated_metrics(), TestClient(service.CreditPDService.to_asgi()) as client:
             yield client
         sys.modules.pop("service", None)
 

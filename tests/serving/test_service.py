@@ -31,6 +31,7 @@ from credit_pd.client import requests_from_frame
 from credit_pd.dataset import labelled_mask, load_dataset
 
 from tests.conftest import REPO_ROOT, SHARED_REAL_ROWS
+from tests.serving.conftest import isolated_metrics
 from tests.serving_process import bentoml_serve
 
 MAX_PER_REQUEST = 200
@@ -78,7 +79,7 @@ def asgi_service(trained_run, monkeypatch_module):
 def asgi_client(asgi_service):
     from starlette.testclient import TestClient
 
-    with TestClient(asgi_service.CreditPDService.to_asgi()) as client:
+    with isolated_metrics(), TestClient(asgi_service.CreditPDService.to_asgi()) as client:
         yield client
 
 
@@ -569,3 +570,22 @@ def test_the_real_servers_decision_records_replay_identically(server, served_rec
     summary = replay(lines)
     assert summary.all_identical and summary.counts["identical"] == len([line for line in lines if line]), summary.report()
     print(f"{len(lines):,} records of the real server replayed identically")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_readme_request_gets_the_readme_answer(server):
+    """README.md's curl request, run as written (but for the port) against a real server: the answer
+    has the shape the README shows (its numbers belong to another model version)."""
+    from tests.test_readme import readme_answer, readme_request
+
+    command = readme_request().replace("localhost:3000", server.removeprefix("http://"))
+    result = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    answer, shown = json.loads(result.stdout), readme_answer()
+    assert [sorted(a) for a in answer] == [sorted(a) for a in shown]
+    for got, documented in zip(answer, shown, strict=True):
+        assert got["uuid"] == documented["uuid"]
+        assert sorted(got["explanation"]) == sorted(documented["explanation"])
+        assert len(got["explanation"]["contributions"]) == len(documented["explanation"]["contributions"])
+        assert all(sorted(r) == ["code", "contribution", "features", "text"] and r["contribution"] > 0 for r in got["reasons"])
