@@ -8,8 +8,7 @@ computed from the same numeric matrix the trees score (`FeatureEncoder.encode_fr
 - numeric and boolean columns: clipped to the training range (so an out-of-range value scores
   as the nearest value training saw, as the trees score it), missing values imputed with the
   training median plus a missing-indicator column (when training had missing values), log1p
-  where the schema says so or by rule (`log1p_rule`: every non-negative column that is not a
-  0/1 flag), then centred and scaled to unit training variance;
+  by rule (`log1p_rule`: every non-negative column that is not a 0/1 flag), then centred and scaled to unit training variance;
 - categorical columns: one 0/1 column per level with at least `MIN_LEVEL_ROWS` training rows,
   one column for the rarer levels together, one for missing; an unseen label is encoded as
   missing by the encoder, so it scores as missing here too. Indicators stay 0/1: scaled to unit
@@ -114,7 +113,8 @@ class LinearDesign:
     def fit(cls, matrix: np.ndarray, encoder: FeatureEncoder, log1p: Mapping[str, bool | None] | None = None) -> "LinearDesign":
         """Learn medians, ranges, transforms, scales and frequent levels from the training matrix.
 
-        `log1p` maps feature names to the schema's flag (True/False); None or absent: the rule.
+        `log1p` maps feature names to an override (True/False); None or absent: the rule. (Training
+        uses the rule for every feature: the schema has no per-feature flag yet.)
         """
         categorical = set(encoder.categorical_indices)
         columns: list[DesignColumn] = []
@@ -180,7 +180,7 @@ def log1p_rule(present: np.ndarray) -> bool:
     log-odds move with orders of magnitude; for a bounded one (age, hour of day) log1p is close
     to linear over the range, so one rule serves all. Measured on the embedded sample's first
     fold: log1p of every non-negative column scored a lower log loss than log1p of the skewed
-    ones only (skewness > 1). A schema's `log1p: false` overrides it.
+    ones only (skewness > 1). `LinearDesign.fit(log1p=...)` overrides it per feature.
     """
     return bool(present.min() >= 0 and len(np.unique(present)) >= LOG1P_MIN_DISTINCT)
 

@@ -49,9 +49,6 @@ class FeatureSpec(BaseModel):
     maximum: Optional[float] = None
     # Enforced by the model: e.g. more debt-collection history must never lower the PD.
     monotone: Optional[Monotone] = None
-    # The GLM part's design takes log1p of this numeric column (True), never does (False), or
-    # decides by rule from the training values (None; `credit_pd.linear.log1p_rule`).
-    log1p: Optional[bool] = None
     # The reason code (a key of the schema's `reason_codes`) this feature's contribution counts
     # towards when the PD is explained to the customer; several features may share one.
     reason_code: Optional[str] = None
@@ -60,10 +57,9 @@ class FeatureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds_only_for_numeric(self) -> "FeatureSpec":
-        numeric_only = (self.minimum is not None or self.maximum is not None or self.monotone is not None
-                        or self.log1p is not None)
+        numeric_only = self.minimum is not None or self.maximum is not None or self.monotone is not None
         if numeric_only and self.type is not FeatureType.NUMERIC:
-            raise ValueError(f"feature {self.name!r}: minimum/maximum/monotone/log1p apply to numeric features only")
+            raise ValueError(f"feature {self.name!r}: minimum/maximum/monotone apply to numeric features only")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"feature {self.name!r}: minimum {self.minimum} > maximum {self.maximum}")
         if self.never_a_reason and self.reason_code is not None:
