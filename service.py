@@ -19,7 +19,13 @@ from credit_pd.model_store import TagSource, get_stored_model, load_from_store, 
 from credit_pd.monitoring.live import live_monitor
 from credit_pd.serving.auth import BearerAuth, auth_config
 from credit_pd.serving.contract import PredictionOut, application_list_type, build_application_model, build_input_spec
-from credit_pd.serving.middleware import InFlightLimit, OpenAPIDocument, RequestLimits, RetryAfterOn503, ServedModelHeader
+from credit_pd.serving.middleware import (
+    InFlightLimit,
+    OpenAPIDocument,
+    RequestLimits,
+    RetryAfterOn503,
+    ServedModelHeader,
+)
 from credit_pd.serving.openapi import OpenAPIResult, openapi_document
 from credit_pd.serving.patches import (
     ConnectionLimits,
@@ -39,7 +45,9 @@ from credit_pd.serving.worker import WorkerRoster, freeze_startup_objects, in_be
 
 settings = ServingSettings()
 PredictionsOut, orjson_responses = prediction_output_spec(PredictionOut)
-served_tag, served_tag_source = model_tag_to_serve(settings.model_tag, "model_tag" in settings.model_fields_set, __file__)
+served_tag, served_tag_source = model_tag_to_serve(
+    settings.model_tag, "model_tag" in settings.model_fields_set, __file__
+)
 # One model per server: `bentoml serve` resolves the tag once, every worker (and a restarted one) serves that.
 served_tag, tag_handed_over = server_model_tag(lambda: str(get_stored_model(served_tag).tag))
 stored_model = get_stored_model(served_tag)
@@ -55,16 +63,32 @@ PATCHES: dict[str, PatchState] = {
     "value-free 4xx logs (quiet_client_error_logs)": state(quiet_client_error_logs()),
     "orjson responses (prediction_output_spec)": state(orjson_responses),
     "one listening socket per worker (balance_worker_accepts)": state(
-        balance_worker_accepts(settings.balanced_workers), settings.balanced_workers),
+        balance_worker_accepts(settings.balanced_workers), settings.balanced_workers
+    ),
     f"model tag from the bento's bento.yaml (model_tag_to_serve: {served_tag_source.value})": {
-        TagSource.BENTO: PatchState.IN_EFFECT, TagSource.PINNED: PatchState.OFF_BY_SETTING,
-        TagSource.SOURCE_TREE: PatchState.NOT_NEEDED, TagSource.BENTO_LAYOUT_MOVED: PatchState.LIBRARY_MOVED,
+        TagSource.BENTO: PatchState.IN_EFFECT,
+        TagSource.PINNED: PatchState.OFF_BY_SETTING,
+        TagSource.SOURCE_TREE: PatchState.NOT_NEEDED,
+        TagSource.BENTO_LAYOUT_MOVED: PatchState.LIBRARY_MOVED,
     }[served_tag_source],
     f"one model per server: {served_tag} handed to the workers (server_model_tag)": (
-        PatchState.IN_EFFECT if tag_handed_over else PatchState.LIBRARY_MOVED if in_bentoml_worker() else PatchState.NOT_NEEDED),
-    "bounded heads, bodies and idle connections (bound_connections)": state(bound_connections(ConnectionLimits(
-        settings.keepalive_timeout_s, settings.header_timeout_s, settings.body_timeout_s,
-        settings.max_header_bytes, settings.max_header_field_bytes))),
+        PatchState.IN_EFFECT
+        if tag_handed_over
+        else PatchState.LIBRARY_MOVED
+        if in_bentoml_worker()
+        else PatchState.NOT_NEEDED
+    ),
+    "bounded heads, bodies and idle connections (bound_connections)": state(
+        bound_connections(
+            ConnectionLimits(
+                settings.keepalive_timeout_s,
+                settings.header_timeout_s,
+                settings.body_timeout_s,
+                settings.max_header_bytes,
+                settings.max_header_field_bytes,
+            )
+        )
+    ),
 }
 
 
@@ -87,12 +111,27 @@ class CreditPDService:
     def __init__(self) -> None:
         stored = self.model  # the resolved store entry of the class attribute above
         scoring_model = load_from_store(stored, num_threads=settings.lightgbm_threads)
-        recorder = decision_recorder(settings.decision_records, str(stored.tag), scoring_model.schema,
-                                     settings.decision_records_path, settings.decision_records_include_input)
-        self.scorer = PDScorer(scoring_model, str(stored.tag), live_monitor(stored, scoring_model.encoder, settings.monitoring_enabled),
-                               large_batch_rows=settings.large_batch_rows, large_batch_threads=settings.large_batch_threads,
-                               recorder=recorder)
-        log_patches({**PATCHES, "OpenAPI document replaces BentoML's /predict part (openapi_document)": state(openapi().replaced)})
+        recorder = decision_recorder(
+            settings.decision_records,
+            str(stored.tag),
+            scoring_model.schema,
+            settings.decision_records_path,
+            settings.decision_records_include_input,
+        )
+        self.scorer = PDScorer(
+            scoring_model,
+            str(stored.tag),
+            live_monitor(stored, scoring_model.encoder, settings.monitoring_enabled),
+            large_batch_rows=settings.large_batch_rows,
+            large_batch_threads=settings.large_batch_threads,
+            recorder=recorder,
+        )
+        log_patches(
+            {
+                **PATCHES,
+                "OpenAPI document replaces BentoML's /predict part (openapi_document)": state(openapi().replaced),
+            }
+        )
         self.worker_index = bentoml.server_context.worker_index or 1
         ROSTER.register(self.worker_index)
         freeze_startup_objects()
@@ -111,8 +150,13 @@ class CreditPDService:
         """A graceful shutdown (SIGTERM drain): unready, but not dead."""
         ROSTER.stopped(self.worker_index)
 
-    @bentoml.api(batchable=True, input_spec=PredictRequest, output_spec=PredictionsOut,
-                 max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
+    @bentoml.api(
+        batchable=True,
+        input_spec=PredictRequest,
+        output_spec=PredictionsOut,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+    )
     async def predict(self, applications: Applications) -> list[PredictionOut]:
         """Score one application or a list; concurrent requests are merged into one batch."""
         # JSON-ready dicts (written by PredictionsOut); small batches on the event loop, large in a thread.
@@ -130,13 +174,20 @@ def openapi() -> OpenAPIResult:
 CreditPDService.add_asgi_middleware(RequestIdMiddleware)
 CreditPDService.add_asgi_middleware(ServedModelHeader, model_tag=served_tag)
 # Excess load gets 503 + Retry-After at once, before any token is verified or body read (settings.max_in_flight).
-CreditPDService.add_asgi_middleware(InFlightLimit, max_in_flight=settings.max_in_flight, retry_after_s=settings.retry_after_s,
-                                    paths=tuple(api.route for api in CreditPDService.apis.values()))
+CreditPDService.add_asgi_middleware(
+    InFlightLimit,
+    max_in_flight=settings.max_in_flight,
+    retry_after_s=settings.retry_after_s,
+    paths=tuple(api.route for api in CreditPDService.apis.values()),
+)
 # Bearer tokens (settings.auth_*; a pass-through when auth_jwks_url is unset), before any body is read;
 # /livez, /readyz and /metrics stay open.
-CreditPDService.add_asgi_middleware(BearerAuth, config=auth_config(settings.auth_jwks_url, settings.auth_issuer,
-                                                                   settings.auth_audience, settings.auth_scope))
+CreditPDService.add_asgi_middleware(
+    BearerAuth,
+    config=auth_config(settings.auth_jwks_url, settings.auth_issuer, settings.auth_audience, settings.auth_scope),
+)
 CreditPDService.add_asgi_middleware(OpenAPIDocument, build=lambda: openapi().document)
-CreditPDService.add_asgi_middleware(RequestLimits, max_bytes=settings.max_request_bytes,
-                                    paths=tuple(api.route for api in CreditPDService.apis.values()))
+CreditPDService.add_asgi_middleware(
+    RequestLimits, max_bytes=settings.max_request_bytes, paths=tuple(api.route for api in CreditPDService.apis.values())
+)
 CreditPDService.add_asgi_middleware(RetryAfterOn503, retry_after_s=settings.retry_after_s)

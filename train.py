@@ -27,26 +27,56 @@ from credit_pd.schema import DEFAULT_SCHEMA_PATH
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET_PATH,
-                        help="semicolon-separated dataset (default: %(default)s; generated when absent)")
-    parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA_PATH,
-                        help="YAML column schema of the dataset (default: the Klarna schema)")
-    parser.add_argument("--predictions", type=Path, default=DEFAULT_PREDICTIONS_PATH,
-                        help="where to write uuid,pd for the unlabelled rows (default: %(default)s)")
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR,
-                        help="folder for model_card.md and its plots (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=TrainingConfig.n_folds,
-                        help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=TrainingConfig.num_threads,
-                        help="LightGBM threads (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=TrainingConfig.seed,
-                        help="seed of the folds, the inner splits and LightGBM (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a rough, fast run for smoke tests: 2 folds, few rounds, one shape candidate")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATASET_PATH,
+        help="semicolon-separated dataset (default: %(default)s; generated when absent)",
+    )
+    parser.add_argument(
+        "--schema",
+        type=Path,
+        default=DEFAULT_SCHEMA_PATH,
+        help="YAML column schema of the dataset (default: the Klarna schema)",
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=DEFAULT_PREDICTIONS_PATH,
+        help="where to write uuid,pd for the unlabelled rows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DEFAULT_REPORT_DIR,
+        help="folder for model_card.md and its plots (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=TrainingConfig.n_folds, help="cross-validation folds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=TrainingConfig.num_threads, help="LightGBM threads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=TrainingConfig.seed,
+        help="seed of the folds, the inner splits and LightGBM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a rough, fast run for smoke tests: 2 folds, few rounds, one shape candidate",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--master-scale", type=Path, default=None, metavar="FILE",
-                        help="YAML rating scale `grades: [{name, max_pd}, ...]` overriding the schema's "
-                             "(default: the schema's master_scale, else the geometric default of credit_pd/master_scale.py)")
+    parser.add_argument(
+        "--master-scale",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML rating scale `grades: [{name, max_pd}, ...]` overriding the schema's "
+        "(default: the schema's master_scale, else the geometric default of credit_pd/master_scale.py)",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             from credit_pd.master_scale import load_master_scale
 
             scale = load_master_scale(args.master_scale)
-        run = run_training(args.data, args.schema, args.predictions, args.report_dir, config, progress=not args.quiet,
-                           master_scale=scale)
+        run = run_training(
+            args.data,
+            args.schema,
+            args.predictions,
+            args.report_dir,
+            config,
+            progress=not args.quiet,
+            master_scale=scale,
+        )
     except CreditPDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,23 +31,22 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from benchmarks.results import command_line, recorded  # noqa: E402
 from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
 from credit_pd.batch.model import ship_model
 from credit_pd.batch.scoring import BatchScorer
 from credit_pd.batch.settings import DEFAULT_ARROW_BATCH_SIZE, BatchJobConfig
-from credit_pd.explanation import DEFAULT_TOP_K
-from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.batch.validation import validate_batch
 from credit_pd.client import requests_from_frame
-from credit_pd.config import PROJECT_ROOT, SampleConfig
+from credit_pd.config import DEFAULT_MODEL_TAG, PROJECT_ROOT, SampleConfig
+from credit_pd.dataset import load_dataset
 from credit_pd.errors import ModelNotFoundError
+from credit_pd.explanation import DEFAULT_TOP_K
 from credit_pd.model_store import get_stored_model
 from credit_pd.serving.contract import build_application_model
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
-from credit_pd.dataset import load_dataset
 from credit_pd.training.sample import write_sample
-from benchmarks.results import command_line, recorded  # noqa: E402
 
 SEED_ROWS = 100_000
 SERVICE_ROWS = 20_000
@@ -132,8 +131,12 @@ def service_rate(seed: Path, tag: str) -> float:
     records = requests_from_frame(frame, model.schema)
     started = time.perf_counter()
     for i in range(0, len(records), 100):
-        scorer.score([application.model_validate(r | {"top_k": DEFAULT_TOP_K, "unseen_categories": "score_as_missing"})
-                      for r in records[i:i + 100]])
+        scorer.score(
+            [
+                application.model_validate(r | {"top_k": DEFAULT_TOP_K, "unseen_categories": "score_as_missing"})
+                for r in records[i : i + 100]
+            ]
+        )
     return len(records) / (time.perf_counter() - started)
 
 
@@ -151,7 +154,7 @@ def batch_path_rate(book: Path, tag: str) -> tuple[float, dict[str, float]]:
     validate_s = score_s = shap_s = 0.0
     for i in range(0, len(raw), DEFAULT_ARROW_BATCH_SIZE):
         t0 = time.perf_counter()
-        typed = validate_batch(raw.iloc[i:i + DEFAULT_ARROW_BATCH_SIZE], model.schema).typed
+        typed = validate_batch(raw.iloc[i : i + DEFAULT_ARROW_BATCH_SIZE], model.schema).typed
         t1 = time.perf_counter()
         scorer.score(typed)
         t2 = time.perf_counter()
@@ -162,7 +165,11 @@ def batch_path_rate(book: Path, tag: str) -> tuple[float, dict[str, float]]:
         encode_s = time.perf_counter() - encode_s
         validate_s, score_s, shap_s = validate_s + (t1 - t0), score_s + (t2 - t1), shap_s + (t3 - t2 - encode_s)
     total = validate_s + score_s
-    shares = {"validation": validate_s / total, "TreeSHAP": shap_s / total, "encode+rank+format": (score_s - shap_s) / total}
+    shares = {
+        "validation": validate_s / total,
+        "TreeSHAP": shap_s / total,
+        "encode+rank+format": (score_s - shap_s) / total,
+    }
     return len(raw) / total, shares
 
 
@@ -170,7 +177,9 @@ def run_spark(book: Path, out: Path, tag: str, master: str):
     from credit_pd.batch.job import build_session, run_job
 
     shipped = ship_model(tag)
-    spark = build_session(master, {"spark.ui.enabled": "false", "spark.driver.memory": "2g"}, app_name="credit-pd-batch-benchmark")
+    spark = build_session(
+        master, {"spark.ui.enabled": "false", "spark.driver.memory": "2g"}, app_name="credit-pd-batch-benchmark"
+    )
     spark.sparkContext.setLogLevel("ERROR")
     memory = MemoryPeaks()
     watcher = memory.watch()
@@ -199,7 +208,9 @@ def main() -> None:
         book = workdir / "book.csv"
         t = time.perf_counter()
         seed = build_book(book, args.rows, workdir)
-        print(f"book: {args.rows:,} rows, {book.stat().st_size / 1e6:,.0f} MB CSV ({time.perf_counter() - t:.0f} s to generate); model {tag}")
+        print(
+            f"book: {args.rows:,} rows, {book.stat().st_size / 1e6:,.0f} MB CSV ({time.perf_counter() - t:.0f} s to generate); model {tag}"
+        )
         summary, memory = run_spark(book, workdir / "out", tag, args.master)
         service = service_rate(seed, tag)
         in_process, shares = batch_path_rate(book, tag)
@@ -208,26 +219,50 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(args, summary, memory: MemoryPeaks, service: float, in_process: float, shares: dict[str, float],
-           load_before: tuple, load_after: tuple) -> None:
+def report(
+    args,
+    summary,
+    memory: MemoryPeaks,
+    service: float,
+    in_process: float,
+    shares: dict[str, float],
+    load_before: tuple,
+    load_after: tuple,
+) -> None:
     mib = 1024 * 1024
-    cores = int(args.master[args.master.index("[") + 1:-1]) if "[" in args.master and args.master[-2].isdigit() else os.cpu_count()
+    cores = (
+        int(args.master[args.master.index("[") + 1 : -1])
+        if "[" in args.master and args.master[-2].isdigit()
+        else os.cpu_count()
+    )
     print(summary.line())
-    print(f"Spark {args.master}: {summary.rows_scored:,} rows scored with top-{DEFAULT_TOP_K} TreeSHAP, {summary.rows_rejected} rejects, "
-          f"{summary.seconds:.1f} s = census {summary.census_seconds:.1f} s + scores pass {summary.scores_seconds:.1f} s "
-          f"+ rejects pass {summary.rejects_seconds:.1f} s -> {summary.rows_per_s:,.0f} rows/s")
-    print(f"census (rows in + repeated ids across the book: one shuffle of the id column) / whole job = "
-          f"{summary.census_seconds / summary.seconds:.3f}")
-    print(f"in-process service scorer (PDScorer, 1 process, {SERVICE_ROWS:,} rows): {service:,.0f} rows/s -> "
-          f"ratio Spark / in-process = {summary.rows_per_s / service:.2f}")
-    print(f"in-process batch path (validate + BatchScorer, 1 process, {IN_PROCESS_ROWS:,} rows): {in_process:,.0f} rows/s -> "
-          f"Spark on {cores} cores = {summary.rows_per_s / in_process:.2f} x one core (ideal {cores}.00)")
+    print(
+        f"Spark {args.master}: {summary.rows_scored:,} rows scored with top-{DEFAULT_TOP_K} TreeSHAP, {summary.rows_rejected} rejects, "
+        f"{summary.seconds:.1f} s = census {summary.census_seconds:.1f} s + scores pass {summary.scores_seconds:.1f} s "
+        f"+ rejects pass {summary.rejects_seconds:.1f} s -> {summary.rows_per_s:,.0f} rows/s"
+    )
+    print(
+        f"census (rows in + repeated ids across the book: one shuffle of the id column) / whole job = "
+        f"{summary.census_seconds / summary.seconds:.3f}"
+    )
+    print(
+        f"in-process service scorer (PDScorer, 1 process, {SERVICE_ROWS:,} rows): {service:,.0f} rows/s -> "
+        f"ratio Spark / in-process = {summary.rows_per_s / service:.2f}"
+    )
+    print(
+        f"in-process batch path (validate + BatchScorer, 1 process, {IN_PROCESS_ROWS:,} rows): {in_process:,.0f} rows/s -> "
+        f"Spark on {cores} cores = {summary.rows_per_s / in_process:.2f} x one core (ideal {cores}.00)"
+    )
     print("where one core's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
-    print(f"peak memory of the local executor ({memory.samples} samples): JVM {memory.jvm / mib:,.0f} MiB, "
-          f"Python workers {memory.python_workers / mib:,.0f} MiB (largest one {memory.one_python_worker / mib:,.0f} MiB), "
-          f"total {memory.total / mib:,.0f} MiB")
-    print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs "
-          "(other processes share the machine: figures vary with it)")
+    print(
+        f"peak memory of the local executor ({memory.samples} samples): JVM {memory.jvm / mib:,.0f} MiB, "
+        f"Python workers {memory.python_workers / mib:,.0f} MiB (largest one {memory.one_python_worker / mib:,.0f} MiB), "
+        f"total {memory.total / mib:,.0f} MiB"
+    )
+    print(
+        f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} CPUs "
+        "(other processes share the machine: figures vary with it)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
+
 from benchmarks.results import command_line, recorded  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,8 @@ function done(summary, latency, requests)
   end
   local parts = {{}}
   for status, n in pairs(merged) do table.insert(parts, string.format('"%s": %d', status, n)) end
-  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "socket_errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "no_retry_after": %d, "statuses": {{%s}}}}\\n',
+  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "socket_errors": %d, "p50_us": %d, '
+    .. '"p95_us": %d, "p99_us": %d, "no_retry_after": %d, "statuses": {{%s}}}}\\n',
     summary.requests, summary.duration,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), missing, table.concat(parts, ", ")))
@@ -118,9 +120,18 @@ def combine(rounds: list[LoadResult]) -> LoadResult:
     for r in rounds:
         statuses.update(r.statuses)
     rps = [r.requests_per_s for r in rounds]
-    return LoadResult(rounds[0].server, rounds[0].load, float(np.mean(rps)), float(np.mean([r.p50_ms for r in rounds])),
-                      float(np.mean([r.p95_ms for r in rounds])), max(r.p99_ms for r in rounds), sum(r.non_200 for r in rounds),
-                      dict(statuses), sum(r.no_retry_after for r in rounds), (min(rps), max(rps)))
+    return LoadResult(
+        rounds[0].server,
+        rounds[0].load,
+        float(np.mean(rps)),
+        float(np.mean([r.p50_ms for r in rounds])),
+        float(np.mean([r.p95_ms for r in rounds])),
+        max(r.p99_ms for r in rounds),
+        sum(r.non_200 for r in rounds),
+        dict(statuses),
+        sum(r.no_retry_after for r in rounds),
+        (min(rps), max(rps)),
+    )
 
 
 @dataclass(frozen=True)
@@ -138,13 +149,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(name: str, command: list[str], env: dict[str, str], workdir: Path, ready_path: str = "/readyz") -> Iterator[Server]:
+def serving(
+    name: str, command: list[str], env: dict[str, str], workdir: Path, ready_path: str = "/readyz"
+) -> Iterator[Server]:
     """Start a server in its own process group, wait until it answers, stop the whole group after."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in command]
     log = workdir / f"{name.replace(' ', '_').replace('/', '_')}.log"
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -177,10 +192,34 @@ def bentoml_command(target: str) -> list[str]:
 
 def peer_commands(workers: int) -> dict[str, list[str]]:
     return {
-        "naive Flask peer": [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", "127.0.0.1:{port}",
-                             "--log-level", "warning", "benchmarks.naive_peer:flask_app()"],
-        "naive FastAPI peer": [sys.executable, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1", "--port", "{port}",
-                               "--no-access-log", "--log-level", "warning", "--factory", "benchmarks.naive_peer:fastapi_app"],
+        "naive Flask peer": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--bind",
+            "127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "benchmarks.naive_peer:flask_app()",
+        ],
+        "naive FastAPI peer": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--factory",
+            "benchmarks.naive_peer:fastapi_app",
+        ],
     }
 
 
@@ -188,15 +227,36 @@ def run_wrk(server: Server, body_path: Path, concurrency: int, seconds: int, loa
     script = body_path.with_suffix(".lua")
     script.write_text(WRK_SCRIPT.format(body=body_path))
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), f"{server.url}/predict"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"{server.url}/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    line = next(l for l in output.splitlines() if l.startswith("RESULT "))
-    data = json.loads(line[len("RESULT "):])
+    line = next(text for text in output.splitlines() if text.startswith("RESULT "))
+    data = json.loads(line[len("RESULT ") :])
     statuses = data["statuses"]
     ok = statuses.get("200", 0)
-    return LoadResult(server.name, load, ok / (data["duration_us"] / 1e6), data["p50_us"] / 1e3, data["p95_us"] / 1e3,
-                      data["p99_us"] / 1e3, data["requests"] - ok + data["socket_errors"], statuses, data["no_retry_after"])
+    return LoadResult(
+        server.name,
+        load,
+        ok / (data["duration_us"] / 1e6),
+        data["p50_us"] / 1e3,
+        data["p95_us"] / 1e3,
+        data["p99_us"] / 1e3,
+        data["requests"] - ok + data["socket_errors"],
+        statuses,
+        data["no_retry_after"],
+    )
 
 
 async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> LoadResult:
@@ -207,8 +267,10 @@ async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> L
     2 shared cores, became the bottleneck itself at 200 requests/s.
     """
     host, port = server.url.removeprefix("http://").split(":")
-    request = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     opened: list[asyncio.StreamWriter] = []
     latencies: list[float] = []
@@ -226,7 +288,11 @@ async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> L
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = head.split(b" ", 2)[1].decode()
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             statuses[status] += 1
             idle.append((reader, writer))
@@ -248,9 +314,15 @@ async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> L
         writer.close()
     ms = np.array(latencies) * 1e3
     ok = statuses.get("200", 0)
-    return LoadResult(server.name, f"steady {rate} req/s (open loop)", ok / seconds, *np.percentile(ms, [50, 95, 99]),
-                      sum(statuses.values()) - ok, dict(statuses),
-                      p99_answered_ms=float(np.percentile(np.array(answered) * 1e3, 99)) if answered else None)
+    return LoadResult(
+        server.name,
+        f"steady {rate} req/s (open loop)",
+        ok / seconds,
+        *np.percentile(ms, [50, 95, 99]),
+        sum(statuses.values()) - ok,
+        dict(statuses),
+        p99_answered_ms=float(np.percentile(np.array(answered) * 1e3, 99)) if answered else None,
+    )
 
 
 # A client of ordinary rate measuring its own answers while wrk overloads the service: what a
@@ -284,8 +356,8 @@ def overload_concurrency() -> int:
 def sample_applications(n: int) -> list[dict]:
     from credit_pd.client import requests_from_frame
     from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig
-    from credit_pd.schema import load_schema
     from credit_pd.dataset import load_dataset
+    from credit_pd.schema import load_schema
 
     schema = load_schema()
     path = DEFAULT_DATASET_PATH
@@ -308,7 +380,9 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) 
 
     settings = ServingSettings()
     model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    request_model = build_input_spec(application_list_type(build_application_model(model.schema, model.encoder, settings), settings))
+    request_model = build_input_spec(
+        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
+    )
     scorer = PDScorer(model, model_tag)
     best = float("inf")
     for _ in range(repeats):
@@ -329,14 +403,19 @@ def connections_per_worker(server: Server, body_path: Path, concurrency: int, se
     port = int(server.url.rsplit(":", 1)[1])
     script = body_path.with_suffix(".lua")
     script.write_text(WRK_SCRIPT.format(body=body_path))
-    load = subprocess.Popen(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script), f"{server.url}/predict"],
-                            stdout=subprocess.DEVNULL)
+    load = subprocess.Popen(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script), f"{server.url}/predict"],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(seconds / 2)
     counts = []
     for process in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            held = sum(1 for c in process.net_connections(kind="tcp")
-                       if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+            held = sum(
+                1
+                for c in process.net_connections(kind="tcp")
+                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            )
         except psutil.Error:
             continue
         if held:
@@ -367,14 +446,25 @@ def profile_workers(server: Server, body_path: Path, seconds: int, top: int = 12
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     import psutil  # a BentoML dependency
 
-    children = [str(child.pid) for child in psutil.Process(server.process.pid).children(recursive=True)
-                if "_bentoml_impl.worker.service" in " ".join(child.cmdline())]
+    children = [
+        str(child.pid)
+        for child in psutil.Process(server.process.pid).children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]
     raw = [body_path.parent / f"profile_{pid}.txt" for pid in children]
-    load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{seconds + 2}s", "-s", str(body_path.with_suffix(".lua")), f"{server.url}/predict"],
-                            stdout=subprocess.DEVNULL)
+    load = subprocess.Popen(
+        ["wrk", "-t1", "-c32", f"-d{seconds + 2}s", "-s", str(body_path.with_suffix(".lua")), f"{server.url}/predict"],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(1)
-    spies = [subprocess.Popen([py_spy, "record", "-d", str(seconds), "-r", "100", "-p", pid, "-f", "raw", "-o", str(out)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid, out in zip(children, raw)]
+    spies = [
+        subprocess.Popen(
+            [py_spy, "record", "-d", str(seconds), "-r", "100", "-p", pid, "-f", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, out in zip(children, raw, strict=False)
+    ]
     for spy in spies:
         spy.wait()
     load.wait()
@@ -397,19 +487,34 @@ def print_results(results: list[LoadResult]) -> None:
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         spread = f"{r.rps_range[0]:.0f}-{r.rps_range[1]:.0f}" if r.rps_range else ""
-        print(f"{r.server:<24}{r.load:<34}{r.requests_per_s:>9.1f}{spread:>16}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_200:>9}")
+        print(
+            f"{r.server:<24}{r.load:<34}{r.requests_per_s:>9.1f}{spread:>16}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_200:>9}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="credit_pd_service:latest", help="bento tag or service import path")
-    parser.add_argument("--duration", type=int, default=6, help="seconds per load level and round (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="turns the compared servers take on each shared load (default: %(default)s)")
+    parser.add_argument(
+        "--duration", type=int, default=6, help="seconds per load level and round (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="turns the compared servers take on each shared load (default: %(default)s)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the service workers at concurrency 32")
-    parser.add_argument("--records-only", action="store_true",
-                        help="only decision records on vs off at concurrency 32, then replay the records written")
-    parser.add_argument("--overload-only", action="store_true",
-                        help="only the service's overload phase (conc. 1, overload with a sampling client, conc. 1 after)")
+    parser.add_argument(
+        "--records-only",
+        action="store_true",
+        help="only decision records on vs off at concurrency 32, then replay the records written",
+    )
+    parser.add_argument(
+        "--overload-only",
+        action="store_true",
+        help="only the service's overload phase (conc. 1, overload with a sampling client, conc. 1 after)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk (or run `make load-benchmark`)")
@@ -427,38 +532,62 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ}
     d = args.duration
     load_avg = os.getloadavg()
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, {os.cpu_count()} cores, load average before: "
-          f"{load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}; {d} s per load and round, {args.rounds} rounds; wrk shares the cores")
-    print(f"service {args.target}: workers={settings.workers}, lightgbm_threads={settings.lightgbm_threads}, "
-          f"max_batch_size={settings.max_batch_size}, max_latency_ms={settings.max_latency_ms}, max_batch_hold_ms={settings.max_batch_hold_ms}")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, {os.cpu_count()} cores, load average before: "
+        f"{load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}; {d} s per load and round, {args.rounds} rounds; wrk shares the cores"
+    )
+    print(
+        f"service {args.target}: workers={settings.workers}, lightgbm_threads={settings.lightgbm_threads}, "
+        f"max_batch_size={settings.max_batch_size}, max_latency_ms={settings.max_latency_ms}, "
+        f"max_batch_hold_ms={settings.max_batch_hold_ms}"
+    )
 
     results: list[LoadResult] = []
     profile: list[str] = []
     with ExitStack() as stack:
         project = stack.enter_context(serving("project", bentoml_command(args.target), env, workdir))
-        model_tag = httpx.post(f"{project.url}/predict", content=single_body.read_bytes(),
-                               headers={"content-type": "application/json"}).json()[0]["model_tag"]
+        model_tag = httpx.post(
+            f"{project.url}/predict", content=single_body.read_bytes(), headers={"content-type": "application/json"}
+        ).json()[0]["model_tag"]
         monitoring_active = "carries no drift reference" not in project.log.read_text()
         if args.overload_only:
             run_wrk(project, single_body, 8, 3, "warm-up")
-            results = [run_wrk(project, single_body, 1, 3, "1 app, concurrency 1"), *overload_phase(project, single_body, d)]
+            results = [
+                run_wrk(project, single_body, 1, 3, "1 app, concurrency 1"),
+                *overload_phase(project, single_body, d),
+            ]
             print_results(results)
             print_overload(results, project.process.poll() is None)
             return
         servers = {"project": project}
         if "decision_records" in ServingSettings.model_fields:
             servers["project, records off"] = stack.enter_context(
-                serving("project, records off", bentoml_command(args.target), {**env, "CREDIT_PD_DECISION_RECORDS": "false"}, workdir))
+                serving(
+                    "project, records off",
+                    bentoml_command(args.target),
+                    {**env, "CREDIT_PD_DECISION_RECORDS": "false"},
+                    workdir,
+                )
+            )
         if args.records_only:
             records_comparison(servers, single_body, d, args.rounds)
             return
         if "monitoring_enabled" in ServingSettings.model_fields:
             servers["project, monitoring off"] = stack.enter_context(
-                serving("project, monitoring off", bentoml_command(args.target), {**env, "CREDIT_PD_MONITORING_ENABLED": "false"}, workdir))
+                serving(
+                    "project, monitoring off",
+                    bentoml_command(args.target),
+                    {**env, "CREDIT_PD_MONITORING_ENABLED": "false"},
+                    workdir,
+                )
+            )
         servers["trivial BentoML"] = stack.enter_context(
-            serving("trivial BentoML", bentoml_command("benchmarks.trivial_service:TrivialService"), env, workdir))
+            serving("trivial BentoML", bentoml_command("benchmarks.trivial_service:TrivialService"), env, workdir)
+        )
         for name, command in peer_commands(settings.workers).items():
-            servers[name] = stack.enter_context(serving(name, command, {**env, "CREDIT_PD_MODEL_TAG": model_tag}, workdir))
+            servers[name] = stack.enter_context(
+                serving(name, command, {**env, "CREDIT_PD_MODEL_TAG": model_tag}, workdir)
+            )
         peers = [name for name in servers if "peer" in name]
         for server in servers.values():  # all are up but idle; each is loaded alone below
             run_wrk(server, single_body, 8, 3, "warm-up")
@@ -468,8 +597,16 @@ def main(argv: list[str] | None = None) -> None:
         # (other processes) hits all of them rather than whichever happened to run then.
         comparisons = [
             (single_body, 1, "1 app, concurrency 1", ["project", "trivial BentoML", *peers]),
-            (single_body, 32, "1 app, concurrency 32", [*(n for n in servers if n.startswith("project")), "trivial BentoML", *peers]),
-            *((batch_body, c, f"{BATCH_ROWS} apps/request, concurrency {c}", ["project", *peers]) for c in BATCH_CONCURRENCY_LEVELS),
+            (
+                single_body,
+                32,
+                "1 app, concurrency 32",
+                [*(n for n in servers if n.startswith("project")), "trivial BentoML", *peers],
+            ),
+            *(
+                (batch_body, c, f"{BATCH_ROWS} apps/request, concurrency {c}", ["project", *peers])
+                for c in BATCH_CONCURRENCY_LEVELS
+            ),
         ]
         for body, concurrency, load, names in comparisons:
             rounds: dict[str, list[LoadResult]] = {name: [] for name in names}
@@ -477,12 +614,20 @@ def main(argv: list[str] | None = None) -> None:
                 for name in names:
                     rounds[name].append(run_wrk(servers[name], body, concurrency, d, load))
             results += [combine(rounds[name]) for name in names]
-        results += [run_wrk(project, single_body, c, d, f"1 app, concurrency {c}") for c in CONCURRENCY_LEVELS if c not in (1, 32)]
+        results += [
+            run_wrk(project, single_body, c, d, f"1 app, concurrency {c}")
+            for c in CONCURRENCY_LEVELS
+            if c not in (1, 32)
+        ]
         results.append(asyncio.run(steady_rate(project, single_body.read_bytes(), STEADY_RATE, d)))
         results += overload_phase(project, single_body, d)
         alive = project.process.poll() is None
-        spread = {name: {c: connections_per_worker(servers[name], single_body if c == 32 else batch_body, c) for c in (32, 4, 2)}
-                  for name in ("project", *peers)}
+        spread = {
+            name: {
+                c: connections_per_worker(servers[name], single_body if c == 32 else batch_body, c) for c in (32, 4, 2)
+            }
+            for name in ("project", *peers)
+        }
         if args.profile:
             profile = profile_workers(project, single_body, 8)
 
@@ -490,11 +635,17 @@ def main(argv: list[str] | None = None) -> None:
     print_results(results)
     report(results, model_tag, batch_body, single_body, alive, monitoring_active)
     print_records(results, replayed)
-    print(f"\nkeep-alive connections per worker process under wrk (a separate {3} s load each; the project "
-          "spreads them by SO_REUSEPORT, the peers share one socket):")
+    print(
+        f"\nkeep-alive connections per worker process under wrk (a separate {3} s load each; the project "
+        "spreads them by SO_REUSEPORT, the peers share one socket):"
+    )
     for name, by_concurrency in spread.items():
-        print(f"  {name:<22}" + "; ".join(f"concurrency {c}: {'/'.join(map(str, counts)) or 'none seen'}"
-                                          for c, counts in by_concurrency.items()))
+        print(
+            f"  {name:<22}"
+            + "; ".join(
+                f"concurrency {c}: {'/'.join(map(str, counts)) or 'none seen'}" for c, counts in by_concurrency.items()
+            )
+        )
     if profile:
         print("\npy-spy, service workers at concurrency 32 (own samples, idle waits excluded):")
         print("\n".join("  " + line for line in profile))
@@ -504,8 +655,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def served_record_lines(server: Server) -> list[str]:
     """The decision records a server wrote to stdout (its log file), told apart from log lines by their fields."""
-    return [line for line in server.log.read_text(encoding="utf-8", errors="replace").split("\n")  # not splitlines: U+2028 may be in a value
-            if line.startswith('{"time":') and '"input_sha256":' in line]
+    return [
+        line
+        for line in server.log.read_text(encoding="utf-8", errors="replace").split(
+            "\n"
+        )  # not splitlines: U+2028 may be in a value
+        if line.startswith('{"time":') and '"input_sha256":' in line
+    ]
 
 
 def replay_served_records(server: Server) -> tuple[int, str, bool]:
@@ -522,11 +678,16 @@ def print_records(results: list[LoadResult], replayed: tuple[int, str, bool]) ->
     on = next((r for r in results if r.server == "project" and r.load == "1 app, concurrency 32"), None)
     off = next((r for r in results if r.server == "project, records off" and r.load == "1 app, concurrency 32"), None)
     if on is not None and off is not None:
-        print(f"\ndecision records on / off, 1 app at concurrency 32: {on.requests_per_s:,.0f} / {off.requests_per_s:,.0f} req/s "
-              f"= {on.requests_per_s / off.requests_per_s:.2f}; p50 {on.p50_ms:.2f} / {off.p50_ms:.2f} ms, "
-              f"p99 {on.p99_ms:.2f} / {off.p99_ms:.2f} ms")
+        print(
+            f"\ndecision records on / off, 1 app at concurrency 32: {on.requests_per_s:,.0f} / {off.requests_per_s:,.0f} req/s "
+            f"= {on.requests_per_s / off.requests_per_s:.2f}; p50 {on.p50_ms:.2f} / {off.p50_ms:.2f} ms, "
+            f"p99 {on.p99_ms:.2f} / {off.p99_ms:.2f} ms"
+        )
     count, text, identical = replayed
-    print(f"replay of the {count:,} records the project wrote to stdout under these loads ({'all identical' if identical else 'NOT all identical'}):")
+    print(
+        f"replay of the {count:,} records the project wrote to stdout under these loads "
+        f"({'all identical' if identical else 'NOT all identical'}):"
+    )
     print("\n".join("  " + line for line in text.splitlines()))
 
 
@@ -546,25 +707,31 @@ def records_comparison(servers: dict[str, Server], single_body: Path, seconds: i
 
 def print_overload(results: list[LoadResult], alive: bool) -> None:
     """The overload phase's line: what wrk got, what a sampling client saw, and the recovery."""
+
     def get(load: str) -> LoadResult:
         return next(r for r in results if r.server == "project" and r.load.startswith(load))
 
     overload, sampled = get("overload"), get("sampled during overload")
     recovery, before = get("1 app, conc. 1, right after overload"), get("1 app, concurrency 1")
-    print(f"  overload: wrk at {overload.load.split(', ')[-1]} got {overload.statuses.get('503', 0)} x 503 "
-          f"({overload.no_retry_after} without Retry-After) and {overload.statuses.get('200', 0)} x 200; server alive: {alive}; "
-          f"right after: p50 {recovery.p50_ms:.2f} ms (before: {before.p50_ms:.2f} ms, ratio {recovery.p50_ms / before.p50_ms:.2f}), "
-          f"{recovery.non_200} non-200")
-    print(f"  during overload, a {OVERLOAD_SAMPLE_RATE} req/s client: {sampled.statuses}, p99 of its 200 answers "
-          f"{_ms(sampled.p99_answered_ms)} (bar: < {MAX_OVERLOAD_ANSWERED_P99_MS:g} ms)")
+    print(
+        f"  overload: wrk at {overload.load.split(', ')[-1]} got {overload.statuses.get('503', 0)} x 503 "
+        f"({overload.no_retry_after} without Retry-After) and {overload.statuses.get('200', 0)} x 200; server alive: {alive}; "
+        f"right after: p50 {recovery.p50_ms:.2f} ms (before: {before.p50_ms:.2f} ms, ratio {recovery.p50_ms / before.p50_ms:.2f}), "
+        f"{recovery.non_200} non-200"
+    )
+    print(
+        f"  during overload, a {OVERLOAD_SAMPLE_RATE} req/s client: {sampled.statuses}, p99 of its 200 answers "
+        f"{_ms(sampled.p99_answered_ms)} (bar: < {MAX_OVERLOAD_ANSWERED_P99_MS:g} ms)"
+    )
 
 
 def _ms(value: float | None) -> str:
     return "none answered" if value is None else f"{value:.0f} ms"
 
 
-def report(results: list[LoadResult], model_tag: str, batch_body: Path, single_body: Path,
-           alive: bool, monitoring_active: bool) -> None:
+def report(
+    results: list[LoadResult], model_tag: str, batch_body: Path, single_body: Path, alive: bool, monitoring_active: bool
+) -> None:
     def get(server: str, load: str) -> LoadResult | None:
         return next((r for r in results if r.server == server and r.load == load), None)
 
@@ -593,41 +760,83 @@ def report(results: list[LoadResult], model_tag: str, batch_body: Path, single_b
     treeshap_all_cores = treeshap_rows_per_s(model_tag, batch_body.read_bytes()) * cores
 
     print("\nratios (same run, same bodies; the peer is the faster of the two on each load):")
-    print(f"  1 app, concurrency 32: project {single32.requests_per_s:,.0f} req/s / {peer32.server} {peer32.requests_per_s:,.0f} = {vs_peer:.2f}; "
-          f"/ trivial BentoML {trivial32.requests_per_s:,.0f} = {vs_trivial:.2f}")
-    print(f"  1 app, concurrency 1: p50 project {single1.p50_ms:.2f} ms - {peer1.server} {peer1.p50_ms:.2f} ms = {p50_gap:+.2f} ms")
-    print(f"  {BATCH_ROWS} apps/request: project {rows_project:,.0f} rows/s ({project_batch.load}) / {peer_batch.server} "
-          f"{rows_peer:,.0f} rows/s ({peer_batch.load}) = {rows_project / rows_peer:.2f}")
-    print(f"  in-process (validation + model + TreeSHAP + answer + JSON, one thread): {inproc_100:,.0f} rows/s at {BATCH_ROWS} per "
-          f"request, {inproc_1:,.0f} at 1; service {BATCH_ROWS}-app rows/s / in-process = {rows_project / inproc_100:.2f}")
+    print(
+        f"  1 app, concurrency 32: project {single32.requests_per_s:,.0f} req/s / {peer32.server} "
+        f"{peer32.requests_per_s:,.0f} = {vs_peer:.2f}; "
+        f"/ trivial BentoML {trivial32.requests_per_s:,.0f} = {vs_trivial:.2f}"
+    )
+    print(
+        f"  1 app, concurrency 1: p50 project {single1.p50_ms:.2f} ms - {peer1.server} {peer1.p50_ms:.2f} ms = {p50_gap:+.2f} ms"
+    )
+    print(
+        f"  {BATCH_ROWS} apps/request: project {rows_project:,.0f} rows/s ({project_batch.load}) / {peer_batch.server} "
+        f"{rows_peer:,.0f} rows/s ({peer_batch.load}) = {rows_project / rows_peer:.2f}"
+    )
+    print(
+        f"  in-process (validation + model + TreeSHAP + answer + JSON, one thread): {inproc_100:,.0f} rows/s at {BATCH_ROWS} per "
+        f"request, {inproc_1:,.0f} at 1; service {BATCH_ROWS}-app rows/s / in-process = {rows_project / inproc_100:.2f}"
+    )
     print("  what the bars ask against what is possible here (same run):")
-    print(f"    1 app, concurrency 32: {MIN_SINGLE_VS_PEER:g} x peer = {MIN_SINGLE_VS_PEER * peer32.requests_per_s:,.0f} req/s; "
-          f"the trivial BentoML endpoint (no model, no validation) answered {trivial32.requests_per_s:,.0f}")
-    print(f"    {BATCH_ROWS} apps/request: {MIN_BATCH_ROWS_VS_PEER:g} x peer = {MIN_BATCH_ROWS_VS_PEER * rows_peer:,.0f} rows/s; LightGBM's "
-          f"TreeSHAP alone (no HTTP, validation, encoding or JSON; the peer calls it too) on all {cores} cores = "
-          f"{treeshap_all_cores:,.0f} rows/s; the service reached {rows_project / treeshap_all_cores:.0%} of that")
+    print(
+        f"    1 app, concurrency 32: {MIN_SINGLE_VS_PEER:g} x peer = {MIN_SINGLE_VS_PEER * peer32.requests_per_s:,.0f} req/s; "
+        f"the trivial BentoML endpoint (no model, no validation) answered {trivial32.requests_per_s:,.0f}"
+    )
+    print(
+        f"    {BATCH_ROWS} apps/request: {MIN_BATCH_ROWS_VS_PEER:g} x peer = {MIN_BATCH_ROWS_VS_PEER * rows_peer:,.0f} rows/s; LightGBM's "
+        f"TreeSHAP alone (no HTTP, validation, encoding or JSON; the peer calls it too) on all {cores} cores = "
+        f"{treeshap_all_cores:,.0f} rows/s; the service reached {rows_project / treeshap_all_cores:.0%} of that"
+    )
     if quiet is None:
         print("  monitoring on/off: this version has no CREDIT_PD_MONITORING_ENABLED setting")
     else:
         note = "" if monitoring_active else " (the served model carries no drift reference: monitoring was off in both)"
-        print(f"  monitoring on / off, 1 app at concurrency 32: {single32.requests_per_s:,.0f} / {quiet.requests_per_s:,.0f} req/s "
-              f"= {single32.requests_per_s / quiet.requests_per_s:.2f}{note}")
+        print(
+            f"  monitoring on / off, 1 app at concurrency 32: {single32.requests_per_s:,.0f} / {quiet.requests_per_s:,.0f} req/s "
+            f"= {single32.requests_per_s / quiet.requests_per_s:.2f}{note}"
+        )
     wrk_shed = overload.statuses.get("503", 0)
     print_overload(results, alive)
 
     bars = [
-        (f"1 app, conc. 32: >= {MIN_SINGLE_VS_PEER} x peer, 0 non-200", f"{vs_peer:.2f}, {single32.non_200} non-200",
-         vs_peer >= MIN_SINGLE_VS_PEER and single32.non_200 == 0),
-        (f"1 app, conc. 32: >= {MIN_SINGLE_VS_TRIVIAL} x trivial BentoML", f"{vs_trivial:.2f}", vs_trivial >= MIN_SINGLE_VS_TRIVIAL),
-        (f"1 app, conc. 1: p50 <= peer's + {MAX_P50_ABOVE_PEER_MS:g} ms", f"{p50_gap:+.2f} ms", p50_gap <= MAX_P50_ABOVE_PEER_MS),
-        (f"{BATCH_ROWS} apps/request: rows/s >= {MIN_BATCH_ROWS_VS_PEER} x peer", f"{rows_project / rows_peer:.2f}",
-         rows_project / rows_peer >= MIN_BATCH_ROWS_VS_PEER),
-        (f"steady {STEADY_RATE} req/s: p99 < {MAX_STEADY_P99_MS:g} ms, 0 non-200", f"{steady.p99_ms:.1f} ms, {steady.non_200} non-200",
-         steady.p99_ms < MAX_STEADY_P99_MS and steady.non_200 == 0),
-        ("overload shed with 503 + Retry-After, recovers at once", f"{wrk_shed} x 503, p50 after {recovery.p50_ms:.2f} ms",
-         alive and wrk_shed > 0 and overload.no_retry_after == 0 and recovery.non_200 == 0 and recovery.p50_ms <= 2 * single1.p50_ms + 1),
-        (f"overload: p99 of answered requests < {MAX_OVERLOAD_ANSWERED_P99_MS:g} ms", _ms(sampled.p99_answered_ms),
-         sampled.p99_answered_ms is not None and sampled.p99_answered_ms < MAX_OVERLOAD_ANSWERED_P99_MS),
+        (
+            f"1 app, conc. 32: >= {MIN_SINGLE_VS_PEER} x peer, 0 non-200",
+            f"{vs_peer:.2f}, {single32.non_200} non-200",
+            vs_peer >= MIN_SINGLE_VS_PEER and single32.non_200 == 0,
+        ),
+        (
+            f"1 app, conc. 32: >= {MIN_SINGLE_VS_TRIVIAL} x trivial BentoML",
+            f"{vs_trivial:.2f}",
+            vs_trivial >= MIN_SINGLE_VS_TRIVIAL,
+        ),
+        (
+            f"1 app, conc. 1: p50 <= peer's + {MAX_P50_ABOVE_PEER_MS:g} ms",
+            f"{p50_gap:+.2f} ms",
+            p50_gap <= MAX_P50_ABOVE_PEER_MS,
+        ),
+        (
+            f"{BATCH_ROWS} apps/request: rows/s >= {MIN_BATCH_ROWS_VS_PEER} x peer",
+            f"{rows_project / rows_peer:.2f}",
+            rows_project / rows_peer >= MIN_BATCH_ROWS_VS_PEER,
+        ),
+        (
+            f"steady {STEADY_RATE} req/s: p99 < {MAX_STEADY_P99_MS:g} ms, 0 non-200",
+            f"{steady.p99_ms:.1f} ms, {steady.non_200} non-200",
+            steady.p99_ms < MAX_STEADY_P99_MS and steady.non_200 == 0,
+        ),
+        (
+            "overload shed with 503 + Retry-After, recovers at once",
+            f"{wrk_shed} x 503, p50 after {recovery.p50_ms:.2f} ms",
+            alive
+            and wrk_shed > 0
+            and overload.no_retry_after == 0
+            and recovery.non_200 == 0
+            and recovery.p50_ms <= 2 * single1.p50_ms + 1,
+        ),
+        (
+            f"overload: p99 of answered requests < {MAX_OVERLOAD_ANSWERED_P99_MS:g} ms",
+            _ms(sampled.p99_answered_ms),
+            sampled.p99_answered_ms is not None and sampled.p99_answered_ms < MAX_OVERLOAD_ANSWERED_P99_MS,
+        ),
     ]
     print("\nbars:")
     for name, value, ok in bars:

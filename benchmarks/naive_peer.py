@@ -37,13 +37,18 @@ def score(body: dict[str, Any]) -> list[dict[str, Any]]:
     pds = model.predict_pd(matrix)
     shap_values = explainer.shap_values(matrix)
     results = []
-    for application, pd_, row in zip(applications, pds, shap_values):
+    for application, pd_, row in zip(applications, pds, shap_values, strict=False):
         top = np.argsort(-np.abs(row))[:TOP_K]
-        results.append({
-            "uuid": application.get("uuid"),
-            "pd": float(pd_),
-            "contributions": [{"feature": names[i], "value": application.get(names[i]), "contribution": float(row[i])} for i in top],
-        })
+        results.append(
+            {
+                "uuid": application.get("uuid"),
+                "pd": float(pd_),
+                "contributions": [
+                    {"feature": names[i], "value": application.get(names[i]), "contribution": float(row[i])}
+                    for i in top
+                ],
+            }
+        )
     return results
 
 

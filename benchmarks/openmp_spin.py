@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+
 from benchmarks.results import command_line, recorded  # noqa: E402
 
 ROWS = 100
@@ -44,7 +45,17 @@ def run_processes(model_tag: str, processes: int, threads: int, seconds: float, 
     env = {key: value for key, value in os.environ.items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     if spin is not None:
         env["GOMP_SPINCOUNT"] = spin
-    command = [sys.executable, "-m", "benchmarks.openmp_spin", "--model", model_tag, "--seconds", str(seconds), "--child", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.openmp_spin",
+        "--model",
+        model_tag,
+        "--seconds",
+        str(seconds),
+        "--child",
+        str(threads),
+    ]
     children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     return sum(json.loads(child.communicate()[0].strip().splitlines()[-1])["rows_per_s"] for child in children)
 
@@ -61,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"rows_per_s": measure(args.model, args.child, args.seconds)}))
         return
     service_spin = str(ServingSettings().openmp_spin_count)
-    print(f"{ROWS}-row pred_contrib batches, {os.cpu_count()} cores, {args.seconds:g} s each; rows/s (all processes together)")
+    print(
+        f"{ROWS}-row pred_contrib batches, {os.cpu_count()} cores, {args.seconds:g} s each; rows/s (all processes together)"
+    )
     print(f"{'GOMP_SPINCOUNT':<22}{'1 proc x 1 thread':>20}{'1 proc x 2 threads':>20}{'2 procs x 2 threads':>21}")
     for label, spin in (("libgomp default", None), (f"{service_spin} (the service's)", service_spin)):
         figures = [run_processes(args.model, p, t, args.seconds, spin) for p, t in ((1, 1), (1, 2), (2, 2))]

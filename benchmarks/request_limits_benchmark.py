@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import psutil
+
 from benchmarks.results import command_line, recorded  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +44,21 @@ def free_port() -> int:
 def start_server(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service:CreditPDService", "--port", str(port), "--host", "127.0.0.1"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "service:CreditPDService",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -83,7 +97,7 @@ class PeakRSS:
             self.peak = max(self.peak, self.process.memory_info().rss)
             time.sleep(0.002)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -107,14 +121,18 @@ def largest_requests(base: str, n: int) -> dict[str, bytes]:
         if name in ("unseen_categories", "uuid", "explain", "top_k"):
             continue
         if prop.get("type") == "number":
-            longest[name] = -1.2345678901234567e-300 if prop["minimum"] < 0 else min(prop["maximum"], 1.2345678901234567e+300)
+            longest[name] = (
+                -1.2345678901234567e-300 if prop["minimum"] < 0 else min(prop["maximum"], 1.2345678901234567e300)
+            )
         elif "maxLength" in prop:  # free-text category: 200 characters
             longest[name] = "x" * prop["maxLength"]
         elif "anyOf" in prop:  # numeric code: a 200-character decimal string
             longest[name] = "1." + "0" * 198
     worst = [longest | {"uuid": f"{i:0128d}"} for i in range(n)]
-    return {"1,000 example applications": json.dumps({"applications": typical}).encode(),
-            "1,000 longest-form applications": json.dumps({"applications": worst}).encode()}
+    return {
+        "1,000 example applications": json.dumps({"applications": typical}).encode(),
+        "1,000 longest-form applications": json.dumps({"applications": worst}).encode(),
+    }
 
 
 def measure_request(base: str, worker: psutil.Process, label: str, body: bytes, repeats: int = 3) -> None:
@@ -122,11 +140,15 @@ def measure_request(base: str, worker: psutil.Process, label: str, body: bytes, 
         before = worker.memory_info().rss
         with PeakRSS(worker) as sampler:
             started = time.perf_counter()
-            response = httpx.post(f"{base}/predict", content=body, headers={"content-type": "application/json"}, timeout=120)
+            response = httpx.post(
+                f"{base}/predict", content=body, headers={"content-type": "application/json"}, timeout=120
+            )
             seconds = time.perf_counter() - started
         after = worker.memory_info().rss
-        print(f"{label} ({len(body) / 1e6:.2f} MB), run {attempt + 1}: HTTP {response.status_code} in {seconds:.2f} s; "
-              f"worker RSS before {mb(before)} MB, peak {mb(sampler.peak)} MB, after {mb(after)} MB")
+        print(
+            f"{label} ({len(body) / 1e6:.2f} MB), run {attempt + 1}: HTTP {response.status_code} in {seconds:.2f} s; "
+            f"worker RSS before {mb(before)} MB, peak {mb(sampler.peak)} MB, after {mb(after)} MB"
+        )
 
 
 def measure_concurrent(base: str, worker: psutil.Process, label: str, body: bytes, concurrency: int) -> None:
@@ -135,7 +157,10 @@ def measure_concurrent(base: str, worker: psutil.Process, label: str, body: byte
 
     async def fire() -> list[int]:
         async with httpx.AsyncClient(timeout=120) as client:
-            calls = [client.post(f"{base}/predict", content=body, headers={"content-type": "application/json"}) for _ in range(concurrency)]
+            calls = [
+                client.post(f"{base}/predict", content=body, headers={"content-type": "application/json"})
+                for _ in range(concurrency)
+            ]
             return [r.status_code for r in await asyncio.gather(*calls)]
 
     before = worker.memory_info().rss
@@ -144,8 +169,10 @@ def measure_concurrent(base: str, worker: psutil.Process, label: str, body: byte
         statuses = asyncio.run(fire())
         seconds = time.perf_counter() - started
     codes = {code: statuses.count(code) for code in sorted(set(statuses))}
-    print(f"{concurrency} x {label} at once: HTTP {codes} in {seconds:.2f} s; worker RSS before {mb(before)} MB, "
-          f"peak {mb(sampler.peak)} MB ({(sampler.peak - before) / concurrency / 1e6:.0f} MB per request in flight)")
+    print(
+        f"{concurrency} x {label} at once: HTTP {codes} in {seconds:.2f} s; worker RSS before {mb(before)} MB, "
+        f"peak {mb(sampler.peak)} MB ({(sampler.peak - before) / concurrency / 1e6:.0f} MB per request in flight)"
+    )
 
 
 def time_to_413(port: int, worker: psutil.Process, chunked: bool) -> None:
@@ -183,8 +210,10 @@ def time_to_413(port: int, worker: psutil.Process, chunked: bool) -> None:
     time.sleep(0.5)
     after = worker.memory_info().rss
     how = "chunked" if chunked else "with Content-Length"
-    print(f"60 MB body {how}: '{status}' after {seconds * 1000:.1f} ms, {sent / 1e6:.1f} MB sent by then; "
-          f"worker RSS before {mb(before)} MB, peak {mb(sampler.peak)} MB, after {mb(after)} MB")
+    print(
+        f"60 MB body {how}: '{status}' after {seconds * 1000:.1f} ms, {sent / 1e6:.1f} MB sent by then; "
+        f"worker RSS before {mb(before)} MB, peak {mb(sampler.peak)} MB, after {mb(after)} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,16 +229,28 @@ def main(argv: list[str] | None = None) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         worker = worker_process(server)
-        limit = httpx.get(f"{base}/docs.json").json()["components"]["schemas"]["PredictRequest"]["properties"]["applications"]["anyOf"][1]["maxItems"]
-        print(f"worker pid {worker.pid}, idle RSS {mb(worker.memory_info().rss)} MB; per-request cap {limit} applications")
+        limit = httpx.get(f"{base}/docs.json").json()["components"]["schemas"]["PredictRequest"]["properties"][
+            "applications"
+        ]["anyOf"][1]["maxItems"]
+        print(
+            f"worker pid {worker.pid}, idle RSS {mb(worker.memory_info().rss)} MB; per-request cap {limit} applications"
+        )
         print(f"server (arbiter) process RSS {mb(psutil.Process(server.pid).memory_info().rss)} MB")
         requests = largest_requests(base, limit)
         for label, body in requests.items():
             measure_request(base, worker, label, body)
-        measure_concurrent(base, worker, "1,000 longest-form applications", requests["1,000 longest-form applications"], concurrency=8)
+        measure_concurrent(
+            base, worker, "1,000 longest-form applications", requests["1,000 longest-form applications"], concurrency=8
+        )
         time_to_413(port, worker, chunked=False)
         time_to_413(port, worker, chunked=True)
-        measure_request(base, worker, "after the 413s, 1,000 example applications", largest_requests(base, limit)["1,000 example applications"], repeats=1)
+        measure_request(
+            base,
+            worker,
+            "after the 413s, 1,000 example applications",
+            largest_requests(base, limit)["1,000 example applications"],
+            repeats=1,
+        )
     finally:
         server.terminate()
         try:

@@ -16,8 +16,9 @@ import io
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from credit_pd.files import atomic_write
 
@@ -67,8 +68,10 @@ def recorded(name: str, command: str, path: Path = RESULTS_PATH) -> Iterator[Non
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
         yield
-    stamp = (f"`{command}`, run {time.strftime('%Y-%m-%d %H:%M UTC', started)} on {os.cpu_count()} cores; "
-             f"load average before {load_before}, after {_load()}.")
+    stamp = (
+        f"`{command}`, run {time.strftime('%Y-%m-%d %H:%M UTC', started)} on {os.cpu_count()} cores; "
+        f"load average before {load_before}, after {_load()}."
+    )
     write_section(path, name, f"## {name}\n\n{stamp}\n\n```text\n{tee.kept.getvalue().rstrip()}\n```\n")
 
 

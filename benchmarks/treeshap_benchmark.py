@@ -98,8 +98,9 @@ def rows_per_s(call: Callable[[np.ndarray], object], batch: np.ndarray, seconds:
             return calls * batch.shape[0] / elapsed
 
 
-def measure(booster: lgb.Booster, tables: TreeShapTables, matrix: np.ndarray, batch_size: int,
-            seconds: float) -> Figure:
+def measure(
+    booster: lgb.Booster, tables: TreeShapTables, matrix: np.ndarray, batch_size: int, seconds: float
+) -> Figure:
     """Median of `BLOCKS` alternating blocks per path on the same rows."""
     rng = np.random.default_rng(batch_size)
     batch = matrix[rng.choice(matrix.shape[0], size=batch_size, replace=batch_size > matrix.shape[0])]
@@ -135,15 +136,19 @@ def run(args: argparse.Namespace) -> list[Figure]:
     started = time.perf_counter()
     tables = TreeShapTables.from_booster(booster)
     built = time.perf_counter() - started
-    print(f"model: {source}; {booster.num_trees()} trees, {tables.table.size:,} table values, "
-          f"tables built in {built:.2f} s")
+    print(
+        f"model: {source}; {booster.num_trees()} trees, {tables.table.size:,} table values, "
+        f"tables built in {built:.2f} s"
+    )
     figures = [measure(booster, tables, matrix, size, args.seconds) for size in BATCH_SIZES]
     print("explained rows per CPU second, one thread, same model and rows; tables verified to 1e-9 first")
     print(f"{'batch':>7} {'tables rows/s':>14} {'pred_contrib rows/s':>20} {'ratio':>7} {'goal':>6}")
     for f in figures:
         verdict = "met" if f.ratio >= GOALS[f.batch] else "MISSED"
-        print(f"{f.batch:>7,} {f.table_rows_per_s:>14,.0f} {f.contrib_rows_per_s:>20,.0f} {f.ratio:>6.1f}x "
-              f"{GOALS[f.batch]:>5.0f}x {verdict}")
+        print(
+            f"{f.batch:>7,} {f.table_rows_per_s:>14,.0f} {f.contrib_rows_per_s:>20,.0f} {f.ratio:>6.1f}x "
+            f"{GOALS[f.batch]:>5.0f}x {verdict}"
+        )
     return figures
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -84,7 +84,7 @@ def _format_code(number: float) -> str:
 
 
 def _strip_zeros(text: str) -> str:
-    """"2.50" -> "2.5", "1.000" -> "1", "-0.0" -> "0": the decimal's value, by text."""
+    """ "2.50" -> "2.5", "1.000" -> "1", "-0.0" -> "0": the decimal's value, by text."""
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
@@ -95,7 +95,9 @@ def _strip_zeros(text: str) -> str:
 CODE_SPELLING = r"(0|-?[1-9][0-9]*)(\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*"
 CODE_PATTERN = re.compile(CODE_SPELLING)
 # What a client or a file is told when a numeric code is spelled another way.
-CODE_SPELLING_MESSAGE = 'expected a numeric code: a number or a plain decimal such as "1" or "1.0" (not "01", "+1" or "1e0")'
+CODE_SPELLING_MESSAGE = (
+    'expected a numeric code: a number or a plain decimal such as "1" or "1.0" (not "01", "+1" or "1e0")'
+)
 
 
 class CategoryValueError(ValueError):
@@ -151,7 +153,8 @@ class CategoryRule:
     def accepted_as_is(self) -> frozenset[str]:
         """Labels that `validate` returns unchanged under any policy: known, well spelled, canonical."""
         return frozenset(
-            label for label in self.labels
+            label
+            for label in self.labels
             if (not self.numeric_coded or re.fullmatch(CODE_SPELLING, label)) and canonical_category(label) == label
         )
 
@@ -183,12 +186,13 @@ class CategoryRule:
         except CategoryValueError as exc:
             if exc.kind == "category_code_spelling":
                 raise PydanticCustomError(
-                    exc.kind, "Input should be a numeric code: a JSON number or a decimal string such as \"1\" or \"1.0\"",
+                    exc.kind,
+                    'Input should be a numeric code: a JSON number or a decimal string such as "1" or "1.0"',
                 ) from None
             raise PydanticCustomError(
                 exc.kind,
-                "Input should be a value seen in training: {allowed}. Send \"unseen_categories\": "
-                "\"score_as_missing\" to score an unseen value as missing instead",
+                'Input should be a value seen in training: {allowed}. Send "unseen_categories": '
+                '"score_as_missing" to score an unseen value as missing instead',
                 {"allowed": self.allowed_text()},
             ) from None
 
@@ -213,7 +217,7 @@ def labels_rule(name: str, labels: Any) -> CategoryRule:
     return CategoryRule(name=name, labels=tuple(labels), numeric_coded=looks_numeric_coded(labels))
 
 
-def category_rules(encoder: "FeatureEncoder") -> dict[str, CategoryRule]:
+def category_rules(encoder: FeatureEncoder) -> dict[str, CategoryRule]:
     """One rule per categorical feature of a fitted encoder."""
     return {
         name: CategoryRule(name=name, labels=tuple(labels), numeric_coded=encoder.numeric_coded(name))

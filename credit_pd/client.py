@@ -10,7 +10,7 @@ import pandas as pd
 from credit_pd.schema import DatasetSchema, FeatureType
 
 
-def requests_from_frame(frame: "pd.DataFrame", schema: DatasetSchema) -> list[dict[str, Any]]:
+def requests_from_frame(frame: pd.DataFrame, schema: DatasetSchema) -> list[dict[str, Any]]:
     """Loaded dataset rows as `/predict` application objects (JSON-ready: None for missing).
 
     Used by the example client, the load benchmark and the tests, so all of them send exactly
@@ -20,7 +20,7 @@ def requests_from_frame(frame: "pd.DataFrame", schema: DatasetSchema) -> list[di
     booleans = set(schema.names_of(FeatureType.BOOLEAN))
     for row in frame[[schema.id_column, *schema.feature_names]].itertuples(index=False, name=None):
         record: dict[str, Any] = {"uuid": str(row[0])}
-        for name, value in zip(schema.feature_names, row[1:]):
+        for name, value in zip(schema.feature_names, row[1:], strict=False):
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 record[name] = None
             elif name in booleans:

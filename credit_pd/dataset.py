@@ -16,16 +16,23 @@ import codecs
 import csv
 import gzip
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from credit_pd.categories import (
+    CODE_SPELLING_MESSAGE,
+    FALSE_SPELLINGS,
+    TRUE_SPELLINGS,
+    CategoryValueError,
+    canonical_categories,
+    file_category_rule,
+)
 from credit_pd.errors import DatasetError
-from credit_pd.categories import (CODE_SPELLING_MESSAGE, FALSE_SPELLINGS, TRUE_SPELLINGS, CategoryValueError,
-                                  canonical_categories, file_category_rule)
 from credit_pd.schema import DatasetSchema, FeatureType
 
 TARGET_SPELLINGS = {"0": 0.0, "1": 1.0}
@@ -34,8 +41,12 @@ MAX_EXAMPLES_IN_MESSAGE = 5
 # The hint every encoding error ends with.
 SAVE_AS_UTF8 = "not UTF-8: save as UTF-8"
 # Byte-order marks of encodings that are not UTF-8 (UTF-32 first: its LE mark starts with UTF-16's).
-FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 # Bytes read at a time when checking a file's encoding (a batch book can be larger than memory).
 CHECK_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -114,20 +125,26 @@ def _checked_chunks(chunks: Iterable[bytes], where: str) -> Iterator[str]:
             first = False
         nul = chunk.find(b"\x00")
         if nul >= 0:
-            raise DatasetError(f"{where}, line {lines_before + _line_in(chunk, nul)}: a NUL byte (UTF-16 without a "
-                               f"byte-order mark, or not a text file); {SAVE_AS_UTF8}")
+            raise DatasetError(
+                f"{where}, line {lines_before + _line_in(chunk, nul)}: a NUL byte (UTF-16 without a "
+                f"byte-order mark, or not a text file); {SAVE_AS_UTF8}"
+            )
         try:
             yield decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             start = max(exc.start, 0)
-            shown = " ".join(f"0x{b:02x}" for b in chunk[start:start + 2])
-            raise DatasetError(f"{where}, line {lines_before + _line_in(chunk, start)}: bytes {shown} are not valid UTF-8 "
-                               f"(Latin-1 or Windows-1252?); {SAVE_AS_UTF8}") from None
+            shown = " ".join(f"0x{b:02x}" for b in chunk[start : start + 2])
+            raise DatasetError(
+                f"{where}, line {lines_before + _line_in(chunk, start)}: bytes {shown} are not valid UTF-8 "
+                f"(Latin-1 or Windows-1252?); {SAVE_AS_UTF8}"
+            ) from None
         lines_before += _line_in(chunk, len(chunk)) - 1
     try:
         yield decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise DatasetError(f"{where}, line {lines_before + 1}: the file ends inside a UTF-8 character; {SAVE_AS_UTF8}") from None
+        raise DatasetError(
+            f"{where}, line {lines_before + 1}: the file ends inside a UTF-8 character; {SAVE_AS_UTF8}"
+        ) from None
 
 
 def _check_bom(head: bytes, where: str) -> None:
@@ -182,8 +199,15 @@ def _read_raw(path: Path, schema: DatasetSchema) -> RawTable:
     if len(lines) == 0:
         raise DatasetError(f"dataset file {path} has a header but no data rows")
     try:
-        text = pd.read_csv(io.StringIO(content), sep=schema.separator, dtype=str, na_filter=False, keep_default_na=False,
-                           quoting=csv.QUOTE_MINIMAL, skip_blank_lines=True)
+        text = pd.read_csv(
+            io.StringIO(content),
+            sep=schema.separator,
+            dtype=str,
+            na_filter=False,
+            keep_default_na=False,
+            quoting=csv.QUOTE_MINIMAL,
+            skip_blank_lines=True,
+        )
     except pd.errors.ParserError as exc:
         raise DatasetError(f"dataset file {path} cannot be parsed: {str(exc).splitlines()[0]}") from None
     if len(text) != len(lines):  # cannot happen when both readers agree on the format; never guess
@@ -223,8 +247,9 @@ def _row_lines(content: str, separator: str, n_fields: int, path: Path) -> np.nd
         examples = ", ".join(f"line {line} has {count}" for line, count in wrong[:MAX_EXAMPLES_IN_MESSAGE])
         more = len(wrong) - MAX_EXAMPLES_IN_MESSAGE
         suffix = f" and {more} more row(s)" if more > 0 else ""
-        raise DatasetError(f"dataset file {path}: wrong number of fields, expected {n_fields} (as in the header); "
-                           f"{examples}{suffix}")
+        raise DatasetError(
+            f"dataset file {path}: wrong number of fields, expected {n_fields} (as in the header); {examples}{suffix}"
+        )
     return np.asarray(lines, dtype=np.int64)
 
 
@@ -244,8 +269,10 @@ def _csv_row_lengths(content: str, separator: str, path: Path) -> Iterator[tuple
             start = reader.line_num + 1
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
-            raise DatasetError(f"dataset file {path}, line {start}: a quoted field opens on this line and is never closed "
-                               f"(the file ends inside it, at line {reader.line_num})") from None
+            raise DatasetError(
+                f"dataset file {path}, line {start}: a quoted field opens on this line and is never closed "
+                f"(the file ends inside it, at line {reader.line_num})"
+            ) from None
         raise DatasetError(f"dataset file {path}, line {reader.line_num}: {exc}") from None
 
 
@@ -274,8 +301,7 @@ def _check_ids(raw: RawTable, schema: DatasetSchema) -> None:
         lines = [int(raw.lines[i]) for i in np.flatnonzero((ids == first).to_numpy())]
         count = int(ids[duplicated].nunique())
         raise DatasetError(
-            f"column {schema.id_column!r}: {count} duplicate id(s), e.g. {first!r} on lines {lines}; "
-            "ids must be unique"
+            f"column {schema.id_column!r}: {count} duplicate id(s), e.g. {first!r} on lines {lines}; ids must be unique"
         )
 
 

@@ -15,4 +15,3 @@ class DatasetError(CreditPDError):
 
 class ModelNotFoundError(CreditPDError):
     """No trained model is in the BentoML model store under the requested tag."""
-

@@ -13,8 +13,9 @@ values in an unspecified order). At 41 features the full sort of 100 rows takes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +38,6 @@ def top_contributions(contributions: np.ndarray, top_k: int) -> tuple[np.ndarray
     """(feature indices, contributions) of each row's `top_k` largest |contribution|, ranked."""
     order = rank_order(contributions)[:, :top_k]
     return order, np.take_along_axis(contributions, order, axis=1)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,11 +98,11 @@ class ReasonCodes:
     n_features: int
 
     @classmethod
-    def from_schema(cls, schema: "DatasetSchema") -> "ReasonCodes":
+    def from_schema(cls, schema: DatasetSchema) -> ReasonCodes:
         texts, feature_codes = schema.resolved_reason_codes()
         names = schema.feature_names
         codes = tuple(texts)
-        features = tuple(tuple(n for n, c in zip(names, feature_codes) if c == code) for code in codes)
+        features = tuple(tuple(n for n, c in zip(names, feature_codes, strict=False) if c == code) for code in codes)
         width = max((len(f) for f in features), default=1)
         members = np.full((len(codes), max(width, 1)), len(names), dtype=np.intp)
         for c, code_features in enumerate(features):
@@ -113,7 +113,9 @@ class ReasonCodes:
         """(n_rows, n_codes): each code's summed feature contributions (never-named features in none)."""
         contributions = np.atleast_2d(np.asarray(contributions, dtype=np.float64))
         if contributions.shape[1] != self.n_features:
-            raise ValueError(f"contributions have {contributions.shape[1]} features, the reason codes {self.n_features}")
+            raise ValueError(
+                f"contributions have {contributions.shape[1]} features, the reason codes {self.n_features}"
+            )
         padded = np.concatenate([contributions, np.zeros((len(contributions), 1))], axis=1)
         total = padded[:, self.members[:, 0]]
         for j in range(1, self.members.shape[1]):
@@ -134,7 +136,9 @@ class ReasonCodes:
         values = np.take_along_axis(by_code, order, axis=1)
         return order, values, (values > 0).sum(axis=1)
 
-    def ranked(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> "RankedReasons":
+    def ranked(
+        self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS
+    ) -> RankedReasons:
         """Each row's ranked codes, cut to its limit: `max_reasons` is one limit or one per row (a merged batch)."""
         n = len(np.atleast_2d(contributions))
         cap = len(self.codes)  # more than every code is every code (and keeps huge integers out of int64)
@@ -147,17 +151,27 @@ class ReasonCodes:
         order, values, positive = self.rank(contributions, int(limits.max()) if n else 0)
         return RankedReasons(order=order, values=values, counts=np.minimum(positive, limits))
 
-    def as_dicts(self, ranked: "RankedReasons") -> list[list[dict[str, Any]]]:
+    def as_dicts(self, ranked: RankedReasons) -> list[list[dict[str, Any]]]:
         """JSON-ready reasons (code, text, contribution, features) of every row."""
-        return [[{"code": self.codes[c], "text": self.texts[c], "contribution": v, "features": list(self.features[c])}
-                 for c, v in zip(codes[:count], contribs)]
-                for codes, contribs, count in zip(ranked.order.tolist(), ranked.values.tolist(), ranked.counts.tolist())]
+        return [
+            [
+                {"code": self.codes[c], "text": self.texts[c], "contribution": v, "features": list(self.features[c])}
+                for c, v in zip(codes[:count], contribs, strict=False)
+            ]
+            for codes, contribs, count in zip(
+                ranked.order.tolist(), ranked.values.tolist(), ranked.counts.tolist(), strict=False
+            )
+        ]
 
-    def reasons(self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS) -> list[list[dict[str, Any]]]:
+    def reasons(
+        self, contributions: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS
+    ) -> list[list[dict[str, Any]]]:
         """Each row's reasons as JSON-ready dicts (code, text, contribution, features), ranked."""
         return self.as_dicts(self.ranked(contributions, max_reasons))
 
     def reason_objects(self, contributions: np.ndarray, max_reasons: int = DEFAULT_MAX_REASONS) -> list[list[Reason]]:
         """`reasons` as `Reason` objects, for Python callers and tests."""
-        return [[Reason(r["code"], r["text"], r["contribution"], tuple(r["features"])) for r in row]
-                for row in self.reasons(contributions, max_reasons)]
+        return [
+            [Reason(r["code"], r["text"], r["contribution"], tuple(r["features"])) for r in row]
+            for row in self.reasons(contributions, max_reasons)
+        ]

@@ -11,9 +11,10 @@ Categories are spelled canonically first (`credit_pd.categories`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,8 @@ from credit_pd.categories import NUMERIC_CODE, canonical_categories, canonical_c
 from credit_pd.schema import DatasetSchema, FeatureType, Monotone
 
 MONOTONE_SIGN = {Monotone.INCREASING: 1, Monotone.DECREASING: -1}
+
+
 @dataclass(frozen=True)
 class FeatureEncoder:
     """Column order, category vocabularies and the numeric ranges seen in training."""
@@ -33,7 +36,7 @@ class FeatureEncoder:
     monotone: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, schema: DatasetSchema) -> "FeatureEncoder":
+    def fit(cls, frame: pd.DataFrame, schema: DatasetSchema) -> FeatureEncoder:
         """Learn vocabularies (sorted, so codes do not depend on row order) and value ranges."""
         categorical = {
             name: tuple(sorted(canonical_categories(frame[name]).dropna().unique()))
@@ -131,10 +134,12 @@ class FeatureEncoder:
         if len(columns):
             with np.errstate(invalid="ignore"):
                 outside = (matrix[:, columns] < low) | (matrix[:, columns] > high)
-            for row, j in zip(*(axis.tolist() for axis in np.nonzero(outside))):
+            for row, j in zip(*(axis.tolist() for axis in np.nonzero(outside)), strict=False):
                 name = self.feature_names[columns[j]]
-                warnings[row].append(f"{name}: value {received(row, name)!r} is outside the training range "
-                                     f"[{low[j]:g}, {high[j]:g}]; scored as the nearest seen value")
+                warnings[row].append(
+                    f"{name}: value {received(row, name)!r} is outside the training range "
+                    f"[{low[j]:g}, {high[j]:g}]; scored as the nearest seen value"
+                )
         return warnings
 
     def _unseen_cells(self, matrix: np.ndarray) -> list[tuple[int, str]]:
@@ -143,15 +148,17 @@ class FeatureEncoder:
         if not len(columns):
             return []
         rows, cols = np.nonzero(np.isnan(matrix[:, columns]))
-        return [(row, self.feature_names[col]) for row, col in zip(rows.tolist(), columns[cols].tolist())]
+        return [(row, self.feature_names[col]) for row, col in zip(rows.tolist(), columns[cols].tolist(), strict=False)]
 
     @cached_property
     def _range_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Matrix columns with a training range, and their lows and highs, for one vectorised check."""
         ranged = [(i, name) for i, name in enumerate(self.feature_names) if name in self.numeric_ranges]
-        return (np.array([i for i, _ in ranged], dtype=np.intp),
-                np.array([self.numeric_ranges[name][0] for _, name in ranged]),
-                np.array([self.numeric_ranges[name][1] for _, name in ranged]))
+        return (
+            np.array([i for i, _ in ranged], dtype=np.intp),
+            np.array([self.numeric_ranges[name][0] for _, name in ranged]),
+            np.array([self.numeric_ranges[name][1] for _, name in ranged]),
+        )
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, stored beside the booster so no pickled classes are needed."""
@@ -164,7 +171,7 @@ class FeatureEncoder:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureEncoder":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureEncoder:
         return cls(
             feature_names=tuple(data["feature_names"]),
             categorical={name: tuple(vocab) for name, vocab in data["categorical"].items()},

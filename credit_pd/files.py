@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 TEMP_SUFFIX = ".tmp"
 
@@ -52,7 +53,7 @@ def pid_is_alive(pid: int) -> bool:
 
 def owner_pid(name: str, target_name: str) -> int | None:
     """The pid embedded in a temp name `.<target>.<pid>.<...>`; None when it has none."""
-    rest = name[len(target_name) + 2:] if name.startswith(f".{target_name}.") else ""
+    rest = name[len(target_name) + 2 :] if name.startswith(f".{target_name}.") else ""
     head = rest.split(".", 1)[0]
     return int(head) if head.isdigit() else None
 

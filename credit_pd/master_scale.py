@@ -60,18 +60,22 @@ class MasterScale(BaseModel):
     grades: tuple[Grade, ...] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _bands_cover_zero_to_one(self) -> "MasterScale":
+    def _bands_cover_zero_to_one(self) -> MasterScale:
         names = [g.name for g in self.grades]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"master_scale.grades: grade names must be unique; repeated: {repeated}")
-        for before, after in zip(self.grades, self.grades[1:]):
+        for before, after in zip(self.grades, self.grades[1:], strict=False):
             if not after.max_pd > before.max_pd:
-                raise ValueError(f"master_scale.grades: max_pd must increase from grade to grade; grade {after.name!r} "
-                                 f"has max_pd {after.max_pd} after grade {before.name!r} with {before.max_pd}")
+                raise ValueError(
+                    f"master_scale.grades: max_pd must increase from grade to grade; grade {after.name!r} "
+                    f"has max_pd {after.max_pd} after grade {before.name!r} with {before.max_pd}"
+                )
         if self.grades[-1].max_pd != 1.0:
-            raise ValueError(f"master_scale.grades: the last grade ({self.grades[-1].name!r}) must end at max_pd 1.0, "
-                             f"got {self.grades[-1].max_pd}, so that every PD has a grade")
+            raise ValueError(
+                f"master_scale.grades: the last grade ({self.grades[-1].name!r}) must end at max_pd 1.0, "
+                f"got {self.grades[-1].max_pd}, so that every PD has a grade"
+            )
         return self
 
     @property
@@ -116,7 +120,9 @@ def load_master_scale(path: Path | str) -> MasterScale:
     try:
         return MasterScale.model_validate(raw)
     except ValidationError as exc:
-        raise SchemaError(f"master scale file {path} is invalid (expected `grades: [{{name, max_pd}}, ...]`):\n{exc}") from exc
+        raise SchemaError(
+            f"master scale file {path} is invalid (expected `grades: [{{name, max_pd}}, ...]`):\n{exc}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,8 @@ def backtest_grades(outcomes: np.ndarray, pds: np.ndarray, scale: MasterScale) -
             mean_pd = float(pds[members].mean())
             low, high = jeffreys_interval(d, n)
             p = jeffreys_p_value(mean_pd, d, n)
-            rows.append(GradeBacktest(grade.name, lower, grade.max_pd, n, d, mean_pd, d / n, low, high, p, traffic_light(p)))
+            rows.append(
+                GradeBacktest(grade.name, lower, grade.max_pd, n, d, mean_pd, d / n, low, high, p, traffic_light(p))
+            )
         lower = grade.max_pd
     return rows

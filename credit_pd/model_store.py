@@ -9,9 +9,10 @@ training data, library versions, calibration and training time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import bentoml
 import yaml
@@ -29,8 +30,14 @@ SCORING_SPEC_KEY = "scoring_spec"
 log = logging.getLogger(__name__)
 
 
-def save_to_store(model: ScoringModel, metadata: Mapping[str, Any], labels: Mapping[str, str], name: str = MODEL_NAME,
-                  custom_objects: Mapping[str, Any] | None = None, store_dir: Path | None = None) -> bentoml.Model:
+def save_to_store(
+    model: ScoringModel,
+    metadata: Mapping[str, Any],
+    labels: Mapping[str, str],
+    name: str = MODEL_NAME,
+    custom_objects: Mapping[str, Any] | None = None,
+    store_dir: Path | None = None,
+) -> bentoml.Model:
     """Store booster + scoring spec (+ any extra custom objects); returns the stored model.
 
     `store_dir` saves into a separate model store at that path instead of the real one: training
@@ -56,7 +63,9 @@ def save_to_store(model: ScoringModel, metadata: Mapping[str, Any], labels: Mapp
     # provider's `patch` (a library internal) swaps the store for the duration of the save.
     provider = BentoMLContainer.model_store
     if not hasattr(provider, "patch"):
-        raise RuntimeError("BentoML's model store provider has no `patch` any more: cannot stage the model outside the store")
+        raise RuntimeError(
+            "BentoML's model store provider has no `patch` any more: cannot stage the model outside the store"
+        )
     log.info("patch BentoML model store -> staging store %s (save_to_store): in effect", store_dir)
     with provider.patch(ModelStore(str(store_dir))):
         return save()
@@ -122,8 +131,12 @@ def model_tag_to_serve(settings_tag: str, pinned_by_setting: bool, service_file:
         return settings_tag, TagSource.BENTO_LAYOUT_MOVED if in_bento else TagSource.SOURCE_TREE
     info = yaml.safe_load(bento_yaml.read_text()) or {}
     name = settings_tag.split(":", 1)[0]
-    recorded = [model["tag"] for service in info.get("services", []) for model in service.get("models", [])
-                if str(model.get("tag", "")).split(":", 1)[0] == name]
+    recorded = [
+        model["tag"]
+        for service in info.get("services", [])
+        for model in service.get("models", [])
+        if str(model.get("tag", "")).split(":", 1)[0] == name
+    ]
     return (recorded[0], TagSource.BENTO) if recorded else (settings_tag, TagSource.BENTO_LAYOUT_MOVED)
 
 

@@ -27,16 +27,28 @@ import argparse
 import hashlib
 import sys
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 
 from credit_pd.schema import DatasetSchema, FeatureType
 
 # The fields of one record, in the order they are written.
-RECORD_FIELDS = ("time", "request_id", "uuid", "model_tag", "input_sha256", "input", "pd", "grade", "reasons", "max_reasons")
+RECORD_FIELDS = (
+    "time",
+    "request_id",
+    "uuid",
+    "model_tag",
+    "input_sha256",
+    "input",
+    "pd",
+    "grade",
+    "reasons",
+    "max_reasons",
+)
 # Records re-scored per model call: large enough to amortise LightGBM's call, small enough for memory.
 REPLAY_CHUNK_ROWS = 2_000
 # Differences printed in full; the rest are counted.
@@ -55,7 +67,9 @@ class InputCanonicaliser:
         self.plan = [(spec.name, kinds.get(spec.type, str)) for spec in schema.features]
 
     def __call__(self, application: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: None if (value := application.get(name)) is None else convert(value) for name, convert in self.plan}
+        return {
+            name: None if (value := application.get(name)) is None else convert(value) for name, convert in self.plan
+        }
 
 
 def canonical_input(application: Mapping[str, Any], schema: DatasetSchema) -> dict[str, Any]:
@@ -108,7 +122,11 @@ def read_records(lines: Iterable[str], summary: ReplaySummary) -> list[tuple[int
         except orjson.JSONDecodeError as exc:
             summary.add("unreadable", f"line {number}: not JSON ({exc})")
             continue
-        missing = [name for name in RECORD_FIELDS if name != "input" and name not in record] if isinstance(record, dict) else ["all"]
+        missing = (
+            [name for name in RECORD_FIELDS if name != "input" and name not in record]
+            if isinstance(record, dict)
+            else ["all"]
+        )
         if missing:
             summary.add("unreadable", f"line {number}: not a decision record (missing {missing})")
             continue
@@ -131,14 +149,20 @@ def compare(record: Mapping[str, Any], pd: float, grade: str, reasons: Sequence[
 def replay_model_records(model: Any, records: Sequence[tuple[int, dict[str, Any]]], summary: ReplaySummary) -> None:
     """Re-score one model's records (inputs already checked against their hashes) and compare."""
     for start in range(0, len(records), REPLAY_CHUNK_ROWS):
-        chunk = records[start:start + REPLAY_CHUNK_ROWS]
+        chunk = records[start : start + REPLAY_CHUNK_ROWS]
         canonical = InputCanonicaliser(model.schema)
         inputs = [canonical(record["input"]) for _, record in chunk]
-        decision = model.decide(model.encoder.encode_records(inputs), [int(record["max_reasons"]) for _, record in chunk])
-        for (number, record), pd, grade, reasons in zip(chunk, decision.pd.tolist(), decision.grade, decision.reasons):
+        decision = model.decide(
+            model.encoder.encode_records(inputs), [int(record["max_reasons"]) for _, record in chunk]
+        )
+        for (number, record), pd, grade, reasons in zip(
+            chunk, decision.pd.tolist(), decision.grade, decision.reasons, strict=False
+        ):
             found = compare(record, pd, grade, [r["code"] for r in reasons])
             if found:
-                summary.add("differ", f"line {number} (uuid {record.get('uuid')!r}, {record['model_tag']}): " + "; ".join(found))
+                summary.add(
+                    "differ", f"line {number} (uuid {record.get('uuid')!r}, {record['model_tag']}): " + "; ".join(found)
+                )
             else:
                 summary.add("identical")
 
@@ -165,7 +189,9 @@ def replay(lines: Iterable[str]) -> ReplaySummary:
             if record.get("input") is None:
                 summary.add("no input", f"line {number}: written without its input (hash only); cannot be re-scored")
             elif input_sha256(canonical(record["input"])) != record["input_sha256"]:
-                summary.add("tampered", f"line {number} (uuid {record.get('uuid')!r}): input does not match its input_sha256")
+                summary.add(
+                    "tampered", f"line {number} (uuid {record.get('uuid')!r}): input does not match its input_sha256"
+                )
             else:
                 replayable.append((number, record))
         replay_model_records(model, replayable, summary)
@@ -173,8 +199,9 @@ def replay(lines: Iterable[str]) -> ReplaySummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m credit_pd.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m credit_pd.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("records", type=Path, help="decision records, one JSON object per line")
     args = parser.parse_args(argv)
     if not args.records.is_file():

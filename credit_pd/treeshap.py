@@ -55,7 +55,7 @@ MAX_TREE_TABLE_NODES = 8
 # (2^16 rows per leaf); bounded-depth shapes stay far below it.
 MAX_LEAF_PATH_FEATURES = 16
 # Upper bound on all table values together (8 bytes each): 2^23 values = 64 MB in the model entry.
-MAX_TABLE_VALUES = 2 ** 23
+MAX_TABLE_VALUES = 2**23
 # Rows explained per chunk: the gathered matrices of a chunk stay in cache (10,000 rows at once
 # are memory-bound). Measured with benchmarks/treeshap_benchmark.py.
 DEFAULT_CHUNK_ROWS = 128
@@ -128,9 +128,15 @@ def _parse_node(raw: Mapping[str, Any], tree: _Tree, path: list[tuple[int, bool]
     if not categorical and not np.isfinite(threshold):
         raise UnsupportedModel(f"non-finite numeric threshold {threshold} in the booster's tree dump")
     categories = tuple(int(c) for c in str(raw["threshold"]).split("||")) if categorical else ()
-    node = _Node(feature=int(raw["split_feature"]), categorical=categorical, threshold=threshold,
-                 categories=categories, missing_type=_MISSING_TYPES[raw["missing_type"]],
-                 default_left=bool(raw["default_left"]), count=float(raw["internal_count"]))
+    node = _Node(
+        feature=int(raw["split_feature"]),
+        categorical=categorical,
+        threshold=threshold,
+        categories=categories,
+        missing_type=_MISSING_TYPES[raw["missing_type"]],
+        default_left=bool(raw["default_left"]),
+        count=float(raw["internal_count"]),
+    )
     index = len(tree.nodes)
     tree.nodes.append(node)
     tree.left.append((True, -1))
@@ -149,8 +155,10 @@ def _parse_booster(booster: lgb.Booster, num_iteration: int | None) -> tuple[lis
     """The booster's trees (first `num_iteration` iterations) and its feature count."""
     dump = booster.dump_model(num_iteration=num_iteration)
     if dump.get("num_tree_per_iteration", 1) != 1:
-        raise UnsupportedModel(f"table TreeSHAP covers one tree per iteration; this booster has "
-                               f"{dump['num_tree_per_iteration']} (multiclass)")
+        raise UnsupportedModel(
+            f"table TreeSHAP covers one tree per iteration; this booster has "
+            f"{dump['num_tree_per_iteration']} (multiclass)"
+        )
     if dump.get("average_output"):
         raise UnsupportedModel("table TreeSHAP does not cover averaged output (random-forest mode)")
     trees = []
@@ -185,12 +193,12 @@ def _leaf_tables(zero_fractions: np.ndarray, values: np.ndarray) -> np.ndarray:
     the sum is a polynomial in "i joins S" built one feature at a time.
     """
     n_leaves, k = zero_fractions.shape
-    patterns = np.arange(2 ** k)
+    patterns = np.arange(2**k)
     ones = ((patterns[:, None] >> np.arange(k)) & 1).astype(np.float64)  # (P, k)
     weights = _shapley_weights(k)
-    out = np.empty((n_leaves, 2 ** k, k), dtype=np.float64)
+    out = np.empty((n_leaves, 2**k, k), dtype=np.float64)
     for j in range(k):
-        coef = np.zeros((n_leaves, 2 ** k, k), dtype=np.float64)
+        coef = np.zeros((n_leaves, 2**k, k), dtype=np.float64)
         coef[:, :, 0] = 1.0
         for i in range(k):
             if i == j:
@@ -251,12 +259,12 @@ def _tree_table(tree: _Tree, paths: _LeafPaths, leaf_tables: list[np.ndarray]) -
     m = len(tree.nodes)
     features = sorted({node.feature for node in tree.nodes})
     column = {f: c for c, f in enumerate(features)}
-    bits = ((np.arange(2 ** m)[:, None] >> np.arange(m)) & 1).astype(bool)  # (2^m, m)
-    table = np.zeros((2 ** m, len(features)), dtype=np.float64)
+    bits = ((np.arange(2**m)[:, None] >> np.arange(m)) & 1).astype(bool)  # (2^m, m)
+    table = np.zeros((2**m, len(features)), dtype=np.float64)
     for leaf, feats in enumerate(paths.features):
-        pattern = np.zeros(2 ** m, dtype=np.int64)
+        pattern = np.zeros(2**m, dtype=np.int64)
         for j, groups in enumerate(paths.nodes[leaf]):
-            agree = np.ones(2 ** m, dtype=bool)
+            agree = np.ones(2**m, dtype=bool)
             for node_index, went_left in groups:
                 agree &= bits[:, node_index] == went_left
             pattern |= agree.astype(np.int64) << j
@@ -320,8 +328,9 @@ class TreeShapTables:
     # ----- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_booster(cls, booster: lgb.Booster, num_iteration: int | None = None,
-                     max_table_values: int = MAX_TABLE_VALUES) -> TreeShapTables:
+    def from_booster(
+        cls, booster: lgb.Booster, num_iteration: int | None = None, max_table_values: int = MAX_TABLE_VALUES
+    ) -> TreeShapTables:
         """Tables for `booster`'s first `num_iteration` iterations (None: what `predict` uses).
 
         Raises `TablesTooLarge` when the tables would exceed `max_table_values` (deep trees), and
@@ -357,8 +366,10 @@ class TreeShapTables:
         if array.dtype == np.float64 and array.ndim == 2 and array.shape[1] == self.n_features:
             return np.ascontiguousarray(array)  # the encoder's output: no copy, no dtype checks
         if array.ndim != 2 or array.shape[1] != self.n_features:
-            raise ValueError(f"matrix has shape {array.shape}; expected (n_rows, {self.n_features}): "
-                             f"the booster's {self.n_features} features in its order")
+            raise ValueError(
+                f"matrix has shape {array.shape}; expected (n_rows, {self.n_features}): "
+                f"the booster's {self.n_features} features in its order"
+            )
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise ValueError(f"matrix has dtype {array.dtype}; expected numbers (float64, as the encoder writes)")
         return np.ascontiguousarray(array, dtype=np.float64)
@@ -425,8 +436,10 @@ class TreeShapTables:
         """Rebuild from `to_arrays()`; a missing field or another format version is a clear error."""
         version = int(np.asarray(arrays.get("format_version", -1)))
         if version != _FORMAT_VERSION:
-            raise TreeShapError(f"stored TreeSHAP tables have format version {version}; this code reads "
-                                f"version {_FORMAT_VERSION}: rebuild them with TreeShapTables.from_booster")
+            raise TreeShapError(
+                f"stored TreeSHAP tables have format version {version}; this code reads "
+                f"version {_FORMAT_VERSION}: rebuild them with TreeShapTables.from_booster"
+            )
         missing = [name for name in cls.__dataclass_fields__ if name not in arrays]
         if missing:
             raise TreeShapError(f"stored TreeSHAP tables lack fields {missing}; rebuild them with from_booster")
@@ -449,7 +462,7 @@ def _bits_to_int(bits: np.ndarray) -> np.ndarray:
 
     One einsum over the bytes (uint8 up to 8 bits): ~6x faster than k shifts at 128 rows."""
     weights = _BIT_WEIGHTS_8 if bits.shape[1] <= 8 else _BIT_WEIGHTS_32
-    return np.einsum("nku,k->nu", bits.view(np.uint8), weights[:bits.shape[1]], dtype=weights.dtype)
+    return np.einsum("nku,k->nu", bits.view(np.uint8), weights[: bits.shape[1]], dtype=weights.dtype)
 
 
 _BIT_WEIGHTS_8 = (1 << np.arange(8)).astype(np.uint8)
@@ -548,16 +561,20 @@ def _check_size(trees: list[_Tree], paths: list[_LeafPaths], max_table_values: i
         if m == 0:
             continue
         if m <= MAX_TREE_TABLE_NODES:
-            total += 2 ** m * len({n.feature for n in tree.nodes})
+            total += 2**m * len({n.feature for n in tree.nodes})
             continue
         for feats in tree_paths.features:
             if len(feats) > MAX_LEAF_PATH_FEATURES:
-                raise TablesTooLarge(f"a leaf path has {len(feats)} distinct features (limit "
-                                     f"{MAX_LEAF_PATH_FEATURES}); explain this model with pred_contrib")
+                raise TablesTooLarge(
+                    f"a leaf path has {len(feats)} distinct features (limit "
+                    f"{MAX_LEAF_PATH_FEATURES}); explain this model with pred_contrib"
+                )
             total += 2 ** len(feats) * len(feats)
     if total > max_table_values:
-        raise TablesTooLarge(f"TreeSHAP tables would hold {total:,} values (limit {max_table_values:,}); "
-                             "explain this model with pred_contrib")
+        raise TablesTooLarge(
+            f"TreeSHAP tables would hold {total:,} values (limit {max_table_values:,}); "
+            "explain this model with pred_contrib"
+        )
 
 
 def _compute_leaf_tables(trees: list[_Tree], paths: list[_LeafPaths]) -> list[list[np.ndarray]]:
@@ -585,8 +602,9 @@ def _tree_unit_entries(trees: list[_Tree], small: list[int], bits: int) -> list[
     return [entry for row in entries for entry in row]
 
 
-def _leaf_unit_entries(trees: list[_Tree], paths: list[_LeafPaths], leaves: list[tuple[int, int]],
-                       bits: int, depth: int) -> tuple[list[tuple[int, float]], list[bool]]:
+def _leaf_unit_entries(
+    trees: list[_Tree], paths: list[_LeafPaths], leaves: list[tuple[int, int]], bits: int, depth: int
+) -> tuple[list[tuple[int, float]], list[bool]]:
     """Gather entries and directions of the leaf units, laid out [j, r, unit].
 
     Padding: a missing node of a present path feature must agree (a False decision, direction
@@ -671,8 +689,14 @@ class TableCheck:
     raw_score: float
 
 
-def verify_tables(tables: TreeShapTables, booster: lgb.Booster, matrix: np.ndarray, tol: float = 1e-9,
-                  num_iteration: int | None = None, num_threads: int = 1) -> TableCheck:
+def verify_tables(
+    tables: TreeShapTables,
+    booster: lgb.Booster,
+    matrix: np.ndarray,
+    tol: float = 1e-9,
+    num_iteration: int | None = None,
+    num_threads: int = 1,
+) -> TableCheck:
     """Compare table explanations with LightGBM's pred_contrib and raw score on `matrix`.
 
     Checks every contribution, the base value, and base + sum = LightGBM's raw score (trees
@@ -685,8 +709,10 @@ def verify_tables(tables: TreeShapTables, booster: lgb.Booster, matrix: np.ndarr
     reference = booster.predict(matrix, pred_contrib=True, num_iteration=num_iteration, num_threads=num_threads)
     raw = booster.predict(matrix, raw_score=True, num_iteration=num_iteration, num_threads=num_threads)
     if reference.shape != (contributions.shape[0], contributions.shape[1] + 1):
-        raise TableMismatchError(f"pred_contrib has shape {reference.shape}; the tables explain "
-                                 f"{contributions.shape[1]} features of {contributions.shape[0]} rows")
+        raise TableMismatchError(
+            f"pred_contrib has shape {reference.shape}; the tables explain "
+            f"{contributions.shape[1]} features of {contributions.shape[0]} rows"
+        )
     check = TableCheck(
         rows=int(contributions.shape[0]),
         contributions=_max_abs(contributions - reference[:, :-1]),
@@ -698,7 +724,8 @@ def verify_tables(tables: TreeShapTables, booster: lgb.Booster, matrix: np.ndarr
         raise TableMismatchError(
             f"table TreeSHAP differs from LightGBM's pred_contrib on {check.rows} rows beyond {tol:g}: "
             f"contributions {check.contributions:.3g}, base value {check.base_value:.3g}, "
-            f"base + sum vs raw score {check.raw_score:.3g}")
+            f"base + sum vs raw score {check.raw_score:.3g}"
+        )
     return check
 
 
@@ -706,4 +733,3 @@ def _max_abs(diff: np.ndarray) -> float:
     """Largest absolute value (0.0 for an empty array; NaN propagates)."""
     diff = np.asarray(diff, dtype=np.float64)
     return float(np.max(np.abs(diff))) if diff.size else 0.0
-

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from credit_pd.client import requests_from_frame
 from credit_pd.config import DEFAULT_DATASET_PATH
 from credit_pd.dataset import load_dataset
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, load_schema
-from credit_pd.client import requests_from_frame
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -53,19 +53,29 @@ def fast_training_config():
 
     # Two candidate shapes (the real grid has more), so the shape choice runs in every test run.
     shapes = (TreeShape("stumps", 2, 1, 50, 1.0, 0.1), TreeShape("depth 2", 4, 2, 50, 10.0, 0.05))
-    return TrainingConfig(n_folds=3, shap_summary_rows=500, shapes=shapes,
-                          lightgbm=LightGBMParams(max_boost_rounds=300, early_stopping_rounds=30))
+    return TrainingConfig(
+        n_folds=3,
+        shap_summary_rows=500,
+        shapes=shapes,
+        lightgbm=LightGBMParams(max_boost_rounds=300, early_stopping_rounds=30),
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_run(small_sample_path: Path, tmp_path_factory: pytest.TempPathFactory, fast_training_config):
     """One full training run (CV, refit, store, predictions, report) on the small sample."""
-    from credit_pd.training.run import run_training
     from credit_pd.schema import DEFAULT_SCHEMA_PATH
+    from credit_pd.training.run import run_training
 
     out = tmp_path_factory.mktemp("run")
-    return run_training(small_sample_path, DEFAULT_SCHEMA_PATH, out / "test_predictions.csv", out / "reports",
-                        fast_training_config, progress=False)
+    return run_training(
+        small_sample_path,
+        DEFAULT_SCHEMA_PATH,
+        out / "test_predictions.csv",
+        out / "reports",
+        fast_training_config,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")

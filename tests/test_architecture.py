@@ -51,8 +51,11 @@ def test_the_core_imports_no_wing(path):
     assert not wings, f"core module {path.name} imports wing module(s) {wings}; move what it needs into the core"
 
 
-@pytest.mark.parametrize("path", [p for w in ("serving", "batch", "monitoring") for p in modules_of(w)],
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path",
+    [p for w in ("serving", "batch", "monitoring") for p in modules_of(w)],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
 def test_serving_batch_and_monitoring_never_import_training(path):
     training = sorted(m for m in imported_modules(path) if wing_of(m) == "training")
     assert not training, f"{path.parent.name}/{path.name} imports the training wing: {training}"
@@ -60,11 +63,15 @@ def test_serving_batch_and_monitoring_never_import_training(path):
 
 @pytest.mark.parametrize("path", modules_of("training"), ids=lambda p: p.name)
 def test_training_imports_the_core_and_monitorings_reference_builder_only(path):
-    other = sorted(m for m in imported_modules(path) if wing_of(m) not in (None, "training") and m not in TRAINING_MAY_IMPORT)
+    other = sorted(
+        m for m in imported_modules(path) if wing_of(m) not in (None, "training") and m not in TRAINING_MAY_IMPORT
+    )
     assert not other, f"training/{path.name} imports {other}"
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from credit_pd.training.run import run_training\n    import credit_pd.serving.scorer\n")
+    source.write_text(
+        "def f():\n    from credit_pd.training.run import run_training\n    import credit_pd.serving.scorer\n"
+    )
     assert imported_modules(source) == {"credit_pd.training.run", "credit_pd.serving.scorer"}

@@ -22,7 +22,11 @@ def bento_tag(trained_run) -> str:
     env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag}
     built = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     tags = [line.split("__tag__:", 1)[1].strip() for line in built.stdout.splitlines() if "__tag__:" in line]
@@ -46,8 +50,8 @@ def test_bento_holds_service_and_model_but_no_training_wing(bento_tag, trained_r
 @pytest.mark.integration
 @pytest.mark.slow
 def test_built_bento_serves_the_trained_pd(bento_tag, trained_run, small_sample_path, schema, tmp_path):
-    from credit_pd.dataset import labelled_mask, load_dataset
     from credit_pd.client import requests_from_frame
+    from credit_pd.dataset import labelled_mask, load_dataset
 
     frame = load_dataset(small_sample_path, schema)
     applications = requests_from_frame(frame[~labelled_mask(frame, schema)].head(5), schema)

@@ -7,14 +7,24 @@ import re
 import pandas as pd
 import pytest
 
-from credit_pd.categories import (CODE_SPELLING, CODE_SPELLING_MESSAGE, CategoryRule, CategoryValueError, canonical_category,
-                                  file_category_rule)
+from credit_pd.categories import (
+    CODE_SPELLING,
+    CODE_SPELLING_MESSAGE,
+    CategoryRule,
+    CategoryValueError,
+    canonical_category,
+    file_category_rule,
+)
 
 
 def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
     rule = CategoryRule(name="s", labels=("0", "1", "2.5", "-3"), numeric_coded=True)
-    candidates = {f"{sign}{int_part}{frac}" for sign in ("", "-", "+") for int_part in ("0", "1", "2", "3", "10", "01", "")
-                  for frac in ("", ".", ".0", ".00", ".5", ".50", ".05", "e0")}
+    candidates = {
+        f"{sign}{int_part}{frac}"
+        for sign in ("", "-", "+")
+        for int_part in ("0", "1", "2", "3", "10", "01", "")
+        for frac in ("", ".", ".0", ".00", ".5", ".50", ".05", "e0")
+    }
     for text in sorted(candidates):
         if not re.fullmatch(CODE_SPELLING, text):
             continue
@@ -23,7 +33,14 @@ def test_known_code_pattern_matches_exactly_the_spellings_of_known_codes():
 
 
 def test_codes_are_canonical_exact_decimals_never_rounded_through_a_float():
-    assert [canonical_category(v) for v in ("1", "1.0", "1.000", "2.50", "-3.10", "0.0")] == ["1", "1", "1", "2.5", "-3.1", "0"]
+    assert [canonical_category(v) for v in ("1", "1.0", "1.000", "2.50", "-3.10", "0.0")] == [
+        "1",
+        "1",
+        "1",
+        "2.5",
+        "-3.1",
+        "0",
+    ]
     assert canonical_category("1.00000000000000000001") == "1.00000000000000000001"
     assert canonical_category("123456789012345678901") == "123456789012345678901"
     # Anything not spelled as a plain decimal is a text label, kept as written.
@@ -37,9 +54,16 @@ def test_a_number_and_its_decimal_string_have_one_spelling():
         assert canonical_category(text) == text and float(text) == float(number)
 
 
-@pytest.mark.parametrize(("value", "kind"), [("01", "category_code_spelling"), ("1e0", "category_code_spelling"),
-                                             ("+1", "category_code_spelling"), ("7", "unseen_category"),
-                                             ("1.00000000000000000001", "unseen_category")])
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("01", "category_code_spelling"),
+        ("1e0", "category_code_spelling"),
+        ("+1", "category_code_spelling"),
+        ("7", "unseen_category"),
+        ("1.00000000000000000001", "unseen_category"),
+    ],
+)
 def test_check_refuses_misspelt_codes_always_and_unseen_values_under_reject(value, kind):
     rule = CategoryRule(name="s", labels=("0", "1", "2.5"), numeric_coded=True)
     with pytest.raises(CategoryValueError) as caught:
@@ -71,7 +95,15 @@ def test_a_file_column_is_numeric_coded_when_every_value_looks_like_a_number():
 CODED = "status_last_archived_0_24m"  # trained as 0/1/2/3: a numeric code
 # Each spelling of status 1 and what every wing must make of it: its canonical label, or None (refused).
 SPELLINGS = {
-    "1": "1", "1.0": "1", "1.000": "1", "01": None, "1e0": None, "+1": None, "1.": None, ".5": None, "-0": None,
+    "1": "1",
+    "1.0": "1",
+    "1.000": "1",
+    "01": None,
+    "1e0": None,
+    "+1": None,
+    "1.": None,
+    ".5": None,
+    "-0": None,
     "1.00000000000000000001": "1.00000000000000000001",  # a different decimal: never rounded to status 1
 }
 
@@ -96,7 +128,9 @@ def batch_outcome(stored, spelling: str) -> str | None:
     from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
 
     schema = stored.schema
-    row = {schema.id_column: "x", schema.target_column: None} | {k: None if v is None else str(v) for k, v in schema.example.items()}
+    row = {schema.id_column: "x", schema.target_column: None} | {
+        k: None if v is None else str(v) for k, v in schema.example.items()
+    }
     batch = pd.DataFrame([row | {CODED: spelling}], columns=schema.columns, dtype="str")
     result = validate_batch(batch, schema, vocabularies=stored.encoder.categorical)
     if result.rejects.empty:
@@ -111,7 +145,9 @@ def service_outcome(stored, spelling: str) -> str | None:
     from credit_pd.serving.contract import build_application_model
     from credit_pd.serving.settings import ServingSettings
 
-    model = build_application_model(stored.schema, stored.encoder, ServingSettings(unseen_categories="score_as_missing"))
+    model = build_application_model(
+        stored.schema, stored.encoder, ServingSettings(unseen_categories="score_as_missing")
+    )
     try:
         return getattr(model.model_validate(dict(stored.schema.example) | {CODED: spelling}), CODED)
     except ValidationError as exc:
@@ -120,12 +156,20 @@ def service_outcome(stored, spelling: str) -> str | None:
         return None
 
 
-def test_one_list_of_spellings_gets_the_same_answer_from_training_batch_and_service(trained_run, small_sample_path, schema, tmp_path):
+def test_one_list_of_spellings_gets_the_same_answer_from_training_batch_and_service(
+    trained_run, small_sample_path, schema, tmp_path
+):
     from credit_pd.model_store import load_from_store
 
     stored = load_from_store(trained_run.model_tag)
     assert stored.encoder.numeric_coded(CODED) and "1" in stored.encoder.categorical[CODED]
     lines = small_sample_path.read_text().splitlines()[:100]
-    outcomes = {spelling: (training_outcome(lines, tmp_path, schema, spelling), batch_outcome(stored, spelling),
-                           service_outcome(stored, spelling)) for spelling in SPELLINGS}
+    outcomes = {
+        spelling: (
+            training_outcome(lines, tmp_path, schema, spelling),
+            batch_outcome(stored, spelling),
+            service_outcome(stored, spelling),
+        )
+        for spelling in SPELLINGS
+    }
     assert outcomes == {spelling: (label, label, label) for spelling, label in SPELLINGS.items()}

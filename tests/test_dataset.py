@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from credit_pd.errors import DatasetError
 from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
+from credit_pd.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,9 @@ def test_short_row_names_line_and_field_counts(schema, valid_lines, tmp_path):
     lines = list(valid_lines)
     lines[7] = ";".join(lines[7].split(";")[:-2])  # file line 8 loses its last two fields
     n_fields = len(valid_lines[0].split(";"))
-    with pytest.raises(DatasetError, match=rf"wrong number of fields, expected {n_fields} .*line 8 has {n_fields - 2}$"):
+    with pytest.raises(
+        DatasetError, match=rf"wrong number of fields, expected {n_fields} .*line 8 has {n_fields - 2}$"
+    ):
         load_dataset(write(tmp_path, lines), schema)
 
 
@@ -179,9 +181,24 @@ def test_extra_field_exits_2_with_one_line(valid_lines, tmp_path):
     lines = list(valid_lines)
     lines[4] += ";surplus"
     path = write(tmp_path, lines)
-    done = subprocess.run([sys.executable, "train.py", "--data", str(path), "--predictions", str(tmp_path / "p.csv"),
-                           "--report-dir", str(tmp_path / "r"), "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "BENTOML_HOME": str(tmp_path / "home")}, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--data",
+            str(path),
+            "--predictions",
+            str(tmp_path / "p.csv"),
+            "--report-dir",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "BENTOML_HOME": str(tmp_path / "home")},
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "line 5 has" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "p.csv").exists()
@@ -206,7 +223,9 @@ def test_empty_field_is_missing_never_a_category(schema, valid_lines, tmp_path):
 @pytest.mark.parametrize("column", ["merchant_group", "age", "has_paid"])
 def test_empty_field_in_required_column_is_an_error(schema, valid_lines, tmp_path, column):
     lines = set_cell(valid_lines, 6, column, "")
-    with pytest.raises(DatasetError, match=rf"column '{column}': a value is required \(column is not nullable\); got line 6: ''"):
+    with pytest.raises(
+        DatasetError, match=rf"column '{column}': a value is required \(column is not nullable\); got line 6: ''"
+    ):
         load_dataset(write(tmp_path, lines), schema)
 
 
@@ -217,6 +236,7 @@ def test_quoted_separator_counts_as_one_field(schema, valid_lines, tmp_path):
 
 
 # ---- the reading rule: encodings and line ends (issue 19, finding 9) ----
+
 
 def write_bytes(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "dataset.csv"
@@ -240,7 +260,9 @@ def test_bom_crlf_and_cr_only_line_ends_load_the_same_rows(schema, valid_lines, 
 def test_a_non_utf8_byte_names_its_line_and_says_save_as_utf8(schema, valid_lines, tmp_path):
     lines = set_cell(valid_lines, 9, "merchant_group", "Caf\u00e9")
     data = ("\n".join(lines) + "\n").encode("latin-1")
-    with pytest.raises(DatasetError, match=r"dataset file .*, line 9: bytes 0xe9 .* not valid UTF-8 .*not UTF-8: save as UTF-8$"):
+    with pytest.raises(
+        DatasetError, match=r"dataset file .*, line 9: bytes 0xe9 .* not valid UTF-8 .*not UTF-8: save as UTF-8$"
+    ):
         load_dataset(write_bytes(tmp_path, data), schema)
 
 
@@ -263,8 +285,11 @@ def test_utf16_or_32_gets_an_encoding_hint_not_missing_columns(schema, valid_lin
 
 def test_an_unclosed_quote_is_reported_where_it_opens(schema, valid_lines, tmp_path):
     lines = set_cell(valid_lines, 51, "merchant_group", '"Books & Magazines')  # never closed
-    with pytest.raises(DatasetError, match=r"line 51: a quoted field opens on this line and is never closed "
-                                           rf"\(the file ends inside it, at line {len(valid_lines)}\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"line 51: a quoted field opens on this line and is never closed "
+        rf"\(the file ends inside it, at line {len(valid_lines)}\)",
+    ):
         load_dataset(write(tmp_path, lines), schema)
 
 
@@ -276,7 +301,9 @@ def test_a_row_after_a_quoted_line_break_is_named_by_its_own_line(schema, valid_
     with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 6: 'old'"):
         load_dataset(write(tmp_path, lines), schema)
     lines = set_cell(lines, 3, "age", "young")  # the row itself is named by the line it starts on
-    with pytest.raises(DatasetError, match=r"column 'age': expected a finite number; got line 3: 'young', line 6: 'old'"):
+    with pytest.raises(
+        DatasetError, match=r"column 'age': expected a finite number; got line 3: 'young', line 6: 'old'"
+    ):
         load_dataset(write(tmp_path, lines), schema)
 
 
@@ -293,10 +320,14 @@ def test_check_text_file_streams_the_same_rule(valid_lines, tmp_path):
 
 # ---- one spelling rule for numeric codes (issue 19, finding 10) ----
 
+
 @pytest.mark.parametrize("spelling", ["01", "1e0", "+1", "1."])
 def test_a_misspelt_numeric_code_is_an_error_naming_column_and_line(schema, valid_lines, tmp_path, spelling):
     lines = set_cell(valid_lines, 12, "account_status", spelling)
-    with pytest.raises(DatasetError, match=rf"column 'account_status': expected a numeric code: .*; got line 12: '{re.escape(spelling)}'"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"column 'account_status': expected a numeric code: .*; got line 12: '{re.escape(spelling)}'",
+    ):
         load_dataset(write(tmp_path, lines), schema)
 
 

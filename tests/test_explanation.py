@@ -17,9 +17,16 @@ def _schema(**extra) -> DatasetSchema:
         {"name": "late", "type": "numeric", "reason_code": "LATE"},
         {"name": "email", "type": "categorical", "reason_code": "EMAIL"},
     ]
-    return DatasetSchema.model_validate({"name": "t", "id_column": "id", "target_column": "y", "features": features,
-                                         "reason_codes": {"DC": "Debt collection", "LATE": "Late payments", "EMAIL": "Email"},
-                                         **extra})
+    return DatasetSchema.model_validate(
+        {
+            "name": "t",
+            "id_column": "id",
+            "target_column": "y",
+            "features": features,
+            "reason_codes": {"DC": "Debt collection", "LATE": "Late payments", "EMAIL": "Email"},
+            **extra,
+        }
+    )
 
 
 @pytest.fixture()
@@ -69,7 +76,7 @@ def test_a_rows_reasons_do_not_depend_on_its_batch(codes):
     rng = np.random.default_rng(3)
     batch = rng.normal(size=(257, 5)) * 10 ** rng.uniform(-8, 2, size=(257, 5))
     together = codes.reasons(batch, max_reasons=4)
-    alone = [codes.reasons(batch[i:i + 1], max_reasons=4)[0] for i in range(len(batch))]
+    alone = [codes.reasons(batch[i : i + 1], max_reasons=4)[0] for i in range(len(batch))]
     assert together == alone
 
 
@@ -79,10 +86,18 @@ def test_contributions_of_the_wrong_width_are_refused(codes):
 
 
 def test_default_rule_each_feature_its_own_code_text_from_description():
-    schema = DatasetSchema.model_validate({"name": "t", "id_column": "id", "target_column": "y", "features": [
-        {"name": "a", "type": "numeric", "description": "Amount owed"},
-        {"name": "b", "type": "numeric"},
-        {"name": "hour", "type": "numeric", "never_a_reason": True}]})
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "t",
+            "id_column": "id",
+            "target_column": "y",
+            "features": [
+                {"name": "a", "type": "numeric", "description": "Amount owed"},
+                {"name": "b", "type": "numeric"},
+                {"name": "hour", "type": "numeric", "never_a_reason": True},
+            ],
+        }
+    )
     codes = ReasonCodes.from_schema(schema)
     assert codes.codes == ("a", "b") and codes.texts == ("Amount owed", "b")
     [reasons] = codes.reasons(np.array([[0.1, 0.2, 9.0]]))

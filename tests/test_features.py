@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from credit_pd.features import FeatureEncoder
-from credit_pd.dataset import load_dataset
 from credit_pd.client import requests_from_frame
+from credit_pd.dataset import load_dataset
+from credit_pd.features import FeatureEncoder
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def test_unseen_and_missing_categories_become_nan(frame, encoder, schema):
     assert np.isnan(matrix[0, names.index("merchant_group")])
     assert np.isnan(matrix[0, names.index("account_status")])
     [warnings] = encoder.input_warnings(matrix, lambda row, name: record[name])
-    assert warnings == ["merchant_group: value 'Spaceships' was not seen in training; scored as missing"], "a missing value is no warning"
+    assert warnings == ["merchant_group: value 'Spaceships' was not seen in training; scored as missing"], (
+        "a missing value is no warning"
+    )
 
 
 def test_codes_do_not_depend_on_row_order(frame, schema, encoder):
@@ -55,4 +57,6 @@ def test_out_of_training_range_is_reported(frame, encoder, schema):
     low, high = encoder.numeric_ranges["age"]
     record = requests_from_frame(frame.head(1), schema)[0] | {"age": high + 1}
     [warnings] = encoder.input_warnings(encoder.encode_records([record]), lambda row, name: record[name])
-    assert warnings == [f"age: value {high + 1!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value"]
+    assert warnings == [
+        f"age: value {high + 1!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value"
+    ]

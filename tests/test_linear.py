@@ -32,16 +32,29 @@ def glm(data):
 
 def _booster(data, rounds: int, init_score: np.ndarray | None = None) -> lgb.Booster:
     matrix, y, encoder = data
-    dataset = lgb.Dataset(matrix, y, feature_name=list(encoder.feature_names), categorical_feature=encoder.categorical_indices,
-                          init_score=init_score)
-    params = {"objective": "binary", "num_leaves": 4, "verbosity": -1, "num_threads": 1, "seed": 1,
-              "monotone_constraints": encoder.monotone_constraints}
+    dataset = lgb.Dataset(
+        matrix,
+        y,
+        feature_name=list(encoder.feature_names),
+        categorical_feature=encoder.categorical_indices,
+        init_score=init_score,
+    )
+    params = {
+        "objective": "binary",
+        "num_leaves": 4,
+        "verbosity": -1,
+        "num_threads": 1,
+        "seed": 1,
+        "monotone_constraints": encoder.monotone_constraints,
+    }
     return lgb.train(params, dataset, num_boost_round=rounds)
 
 
 def _empty_booster(data) -> lgb.Booster:
     matrix, y, encoder = data
-    return lgb.Booster({"objective": "binary", "verbosity": -1}, lgb.Dataset(matrix, y, feature_name=list(encoder.feature_names)))
+    return lgb.Booster(
+        {"objective": "binary", "verbosity": -1}, lgb.Dataset(matrix, y, feature_name=list(encoder.feature_names))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +66,17 @@ def families(data, glm, schema):
     return {
         "trees": ScoringModel(booster=trees, **common),
         "GLM": ScoringModel(booster=_empty_booster(data), linear=glm, family="GLM", **common),
-        "GLM-offset": ScoringModel(booster=_booster(data, 20, init_score=glm.raw_score(matrix)), linear=glm, family="GLM-offset",
-                                   **common),
-        "blend": ScoringModel(booster=trees, extra_boosters=(other,), linear=glm, family="blend",
-                              weights=BlendWeights(offset=-0.3, linear=0.6, trees=(0.5, 0.2)), **common),
+        "GLM-offset": ScoringModel(
+            booster=_booster(data, 20, init_score=glm.raw_score(matrix)), linear=glm, family="GLM-offset", **common
+        ),
+        "blend": ScoringModel(
+            booster=trees,
+            extra_boosters=(other,),
+            linear=glm,
+            family="blend",
+            weights=BlendWeights(offset=-0.3, linear=0.6, trees=(0.5, 0.2)),
+            **common,
+        ),
     }
 
 
@@ -72,7 +92,9 @@ def test_design_columns_follow_the_documented_rules(data):
     assert any(c.kind == MISSING for c in by_feature["account_days_in_dc_12_24m"])
     x = design.transform(matrix)
     values = [i for i, c in enumerate(design.columns) if c.kind == VALUE]
-    np.testing.assert_allclose(x[:, values].mean(axis=0), 0.0, atol=1e-9)  # numeric columns standardised on the training rows
+    np.testing.assert_allclose(
+        x[:, values].mean(axis=0), 0.0, atol=1e-9
+    )  # numeric columns standardised on the training rows
     np.testing.assert_allclose(x[:, values].std(axis=0), 1.0, atol=1e-9)
     assert set(np.unique(x[:, [i for i, c in enumerate(design.columns) if c.kind != VALUE]])) <= {0.0, 1.0}
     assert not log1p_rule(np.array([0.0, 1.0, 0.0])) and not log1p_rule(np.array([-1.0, 2.0, 5.0]))
@@ -115,8 +137,12 @@ def test_blend_is_the_weighted_sum_of_its_members(families, data):
     rows = matrix[:500]
     members = [glm.linear.raw_score(rows), *(b.predict(rows, raw_score=True) for b in blend.boosters)]
     w = blend.weights
-    np.testing.assert_allclose(blend.raw_score(rows), w.offset + w.linear * members[0] + w.trees[0] * members[1] + w.trees[1] * members[2],
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        blend.raw_score(rows),
+        w.offset + w.linear * members[0] + w.trees[0] * members[1] + w.trees[1] * members[2],
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_glm_contributions_are_coefficient_times_centred_design(glm, data):
@@ -163,8 +189,15 @@ def test_inconsistent_parts_are_refused(families, data, schema):
     matrix, _, encoder = data
     model = families["blend"]
     with pytest.raises(ValueError, match="tree weights"):
-        ScoringModel(booster=model.booster, encoder=encoder, calibrator=model.calibrator, schema=schema, linear=model.linear,
-                     family="blend", weights=BlendWeights(trees=(1.0, 1.0)))
+        ScoringModel(
+            booster=model.booster,
+            encoder=encoder,
+            calibrator=model.calibrator,
+            schema=schema,
+            linear=model.linear,
+            family="blend",
+            weights=BlendWeights(trees=(1.0, 1.0)),
+        )
     with pytest.raises(ValueError, match="needs its GLM part"):
         ScoringModel(booster=model.booster, encoder=encoder, calibrator=model.calibrator, schema=schema, family="GLM")
     spec = model.linear.to_dict()

@@ -9,8 +9,17 @@ import pytest
 from scipy.stats import beta
 
 from credit_pd.errors import SchemaError
-from credit_pd.master_scale import (DEFAULT_MASTER_SCALE, Grade, MasterScale, backtest_grades, geometric_scale,
-                                    jeffreys_interval, jeffreys_p_value, load_master_scale, traffic_light)
+from credit_pd.master_scale import (
+    DEFAULT_MASTER_SCALE,
+    Grade,
+    MasterScale,
+    backtest_grades,
+    geometric_scale,
+    jeffreys_interval,
+    jeffreys_p_value,
+    load_master_scale,
+    traffic_light,
+)
 
 
 def test_default_scale_is_geometric_with_eight_to_twelve_grades():
@@ -21,7 +30,11 @@ def test_default_scale_is_geometric_with_eight_to_twelve_grades():
 
 def test_a_higher_pd_never_gets_a_better_grade():
     rng = np.random.default_rng(0)
-    pds = np.sort(np.concatenate([rng.uniform(0, 1, 5000), 10 ** rng.uniform(-6, 0, 5000), DEFAULT_MASTER_SCALE.edges, [0.0, 1.0]]))
+    pds = np.sort(
+        np.concatenate(
+            [rng.uniform(0, 1, 5000), 10 ** rng.uniform(-6, 0, 5000), DEFAULT_MASTER_SCALE.edges, [0.0, 1.0]]
+        )
+    )
     index = DEFAULT_MASTER_SCALE.grade_index(pds)
     assert (np.diff(index) >= 0).all()
     assert index[0] == 0 and index[-1] == len(DEFAULT_MASTER_SCALE.grades) - 1
@@ -32,13 +45,19 @@ def test_a_pd_on_an_edge_belongs_to_the_lower_grade():
     assert scale.grade_names(np.array([0.0, 0.01, 0.0100001, 0.1, 0.5, 1.0])) == ["A", "A", "B", "B", "C", "C"]
 
 
-@pytest.mark.parametrize(("grades", "message"), [
-    ([{"name": "A", "max_pd": 0.1}, {"name": "B", "max_pd": 0.05}, {"name": "C", "max_pd": 1.0}], "grade 'B' has max_pd 0.05"),
-    ([{"name": "A", "max_pd": 0.1}, {"name": "B", "max_pd": 0.5}], "must end at max_pd 1.0"),
-    ([{"name": "A", "max_pd": 0.1}, {"name": "A", "max_pd": 1.0}], r"repeated: \['A'\]"),
-    ([{"name": "A", "max_pd": 0.0}, {"name": "B", "max_pd": 1.0}], "max_pd"),
-    ([{"name": "A", "max_pd": 0.1, "colour": "red"}, {"name": "B", "max_pd": 1.0}], "colour"),
-])
+@pytest.mark.parametrize(
+    ("grades", "message"),
+    [
+        (
+            [{"name": "A", "max_pd": 0.1}, {"name": "B", "max_pd": 0.05}, {"name": "C", "max_pd": 1.0}],
+            "grade 'B' has max_pd 0.05",
+        ),
+        ([{"name": "A", "max_pd": 0.1}, {"name": "B", "max_pd": 0.5}], "must end at max_pd 1.0"),
+        ([{"name": "A", "max_pd": 0.1}, {"name": "A", "max_pd": 1.0}], r"repeated: \['A'\]"),
+        ([{"name": "A", "max_pd": 0.0}, {"name": "B", "max_pd": 1.0}], "max_pd"),
+        ([{"name": "A", "max_pd": 0.1, "colour": "red"}, {"name": "B", "max_pd": 1.0}], "colour"),
+    ],
+)
 def test_bad_scale_files_name_the_field(tmp_path: Path, grades, message):
     import yaml
 

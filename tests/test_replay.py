@@ -31,7 +31,7 @@ def records_file(trained_run, small_sample_path, tmp_path_factory) -> Path:
     recorder = DecisionRecorder(trained_run.model_tag, model.schema, handler=decision_handler(path))
     scorer = PDScorer(model, trained_run.model_tag, recorder=recorder)
     for start in (0, 1, 50):  # three batches of different sizes: a row's answer must not depend on its batch
-        scorer.answers(apps[start:{0: 1, 1: 50, 50: 120}[start]])
+        scorer.answers(apps[start : {0: 1, 1: 50, 50: 120}[start]])
     for handler in logging.getLogger("credit_pd.decisions").handlers:
         handler.flush()
     return path

@@ -8,7 +8,6 @@ import pytest
 
 from credit_pd.errors import SchemaError
 from credit_pd.schema import FeatureType, load_schema
-
 from tests.conftest import FIXTURES
 
 
@@ -18,7 +17,13 @@ def test_klarna_schema_has_the_documented_columns(schema):
     assert len(schema.features) == 41
     assert schema.names_of(FeatureType.BOOLEAN) == ["has_paid"]
     categorical = set(schema.names_of(FeatureType.CATEGORICAL))
-    assert {"account_status", "merchant_category", "merchant_group", "name_in_email", "worst_status_active_inv"} <= categorical
+    assert {
+        "account_status",
+        "merchant_category",
+        "merchant_group",
+        "name_in_email",
+        "worst_status_active_inv",
+    } <= categorical
     assert {n for n in schema.feature_names if n.startswith(("account_worst_status", "status_"))} <= categorical
     assert len(categorical) == 15
     assert schema.columns[:2] == ["uuid", "default"]
@@ -41,7 +46,10 @@ def test_second_schema_loads():
         ("name: x\nid_column: id\ntarget_column: y\nfeatures: []", "features"),
         ("name: x\nid_column: id\ntarget_column: y\nfeatures:\n  - {name: a, type: text}", "type"),
         ("name: x\nid_column: id\ntarget_column: y\nfeatures:\n  - {name: id, type: numeric}", "repeated: \\['id'\\]"),
-        ("name: x\nid_column: id\ntarget_column: y\nfeatures:\n  - {name: a, type: categorical, minimum: 0}", "numeric features only"),
+        (
+            "name: x\nid_column: id\ntarget_column: y\nfeatures:\n  - {name: a, type: categorical, minimum: 0}",
+            "numeric features only",
+        ),
         ("name: x\nid_column: id\ntarget_column: y\ncolour: red\nfeatures:\n  - {name: a, type: numeric}", "colour"),
         ("name: [unclosed", "not valid YAML"),
     ],
@@ -82,15 +90,36 @@ def _with(raw_features: list[dict], **extra) -> str:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (_with([{"name": "a", "type": "numeric", "reason_code": "A"}]), r"features \['a'\] name a reason_code but the schema has no reason_codes"),
-        (_with([{"name": "a", "type": "numeric", "reason_code": "B"}], reason_codes={"A": "x"}), r"do not define: \[\"a -> 'B'\"\]|does not define"),
+        (
+            _with([{"name": "a", "type": "numeric", "reason_code": "A"}]),
+            r"features \['a'\] name a reason_code but the schema has no reason_codes",
+        ),
+        (
+            _with([{"name": "a", "type": "numeric", "reason_code": "B"}], reason_codes={"A": "x"}),
+            r"do not define: \[\"a -> 'B'\"\]|does not define",
+        ),
         (_with([{"name": "a", "type": "numeric"}], reason_codes={"A": "x"}), r"features \['a'\] name no reason_code"),
-        (_with([{"name": "a", "type": "numeric", "reason_code": "A"}], reason_codes={"A": "x", "B": "y"}), r"reason_codes \['B'\] are named by no feature"),
-        (_with([{"name": "a", "type": "numeric", "reason_code": "A"}], reason_codes={"A": " "}), r"codes \['A'\] have no text"),
-        (_with([{"name": "a", "type": "numeric", "reason_code": "A", "never_a_reason": True}], reason_codes={"A": "x"}),
-         "feature 'a': a feature with never_a_reason: true names no reason_code"),
-        (_with([{"name": "a", "type": "numeric"}], master_scale={"grades": [{"name": "1", "max_pd": 0.5}, {"name": "2", "max_pd": 0.4}]}),
-         r"master_scale\.grades: max_pd must increase"),
+        (
+            _with([{"name": "a", "type": "numeric", "reason_code": "A"}], reason_codes={"A": "x", "B": "y"}),
+            r"reason_codes \['B'\] are named by no feature",
+        ),
+        (
+            _with([{"name": "a", "type": "numeric", "reason_code": "A"}], reason_codes={"A": " "}),
+            r"codes \['A'\] have no text",
+        ),
+        (
+            _with(
+                [{"name": "a", "type": "numeric", "reason_code": "A", "never_a_reason": True}], reason_codes={"A": "x"}
+            ),
+            "feature 'a': a feature with never_a_reason: true names no reason_code",
+        ),
+        (
+            _with(
+                [{"name": "a", "type": "numeric"}],
+                master_scale={"grades": [{"name": "1", "max_pd": 0.5}, {"name": "2", "max_pd": 0.4}]},
+            ),
+            r"master_scale\.grades: max_pd must increase",
+        ),
     ],
 )
 def test_bad_reason_codes_and_scales_name_the_field(tmp_path: Path, text: str, message: str):
@@ -102,9 +131,18 @@ def test_bad_reason_codes_and_scales_name_the_field(tmp_path: Path, text: str, m
 
 def test_klarna_reason_codes_and_never_named_features(schema):
     texts, codes = schema.resolved_reason_codes()
-    by_feature = dict(zip(schema.feature_names, codes))
-    assert {name for name, code in by_feature.items() if code is None} == {"age", "time_hours", "merchant_category", "merchant_group"}
-    assert {n for n, c in by_feature.items() if c == "DEBT_COLLECTION"} == {"num_arch_dc_0_12m", "num_arch_dc_12_24m", "account_days_in_dc_12_24m"}
+    by_feature = dict(zip(schema.feature_names, codes, strict=False))
+    assert {name for name, code in by_feature.items() if code is None} == {
+        "age",
+        "time_hours",
+        "merchant_category",
+        "merchant_group",
+    }
+    assert {n for n, c in by_feature.items() if c == "DEBT_COLLECTION"} == {
+        "num_arch_dc_0_12m",
+        "num_arch_dc_12_24m",
+        "account_days_in_dc_12_24m",
+    }
     assert texts["DEBT_COLLECTION"] == "Invoices that went to debt collection in the last 24 months"
     assert all(text.strip() for text in texts.values())
 
@@ -121,4 +159,6 @@ def test_decision_policy_is_made_explicit_and_survives_the_store_round_trip(tmp_
     assert resolved.master_scale == DEFAULT_MASTER_SCALE
     lender = geometric_scale(0.01, 3.0, 4)
     stored = DatasetSchema.model_validate(bare.with_decision_policy(lender).model_dump(mode="json", exclude_none=True))
-    assert stored.resolved_master_scale() == lender and stored.resolved_reason_codes() == resolved.resolved_reason_codes()
+    assert (
+        stored.resolved_master_scale() == lender and stored.resolved_reason_codes() == resolved.resolved_reason_codes()
+    )

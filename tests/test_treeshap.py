@@ -34,8 +34,11 @@ from credit_pd.treeshap import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = [DEFAULT_SCHEMA_PATH, REPO / "tests" / "fixtures" / "german_credit_schema.yaml",
-           *sorted((REPO / "benchmarks" / "datasets").glob("*.yaml"))]
+SCHEMAS = [
+    DEFAULT_SCHEMA_PATH,
+    REPO / "tests" / "fixtures" / "german_credit_schema.yaml",
+    *sorted((REPO / "benchmarks" / "datasets").glob("*.yaml")),
+]
 N_ROWS = 2_000
 CATEGORICAL = [0, 3]  # columns of `synthetic` holding category codes
 
@@ -43,29 +46,56 @@ CATEGORICAL = [0, 3]  # columns of `synthetic` holding category codes
 def synthetic(n: int = N_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Numeric, categorical and integer columns with NaN and exact zeros, and a label using them all."""
     rng = np.random.default_rng(seed)
-    x = np.column_stack([
-        rng.integers(0, 7, n).astype(float),  # categorical, 7 levels
-        rng.normal(size=n),
-        np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n)),  # many exact zeros
-        rng.integers(0, 25, n).astype(float),  # categorical, 25 levels (bitset > 1 word)
-        rng.integers(0, 5, n).astype(float),  # small integers: thresholds between them
-        rng.normal(size=n),
-    ])
+    x = np.column_stack(
+        [
+            rng.integers(0, 7, n).astype(float),  # categorical, 7 levels
+            rng.normal(size=n),
+            np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n)),  # many exact zeros
+            rng.integers(0, 25, n).astype(float),  # categorical, 25 levels (bitset > 1 word)
+            rng.integers(0, 5, n).astype(float),  # small integers: thresholds between them
+            rng.normal(size=n),
+        ]
+    )
     x[rng.random(n) < 0.1, 0] = np.nan
     x[rng.random(n) < 0.15, 1] = np.nan
     x[rng.random(n) < 0.1, 3] = np.nan
-    logit = (np.nan_to_num(x[:, 0]) % 2 - 0.5) + np.nan_to_num(x[:, 1]) + 0.8 * (x[:, 2] == 0) \
-        + 0.3 * (np.nan_to_num(x[:, 3]) % 3) - 0.4 * x[:, 4] + 0.5 * x[:, 5] * np.nan_to_num(x[:, 1])
+    logit = (
+        (np.nan_to_num(x[:, 0]) % 2 - 0.5)
+        + np.nan_to_num(x[:, 1])
+        + 0.8 * (x[:, 2] == 0)
+        + 0.3 * (np.nan_to_num(x[:, 3]) % 3)
+        - 0.4 * x[:, 4]
+        + 0.5 * x[:, 5] * np.nan_to_num(x[:, 1])
+    )
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     return x, y
 
 
-def train(x: np.ndarray, y: np.ndarray, rounds: int = 30, categorical: list[int] | None = None,
-          init_score: np.ndarray | None = None, **params) -> lgb.Booster:
-    base = {"objective": "binary", "verbosity": -1, "num_threads": 1, "min_child_samples": 10,
-            "min_data_per_group": 5, "cat_smooth": 1.0, "max_cat_to_onehot": 4, "seed": 1}
-    data = lgb.Dataset(x, y, categorical_feature=CATEGORICAL if categorical is None else categorical,
-                       init_score=init_score, params={"feature_pre_filter": False})
+def train(
+    x: np.ndarray,
+    y: np.ndarray,
+    rounds: int = 30,
+    categorical: list[int] | None = None,
+    init_score: np.ndarray | None = None,
+    **params,
+) -> lgb.Booster:
+    base = {
+        "objective": "binary",
+        "verbosity": -1,
+        "num_threads": 1,
+        "min_child_samples": 10,
+        "min_data_per_group": 5,
+        "cat_smooth": 1.0,
+        "max_cat_to_onehot": 4,
+        "seed": 1,
+    }
+    data = lgb.Dataset(
+        x,
+        y,
+        categorical_feature=CATEGORICAL if categorical is None else categorical,
+        init_score=init_score,
+        params={"feature_pre_filter": False},
+    )
     return lgb.train({**base, **params}, data, num_boost_round=rounds)
 
 
@@ -103,9 +133,29 @@ def missing_types(booster: lgb.Booster) -> set[tuple[str, str]]:
 def edge_rows(x: np.ndarray, booster: lgb.Booster, seed: int = 1) -> np.ndarray:
     """Rows that sit on decision edges, each a copy of a training row with one value replaced."""
     rng = np.random.default_rng(seed)
-    specials = [np.nan, 0.0, -0.0, 1e-36, -1e-36, K_ZERO_THRESHOLD, -K_ZERO_THRESHOLD,
-                np.nextafter(K_ZERO_THRESHOLD, 1.0), -np.nextafter(K_ZERO_THRESHOLD, 1.0),
-                -0.5, -1.0, -3.0, 2.7, 6.999, 7.0, 40.0, 1e10, -1e10, 3e9, np.inf, -np.inf]
+    specials = [
+        np.nan,
+        0.0,
+        -0.0,
+        1e-36,
+        -1e-36,
+        K_ZERO_THRESHOLD,
+        -K_ZERO_THRESHOLD,
+        np.nextafter(K_ZERO_THRESHOLD, 1.0),
+        -np.nextafter(K_ZERO_THRESHOLD, 1.0),
+        -0.5,
+        -1.0,
+        -3.0,
+        2.7,
+        6.999,
+        7.0,
+        40.0,
+        1e10,
+        -1e10,
+        3e9,
+        np.inf,
+        -np.inf,
+    ]
     rows = []
     for feature in range(x.shape[1]):
         for value in specials:
@@ -127,30 +177,40 @@ def check(booster: lgb.Booster, x: np.ndarray) -> TreeShapTables:
     return tables
 
 
-GRID = [pytest.param(shape.num_leaves, shape.max_depth, shape.min_child_samples, getattr(shape, "glm_offset", False),
-                     id=shape.name) for shape in DEFAULT_SHAPES]
+GRID = [
+    pytest.param(
+        shape.num_leaves, shape.max_depth, shape.min_child_samples, getattr(shape, "glm_offset", False), id=shape.name
+    )
+    for shape in DEFAULT_SHAPES
+]
 # Leaf-wise shapes (issue 21): 8-31 leaves with bounded depth; the larger ones use leaf tables.
-LEAF_WISE = [pytest.param(leaves, depth, 5, False, id=f"{leaves} leaves, depth {depth}")
-             for leaves, depth in ((16, 4), (15, 5), (31, 6), (31, 8))]
+LEAF_WISE = [
+    pytest.param(leaves, depth, 5, False, id=f"{leaves} leaves, depth {depth}")
+    for leaves, depth in ((16, 4), (15, 5), (31, 6), (31, 8))
+]
 
 
 @pytest.mark.parametrize("num_leaves, max_depth, min_child, glm_offset", GRID + LEAF_WISE)
 def test_every_shape_matches_pred_contrib(num_leaves: int, max_depth: int, min_child: int, glm_offset: bool) -> None:
     x, y = synthetic()
     offset = 0.5 * np.nan_to_num(x[:, 1]) - 0.3 * x[:, 4] if glm_offset else None
-    booster = train(x, y, num_leaves=num_leaves, max_depth=max_depth, min_child_samples=min(min_child, 40),
-                    init_score=offset)
+    booster = train(
+        x, y, num_leaves=num_leaves, max_depth=max_depth, min_child_samples=min(min_child, 40), init_score=offset
+    )
     tables = check(booster, x)
     assert tables.n_trees == booster.num_trees()
     if num_leaves > 9:
         assert tables.n_leaf_units > 0, "deep trees must be explained with per-leaf tables"
 
 
-@pytest.mark.parametrize("params, expected", [
-    ({"use_missing": False}, "None"),
-    ({"zero_as_missing": True}, "Zero"),
-    ({}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"use_missing": False}, "None"),
+        ({"zero_as_missing": True}, "Zero"),
+        ({}, "NaN"),
+    ],
+)
 def test_each_missing_type(params: dict, expected: str) -> None:
     x, y = synthetic(seed=2)
     booster = train(x, y, num_leaves=4, max_depth=2, **params)
@@ -171,7 +231,7 @@ def test_categorical_splits_with_unseen_missing_negative_and_fractional_codes() 
     assert any(kind == "==" for kind, _ in missing_types(booster))
     tables = check(booster, x)
     rows = np.repeat(x[:1], 9, axis=0)
-    rows[:, 3] = [np.nan, -1.0, -0.5, 0.5, 24.0, 25.0, 1e6, 2.0 ** 31, -2.0 ** 31]
+    rows[:, 3] = [np.nan, -1.0, -0.5, 0.5, 24.0, 25.0, 1e6, 2.0**31, -(2.0**31)]
     verify_tables(tables, booster, rows)
 
 
@@ -183,8 +243,14 @@ def test_one_hot_categorical_splits() -> None:
 
 def test_monotone_constraints() -> None:
     x, y = synthetic(seed=6)
-    booster = train(x, y, num_leaves=8, max_depth=3, monotone_constraints=[0, 1, 0, 0, -1, 1],
-                    monotone_constraints_method="advanced")
+    booster = train(
+        x,
+        y,
+        num_leaves=8,
+        max_depth=3,
+        monotone_constraints=[0, 1, 0, 0, -1, 1],
+        monotone_constraints_method="advanced",
+    )
     check(booster, x)
 
 
@@ -272,8 +338,11 @@ def test_repo_schemas_trained_as_the_project_trains(schema_path: Path) -> None:
     from credit_pd.training.fit import booster_params, make_dataset
 
     schema = load_schema(schema_path)
-    frame = (_klarna_sample_frame(schema, 6_000) if schema_path == DEFAULT_SCHEMA_PATH
-             else _schema_frame(schema, N_ROWS, seed=11))
+    frame = (
+        _klarna_sample_frame(schema, 6_000)
+        if schema_path == DEFAULT_SCHEMA_PATH
+        else _schema_frame(schema, N_ROWS, seed=11)
+    )
     encoder = FeatureEncoder.fit(frame, schema)
     matrix = encoder.encode_frame(frame)
     y = frame[schema.target_column].to_numpy()

@@ -110,8 +110,9 @@ def test_served_pd_equals_train_py_predictions(stored, trained_run, small_sample
     assert np.max(np.abs(got.loc[expected.index].to_numpy() - expected.to_numpy())) <= TOL
 
 
-def test_a_model_whose_tables_disagree_is_never_published(small_sample_path, fast_training_config, tmp_path,
-                                                          monkeypatch):
+def test_a_model_whose_tables_disagree_is_never_published(
+    small_sample_path, fast_training_config, tmp_path, monkeypatch
+):
     from credit_pd.schema import DEFAULT_SCHEMA_PATH
     from credit_pd.training.run import run_training
 
@@ -124,7 +125,13 @@ def test_a_model_whose_tables_disagree_is_never_published(small_sample_path, fas
     monkeypatch.setattr(TreeShapTables, "explain", off_by_a_micro)
     before = {str(m.tag) for m in bentoml.models.list()}
     with pytest.raises(TableMismatchError, match=r"contributions 1e-06"):
-        run_training(small_sample_path, DEFAULT_SCHEMA_PATH, tmp_path / "predictions.csv", tmp_path / "reports",
-                     fast_training_config, progress=False)
+        run_training(
+            small_sample_path,
+            DEFAULT_SCHEMA_PATH,
+            tmp_path / "predictions.csv",
+            tmp_path / "reports",
+            fast_training_config,
+            progress=False,
+        )
     assert {str(m.tag) for m in bentoml.models.list()} == before
     assert not (tmp_path / "predictions.csv").exists() and not (tmp_path / "reports").exists()

@@ -52,7 +52,9 @@ def require_java() -> int:
     """Java's major version; raises with the Debian package to install when it is missing or old."""
     java = java_executable()
     if java is None:
-        raise SparkEnvironmentError(f"Spark needs Java {MIN_JAVA_MAJOR}+ and no `java` was found (JAVA_HOME, PATH): {INSTALL_JAVA}")
+        raise SparkEnvironmentError(
+            f"Spark needs Java {MIN_JAVA_MAJOR}+ and no `java` was found (JAVA_HOME, PATH): {INSTALL_JAVA}"
+        )
     major = java_major_version(java)
     if major is None or major < MIN_JAVA_MAJOR:
         found = "an unreadable version" if major is None else f"Java {major}"
@@ -66,8 +68,7 @@ def require_pyspark() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise SparkEnvironmentError(
-            "batch scoring needs pyspark, an optional extra: `pip install -e \".[spark]\"` "
-            "(`make install` installs it)"
+            'batch scoring needs pyspark, an optional extra: `pip install -e ".[spark]"` (`make install` installs it)'
         ) from exc
 
 

@@ -27,16 +27,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from credit_pd.batch.shipped import ShippedModel
 from credit_pd.batch.scoring import BatchScorer, scores_ddl, top_k_count
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, REJECTS_DIR, SCORES_DIR, BatchJobConfig
+from credit_pd.batch.shipped import ShippedModel
 from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
 from credit_pd.dataset import SAVE_AS_UTF8, check_text_file
 from credit_pd.errors import CreditPDError, DatasetError
@@ -85,7 +86,7 @@ class BatchAccountingError(CreditPDError):
 class InputCheck:
     """What the checks before Spark found: may the CSV book hold quoted line breaks (None: not looked, remote or Parquet)."""
 
-    quoted: Optional[bool] = None
+    quoted: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,10 @@ class JobSummary:
     def line(self) -> str:
         check = "=" if self.balanced else "!= (MISMATCH)"
         repeated = f", {self.duplicate_ids:,} repeated ids rejected" if self.duplicate_ids else ""
-        return (f"batch_score: {self.rows_in:,} rows in {check} {self.rows_scored:,} scored + {self.rows_rejected:,} rejected "
-                f"({self.rejects_path}){repeated}, {self.rows_per_s:,.0f} rows/s over {self.seconds:.1f} s, output {self.scores_path}")
+        return (
+            f"batch_score: {self.rows_in:,} rows in {check} {self.rows_scored:,} scored + {self.rows_rejected:,} rejected "
+            f"({self.rejects_path}){repeated}, {self.rows_per_s:,.0f} rows/s over {self.seconds:.1f} s, output {self.scores_path}"
+        )
 
 
 def check_accounting(summary: JobSummary) -> JobSummary:
@@ -140,7 +143,9 @@ def check_accounting(summary: JobSummary) -> JobSummary:
     return summary
 
 
-def build_session(master: str | None = None, conf: Mapping[str, str] | None = None, app_name: str = "credit-pd-batch-score") -> "SparkSession":
+def build_session(
+    master: str | None = None, conf: Mapping[str, str] | None = None, app_name: str = "credit-pd-batch-score"
+) -> SparkSession:
     """A SparkSession with SPARK_CONF; `master` None leaves it to spark-submit (or pyspark's local default)."""
     from pyspark.sql import SparkSession
 
@@ -152,7 +157,9 @@ def build_session(master: str | None = None, conf: Mapping[str, str] | None = No
     return builder.getOrCreate()
 
 
-def run_job(spark: "SparkSession", shipped: ShippedModel, config: BatchJobConfig, checked: Optional[InputCheck] = None) -> JobSummary:
+def run_job(
+    spark: SparkSession, shipped: ShippedModel, config: BatchJobConfig, checked: InputCheck | None = None
+) -> JobSummary:
     """Validate, score and write; returns the counts once both outputs are committed and balance.
 
     `checked` is `check_before_spark`'s answer when the caller ran it already (the CLI does, before
@@ -176,12 +183,23 @@ def run_job(spark: "SparkSession", shipped: ShippedModel, config: BatchJobConfig
         write_rejects(raw, shipped, config, rejects_path, census.duplicates)
     finished = time.perf_counter()
     counts = [spark.read.parquet(path).count() for path in (scores_path, rejects_path)]  # Parquet footers only
-    return check_accounting(JobSummary(counts[0], counts[1], finished - started, scores_path, rejects_path,
-                                       scores_seconds=scored - counted, rejects_seconds=finished - scored, rows_in=census.rows,
-                                       census_seconds=counted - started, duplicate_ids=len(census.duplicates)))
+    return check_accounting(
+        JobSummary(
+            counts[0],
+            counts[1],
+            finished - started,
+            scores_path,
+            rejects_path,
+            scores_seconds=scored - counted,
+            rejects_seconds=finished - scored,
+            rows_in=census.rows,
+            census_seconds=counted - started,
+            duplicate_ids=len(census.duplicates),
+        )
+    )
 
 
-def take_census(raw: "DataFrame", schema: DatasetSchema) -> Census:
+def take_census(raw: DataFrame, schema: DatasetSchema) -> Census:
     """Rows in, and every id on more than one well-formed row, in one job (one shuffle of the id column).
 
     Missing ids (null, empty, the missing marker) are not repeats: validation rejects them anyway.
@@ -192,41 +210,71 @@ def take_census(raw: "DataFrame", schema: DatasetSchema) -> Census:
     ident = F.col(schema.id_column).cast("string")
     well_formed = F.col(CORRUPT_RECORD_COLUMN).isNull() if CORRUPT_RECORD_COLUMN in raw.columns else F.lit(True)
     countable = well_formed & ident.isNotNull() & ~ident.isin("", schema.missing_marker)
-    per_id = (raw.select(ident.alias("id"), F.when(countable, 1).otherwise(0).alias("countable"))
-              .groupBy("id").agg(F.count(F.lit(1)).alias("rows"), F.sum("countable").alias("repeats")))
-    totals = per_id.agg(F.sum("rows").alias("rows"), F.sum(F.when(F.col("repeats") > 1, 1).otherwise(0)).alias("repeated")).first()
+    per_id = (
+        raw.select(ident.alias("id"), F.when(countable, 1).otherwise(0).alias("countable"))
+        .groupBy("id")
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum("countable").alias("repeats"))
+    )
+    totals = per_id.agg(
+        F.sum("rows").alias("rows"), F.sum(F.when(F.col("repeats") > 1, 1).otherwise(0)).alias("repeated")
+    ).first()
     rows, repeated = int(totals["rows"] or 0), int(totals["repeated"] or 0)
     if repeated > MAX_DUPLICATE_IDS:
         example = per_id.where(F.col("repeats") > 1).first()
-        raise BatchInputError(f"{repeated:,} ids appear more than once in the input (e.g. {example['id']!r}, {example['repeats']} times), "
-                              f"more than the {MAX_DUPLICATE_IDS:,} whose rows the job rejects: is the book appended to itself? "
-                              "Deduplicate it first")
-    duplicates = {} if not repeated else {row["id"]: int(row["repeats"]) for row in per_id.where(F.col("repeats") > 1).collect()}
+        raise BatchInputError(
+            f"{repeated:,} ids appear more than once in the input (e.g. {example['id']!r}, {example['repeats']} times), "
+            f"more than the {MAX_DUPLICATE_IDS:,} whose rows the job rejects: is the book appended to itself? "
+            "Deduplicate it first"
+        )
+    duplicates = (
+        {} if not repeated else {row["id"]: int(row["repeats"]) for row in per_id.where(F.col("repeats") > 1).collect()}
+    )
     return Census(rows=rows, duplicates=duplicates)
 
 
-def write_scores(spark: "SparkSession", raw: "DataFrame", shipped: ShippedModel, config: BatchJobConfig, path: str,
-                 duplicates: Mapping[str, int] | None = None) -> None:
+def write_scores(
+    spark: SparkSession,
+    raw: DataFrame,
+    shipped: ShippedModel,
+    config: BatchJobConfig,
+    path: str,
+    duplicates: Mapping[str, int] | None = None,
+) -> None:
     """Pass 1: the model broadcast once per executor, every valid row scored and written."""
     model = spark.sparkContext.broadcast(shipped)
     k = top_k_count(config.top_k, len(shipped.schema.features))
-    function = partial(score_partition, model=model, top_k=config.top_k, reject_unseen=config.unseen_categories == "reject",
-                       duplicates=dict(duplicates or {}))
+    function = partial(
+        score_partition,
+        model=model,
+        top_k=config.top_k,
+        reject_unseen=config.unseen_categories == "reject",
+        duplicates=dict(duplicates or {}),
+    )
     raw.mapInPandas(function, scores_ddl(shipped.schema.id_column, k)).write.mode(_write_mode(config)).parquet(path)
     model.unpersist()
 
 
-def write_rejects(raw: "DataFrame", shipped: ShippedModel, config: BatchJobConfig, path: str,
-                  duplicates: Mapping[str, int] | None = None) -> None:
+def write_rejects(
+    raw: DataFrame,
+    shipped: ShippedModel,
+    config: BatchJobConfig,
+    path: str,
+    duplicates: Mapping[str, int] | None = None,
+) -> None:
     """Pass 2: the rows pass 1 left out, as they came in, with their reasons."""
     vocabularies = shipped.spec["encoder"]["categorical"]
-    function = partial(reject_partition, schema_spec=shipped.spec["schema"], vocabularies=vocabularies,
-                       reject_unseen=config.unseen_categories == "reject", duplicates=dict(duplicates or {}))
+    function = partial(
+        reject_partition,
+        schema_spec=shipped.spec["schema"],
+        vocabularies=vocabularies,
+        reject_unseen=config.unseen_categories == "reject",
+        duplicates=dict(duplicates or {}),
+    )
     columns = [c for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
     raw.mapInPandas(function, rejects_ddl(columns)).write.mode(_write_mode(config)).parquet(path)
 
 
-def write_no_rejects(spark: "SparkSession", raw: "DataFrame", config: BatchJobConfig, path: str) -> None:
+def write_no_rejects(spark: SparkSession, raw: DataFrame, config: BatchJobConfig, path: str) -> None:
     """The rejects output of a book without rejects: no rows, the same columns as `write_rejects`."""
     columns = [c for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
     spark.createDataFrame([], rejects_ddl(columns)).write.mode(_write_mode(config)).parquet(path)
@@ -246,26 +294,48 @@ def rejects_ddl(columns: list[str]) -> str:
     return ", ".join([*(f"`{c}` string" for c in columns), f"`{REJECT_REASON_COLUMN}` string"])
 
 
-def score_partition(batches: Iterator[pd.DataFrame], model: "Broadcast[ShippedModel]", top_k: int | None,
-                    reject_unseen: bool = False, duplicates: Mapping[str, int] | None = None) -> Iterator[pd.DataFrame]:
+def score_partition(
+    batches: Iterator[pd.DataFrame],
+    model: Broadcast[ShippedModel],
+    top_k: int | None,
+    reject_unseen: bool = False,
+    duplicates: Mapping[str, int] | None = None,
+) -> Iterator[pd.DataFrame]:
     """mapInPandas function: rebuild the model once per task, then validate and score each Arrow batch."""
     shipped = model.value
     scoring_model = shipped.rebuild(num_threads=1)
     scorer = BatchScorer(scoring_model, shipped.model_tag, scoring_model.schema, top_k)
     vocabularies = scoring_model.encoder.categorical
     for batch in batches:
-        valid = validate_batch(batch, scoring_model.schema, vocabularies if reject_unseen else None, vocabularies=vocabularies,
-                               duplicate_ids=duplicates)
+        valid = validate_batch(
+            batch,
+            scoring_model.schema,
+            vocabularies if reject_unseen else None,
+            vocabularies=vocabularies,
+            duplicate_ids=duplicates,
+        )
         yield for_arrow(scorer.score(valid.typed))
 
 
-def reject_partition(batches: Iterator[pd.DataFrame], schema_spec: Mapping[str, Any], vocabularies: Mapping[str, Any],
-                     reject_unseen: bool = False, duplicates: Mapping[str, int] | None = None) -> Iterator[pd.DataFrame]:
+def reject_partition(
+    batches: Iterator[pd.DataFrame],
+    schema_spec: Mapping[str, Any],
+    vocabularies: Mapping[str, Any],
+    reject_unseen: bool = False,
+    duplicates: Mapping[str, int] | None = None,
+) -> Iterator[pd.DataFrame]:
     """mapInPandas function: the rows `score_partition` leaves out, with their reasons."""
     schema = DatasetSchema.model_validate(schema_spec)
     for batch in batches:
-        yield for_arrow(validate_batch(batch, schema, vocabularies if reject_unseen else None, vocabularies=vocabularies,
-                                       duplicate_ids=duplicates).rejects)
+        yield for_arrow(
+            validate_batch(
+                batch,
+                schema,
+                vocabularies if reject_unseen else None,
+                vocabularies=vocabularies,
+                duplicate_ids=duplicates,
+            ).rejects
+        )
 
 
 def for_arrow(frame: pd.DataFrame) -> pd.DataFrame:
@@ -289,7 +359,7 @@ def detect_format(path: str, given: str | None) -> str:
     return "csv" if name.endswith((".csv", ".csv.gz", ".txt")) else "parquet"
 
 
-def read_input(spark: "SparkSession", config: BatchJobConfig, schema: DatasetSchema, multiline: bool = True) -> "DataFrame":
+def read_input(spark: SparkSession, config: BatchJobConfig, schema: DatasetSchema, multiline: bool = True) -> DataFrame:
     """The input as a DataFrame of the columns validation needs, checked as a whole first.
 
     `multiline`: parse CSV in Spark's multiLine mode (quoted line breaks), repartitioned to keep
@@ -314,7 +384,11 @@ def check_columns(columns: list[str], schema: DatasetSchema, where: str) -> list
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     missing = [c for c in required if c not in columns]
     unknown = [c for c in columns if c not in (*required, schema.target_column)]
-    problems = [f"{label} columns {names}" for label, names in (("repeated", repeated), ("missing", missing), ("unknown", unknown)) if names]
+    problems = [
+        f"{label} columns {names}"
+        for label, names in (("repeated", repeated), ("missing", missing), ("unknown", unknown))
+        if names
+    ]
     if problems:
         hint = f" (is the separator {schema.separator!r}?)" if len(columns) == 1 else ""
         if any("\x00" in c or "\ufffd" in c for c in columns):
@@ -323,26 +397,45 @@ def check_columns(columns: list[str], schema: DatasetSchema, where: str) -> list
     return [c for c in (schema.id_column, schema.target_column, *schema.feature_names) if c in columns]
 
 
-def _read_csv(spark: "SparkSession", path: str, schema: DatasetSchema, multiline: bool = True) -> "DataFrame":
+def _read_csv(spark: SparkSession, path: str, schema: DatasetSchema, multiline: bool = True) -> DataFrame:
     """Every column as text (parsing is validation's job), malformed lines kept for the rejects."""
     from pyspark.sql.types import StringType, StructField, StructType
 
-    options = {"header": "true", "sep": schema.separator, "quote": '"', "escape": '"', "encoding": "UTF-8",
-               "multiLine": "true" if multiline else "false"}
+    options = {
+        "header": "true",
+        "sep": schema.separator,
+        "quote": '"',
+        "escape": '"',
+        "encoding": "UTF-8",
+        "multiLine": "true" if multiline else "false",
+    }
     header = spark.read.options(**options).csv(path).columns
     columns = check_columns(header, schema, path)
-    text_schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT_RECORD_COLUMN, StringType())])
-    frame = (spark.read.schema(text_schema)
-             .options(**options, nullValue=schema.missing_marker, mode="PERMISSIVE", enforceSchema="false",
-                      columnNameOfCorruptRecord=CORRUPT_RECORD_COLUMN)
-             .csv(path))
+    text_schema = StructType(
+        [StructField(c, StringType()) for c in header] + [StructField(CORRUPT_RECORD_COLUMN, StringType())]
+    )
+    frame = (
+        spark.read.schema(text_schema)
+        .options(
+            **options,
+            nullValue=schema.missing_marker,
+            mode="PERMISSIVE",
+            enforceSchema="false",
+            columnNameOfCorruptRecord=CORRUPT_RECORD_COLUMN,
+        )
+        .csv(path)
+    )
     return frame.select(*columns, CORRUPT_RECORD_COLUMN)
 
 
-def _spread(spark: "SparkSession", frame: "DataFrame", path: str) -> "DataFrame":
+def _spread(spark: SparkSession, frame: DataFrame, path: str) -> DataFrame:
     """A multiLine CSV is one task per file: repartition it into INPUT_SPLIT_BYTES pieces (at least one per core)."""
     hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
-    size = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(hadoop_path).getLength()
+    size = (
+        hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        .getContentSummary(hadoop_path)
+        .getLength()
+    )
     wanted = max(spark.sparkContext.defaultParallelism, math.ceil(size / INPUT_SPLIT_BYTES))
     return frame.repartition(wanted) if frame.rdd.getNumPartitions() < wanted else frame
 
@@ -370,16 +463,22 @@ def check_local_output(output: str, overwrite: bool) -> None:
         return  # s3a:// and hdfs:// are checked through Hadoop once Spark runs (_check_outputs)
     path = Path(output.removeprefix("file://"))
     if path.exists() and not path.is_dir():
-        raise BatchInputError(f"output {output} is an existing file; --output names a directory (it gets {SCORES_DIR}/ and {REJECTS_DIR}/)")
+        raise BatchInputError(
+            f"output {output} is an existing file; --output names a directory (it gets {SCORES_DIR}/ and {REJECTS_DIR}/)"
+        )
     if path.is_dir():
         entries = sorted(entry.name for entry in path.iterdir())
         others = [name for name in entries if name not in (SCORES_DIR, REJECTS_DIR)]
         if entries and not overwrite:
-            raise BatchInputError(f"output {output} already exists and is not empty ({', '.join(entries[:5])}); "
-                                  "choose another --output or pass --overwrite")
+            raise BatchInputError(
+                f"output {output} already exists and is not empty ({', '.join(entries[:5])}); "
+                "choose another --output or pass --overwrite"
+            )
         if others:
-            raise BatchInputError(f"output {output} holds more than a previous run's {SCORES_DIR}/ and {REJECTS_DIR}/ "
-                                  f"({', '.join(others[:5])}); --overwrite replaces only those: choose another --output")
+            raise BatchInputError(
+                f"output {output} holds more than a previous run's {SCORES_DIR}/ and {REJECTS_DIR}/ "
+                f"({', '.join(others[:5])}); --overwrite replaces only those: choose another --output"
+            )
     parent = next(p for p in [path, *path.parents] if p.exists())
     if not parent.is_dir():
         raise BatchInputError(f"output {output} cannot be created: {parent} is a file, not a directory")
@@ -395,10 +494,14 @@ def _data_files(path: Path) -> list[Path]:
     """The files Spark reads for a path: the file, or a directory's files except hidden and _ ones."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+    )
 
 
-def _check_parquet_types(frame: "DataFrame", schema: DatasetSchema) -> None:
+def _check_parquet_types(frame: DataFrame, schema: DatasetSchema) -> None:
     """Parquet columns must be text or of the feature's kind; validation then checks each value."""
     from pyspark.sql.types import BooleanType, NumericType, StringType
 
@@ -408,9 +511,12 @@ def _check_parquet_types(frame: "DataFrame", schema: DatasetSchema) -> None:
         FeatureType.CATEGORICAL: (StringType, NumericType),
     }
     types = {field.name: field.dataType for field in frame.schema.fields}
-    wrong = [f"{spec.name} is {types[spec.name].simpleString()} (expected {spec.type.value}: "
-             f"{' or '.join(t.__name__.removesuffix('Type').lower() for t in accepted[spec.type])})"
-             for spec in schema.features if not isinstance(types[spec.name], accepted[spec.type])]
+    wrong = [
+        f"{spec.name} is {types[spec.name].simpleString()} (expected {spec.type.value}: "
+        f"{' or '.join(t.__name__.removesuffix('Type').lower() for t in accepted[spec.type])})"
+        for spec in schema.features
+        if not isinstance(types[spec.name], accepted[spec.type])
+    ]
     if not isinstance(types[schema.id_column], (StringType, NumericType)):
         wrong.append(f"{schema.id_column} is {types[schema.id_column].simpleString()} (expected string)")
     if wrong:
@@ -424,7 +530,7 @@ def _check_local_input(path: str) -> None:
             raise BatchInputError(f"input {path} does not exist")
 
 
-def _check_outputs(spark: "SparkSession", paths: tuple[str, ...], overwrite: bool) -> None:
+def _check_outputs(spark: SparkSession, paths: tuple[str, ...], overwrite: bool) -> None:
     """Refuse to start when an output exists (unless overwriting), before any work is done."""
     if overwrite:
         return

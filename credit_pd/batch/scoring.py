@@ -19,8 +19,9 @@ BI tool reads them without nested types and `WHERE feature_1 = 'age'` is a plain
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,10 @@ def scores_ddl(id_column: str, k: int, n_reasons: int = DEFAULT_MAX_REASONS) -> 
     """Spark DDL of the scores output (the mapInPandas return schema)."""
     ranked = ", ".join(f"feature_{r} string, value_{r} string, contribution_{r} double" for r in range(1, k + 1))
     reasons = "".join(f"reason_{r} string, reason_{r}_contribution double, " for r in range(1, n_reasons + 1))
-    return (f"`{id_column}` string, pd double, grade string, model_tag string, base_value double, raw_score double, "
-            f"{ranked}, {reasons}warnings array<string>")
+    return (
+        f"`{id_column}` string, pd double, grade string, model_tag string, base_value double, raw_score double, "
+        f"{ranked}, {reasons}warnings array<string>"
+    )
 
 
 def cell_reader(frame: pd.DataFrame) -> Callable[[int, str], Any]:
@@ -57,7 +60,7 @@ def cell_reader(frame: pd.DataFrame) -> Callable[[int, str], Any]:
     return value_at
 
 
-def top_k_count(top_k: Optional[int], n_features: int) -> int:
+def top_k_count(top_k: int | None, n_features: int) -> int:
     """How many ranked contributions a row gets: top_k, at most every feature (None = all)."""
     return n_features if top_k is None else min(top_k, n_features)
 
@@ -69,7 +72,7 @@ class BatchScorer:
     model: ScoringModel
     model_tag: str
     schema: DatasetSchema
-    top_k: Optional[int]
+    top_k: int | None
     # reason_1..N columns (the service's default `max_reasons`); rows with fewer reasons get nulls.
     max_reasons: int = DEFAULT_MAX_REASONS
 
@@ -82,9 +85,19 @@ class BatchScorer:
         n = len(typed)
         if n == 0:
             empty = np.empty((0, self.k), dtype=np.int64)
-            no_reasons = self._reasons(RankedReasons(np.empty((0, 0), np.intp), np.empty((0, 0)), np.empty(0, np.int64)))
-            return self._frame(typed, np.empty(0), np.empty(0, dtype=object), np.empty(0), np.empty(0),
-                               self._ranked(typed, np.empty((0, self.k)), empty), no_reasons, [])
+            no_reasons = self._reasons(
+                RankedReasons(np.empty((0, 0), np.intp), np.empty((0, 0)), np.empty(0, np.int64))
+            )
+            return self._frame(
+                typed,
+                np.empty(0),
+                np.empty(0, dtype=object),
+                np.empty(0),
+                np.empty(0),
+                self._ranked(typed, np.empty((0, self.k)), empty),
+                no_reasons,
+                [],
+            )
         matrix = self.model.encoder.encode_frame(typed)
         decision = self.model.decide(matrix, self.max_reasons)  # the service's path: PD, grade, reasons
         explanation = decision.explanation
@@ -92,8 +105,16 @@ class BatchScorer:
         ranked = self._ranked(typed, explanation.contributions, order)
         grades = np.array(self.model.master_scale.names, dtype=object)[decision.grade_index]
         warnings = self.model.encoder.input_warnings(matrix, cell_reader(typed))
-        return self._frame(typed, decision.pd, grades, explanation.base_value, explanation.raw_score, ranked,
-                           self._reasons(decision.ranked), warnings)
+        return self._frame(
+            typed,
+            decision.pd,
+            grades,
+            explanation.base_value,
+            explanation.raw_score,
+            ranked,
+            self._reasons(decision.ranked),
+            warnings,
+        )
 
     def _reasons(self, ranked: RankedReasons) -> dict[str, np.ndarray]:
         """reason_r / reason_r_contribution: the r-th principal reason's code and contribution, null past the row's count."""
@@ -111,8 +132,17 @@ class BatchScorer:
             columns[f"reason_{rank + 1}_contribution"] = value
         return columns
 
-    def _frame(self, typed: pd.DataFrame, pds: np.ndarray, grades: np.ndarray, base: np.ndarray, raw: np.ndarray,
-               ranked: dict[str, np.ndarray], reasons: dict[str, np.ndarray], warnings: list) -> pd.DataFrame:
+    def _frame(
+        self,
+        typed: pd.DataFrame,
+        pds: np.ndarray,
+        grades: np.ndarray,
+        base: np.ndarray,
+        raw: np.ndarray,
+        ranked: dict[str, np.ndarray],
+        reasons: dict[str, np.ndarray],
+        warnings: list,
+    ) -> pd.DataFrame:
         id_column = self.schema.id_column
         columns = {
             id_column: typed[id_column].to_numpy(dtype=object),
@@ -126,8 +156,16 @@ class BatchScorer:
             "warnings": warnings,
         }
         # Explicit dtypes: pandas would infer float64 for empty columns and Arrow-backed `str` for text.
-        return pd.DataFrame({name: pd.Series(values, dtype=values.dtype if isinstance(values, np.ndarray) and values.dtype == np.float64 else object)
-                             for name, values in columns.items()}, index=pd.RangeIndex(len(typed)))
+        return pd.DataFrame(
+            {
+                name: pd.Series(
+                    values,
+                    dtype=values.dtype if isinstance(values, np.ndarray) and values.dtype == np.float64 else object,
+                )
+                for name, values in columns.items()
+            },
+            index=pd.RangeIndex(len(typed)),
+        )
 
     def _ranked(self, typed: pd.DataFrame, contributions: np.ndarray, order: np.ndarray) -> dict[str, np.ndarray]:
         """feature_r / value_r / contribution_r columns: r-th largest |contribution| of each row."""
@@ -148,7 +186,7 @@ class BatchScorer:
         by_feature = np.argsort(features, kind="stable")
         bounds = np.searchsorted(features[by_feature], np.arange(len(self.model.feature_names) + 1))
         for position, name in enumerate(self.model.feature_names):
-            cells = by_feature[bounds[position]:bounds[position + 1]]
+            cells = by_feature[bounds[position] : bounds[position + 1]]
             if cells.size:
                 out[cells] = _format_values(typed[name].to_numpy()[rows[cells]], self.schema.feature(name).type)
         return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.explanation import DEFAULT_TOP_K
@@ -32,10 +31,10 @@ class BatchJobConfig:
     output_path: str
     model_tag: str = DEFAULT_MODEL_TAG
     # None = every feature ("all" on the command line).
-    top_k: Optional[int] = DEFAULT_TOP_K
+    top_k: int | None = DEFAULT_TOP_K
     arrow_batch_size: int = DEFAULT_ARROW_BATCH_SIZE
     # "csv" or "parquet"; None = from the path's extension (a directory of part files: parquet).
-    input_format: Optional[str] = None
+    input_format: str | None = None
     overwrite: bool = False
     # A category never seen in training: "score_as_missing" (scored down the missing-value branch,
     # listed in the row's warnings) or "reject" (the row goes to rejects), as the service's policy.

@@ -7,8 +7,9 @@ and hundreds of MB per worker, and executors never touch the model store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import lightgbm as lgb
 

@@ -20,15 +20,23 @@ canonical labels with None), so `FeatureEncoder.encode_frame` builds the very ma
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, MAX_QUOTED_LINE
-from credit_pd.categories import (CODE_SPELLING_MESSAGE, FALSE_SPELLINGS, TRUE_SPELLINGS, CategoryRule, CategoryValueError,
-                                  file_category_rule, labels_rule)
+from credit_pd.categories import (
+    CODE_SPELLING_MESSAGE,
+    FALSE_SPELLINGS,
+    TRUE_SPELLINGS,
+    CategoryRule,
+    CategoryValueError,
+    file_category_rule,
+    labels_rule,
+)
 from credit_pd.dataset import SAVE_AS_UTF8
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
 
@@ -77,10 +85,14 @@ class _Problems:
         return ["; ".join(self.reasons[int(i)]) for i in np.flatnonzero(self.bad)]
 
 
-def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
-                   reject_unseen: Optional[Mapping[str, Sequence[str]]] = None, *,
-                   vocabularies: Optional[Mapping[str, Sequence[str]]] = None,
-                   duplicate_ids: Optional[Mapping[str, int]] = None) -> ValidatedBatch:
+def validate_batch(
+    batch: pd.DataFrame,
+    schema: DatasetSchema,
+    reject_unseen: Mapping[str, Sequence[str]] | None = None,
+    *,
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
+    duplicate_ids: Mapping[str, int] | None = None,
+) -> ValidatedBatch:
     """Split a raw batch (strings from CSV, or typed Parquet columns) into typed rows and rejects.
 
     `reject_unseen` (categorical feature -> training labels) rejects rows holding a category the
@@ -108,16 +120,22 @@ def validate_batch(batch: pd.DataFrame, schema: DatasetSchema,
         malformed = batch[CORRUPT_RECORD_COLUMN].notna().to_numpy()
         lines = batch[CORRUPT_RECORD_COLUMN].to_numpy(dtype=object)
         expected = len(schema.columns)
-        problems.replace(malformed, lambda i: f"malformed line: expected the header's fields separated by {schema.separator!r} "
-                                              f"({expected} for {schema.name}), got {str(lines[i])[:MAX_QUOTED_LINE]!r}"
-                                              f"{_spans_lines(str(lines[i]))}")
+        problems.replace(
+            malformed,
+            lambda i: (
+                f"malformed line: expected the header's fields separated by {schema.separator!r} "
+                f"({expected} for {schema.name}), got {str(lines[i])[:MAX_QUOTED_LINE]!r}"
+                f"{_spans_lines(str(lines[i]))}"
+            ),
+        )
     frame = pd.DataFrame(typed)
     good = ~problems.bad
     return ValidatedBatch(typed=frame[good].reset_index(drop=True), rejects=_rejects(batch, problems))
 
 
-def _parse_feature(raw: pd.Series, spec: FeatureSpec, missing_marker: str, problems: _Problems,
-                   rule: Optional[CategoryRule] = None) -> pd.Series:
+def _parse_feature(
+    raw: pd.Series, spec: FeatureSpec, missing_marker: str, problems: _Problems, rule: CategoryRule | None = None
+) -> pd.Series:
     column = _clean(raw, missing_marker)
     missing = column.isna()
     if not spec.nullable:
@@ -133,8 +151,13 @@ def _reject_duplicates(ids: pd.Series, duplicate_ids: Mapping[str, int], id_colu
     """Every row of a repeated id: which of its rows is the right one cannot be told, so none is scored."""
     repeated = ids.isin(list(duplicate_ids)).to_numpy()
     values = ids.to_numpy(dtype=object)
-    problems.append(repeated, lambda i: f"{id_column}: {values[i]!r} appears {duplicate_ids[values[i]]} times in the input; "
-                                        "ids must be unique (no row of a repeated id is scored)")
+    problems.append(
+        repeated,
+        lambda i: (
+            f"{id_column}: {values[i]!r} appears {duplicate_ids[values[i]]} times in the input; "
+            "ids must be unique (no row of a repeated id is scored)"
+        ),
+    )
 
 
 def _reject_replacement_characters(batch: pd.DataFrame, problems: _Problems) -> None:
@@ -147,7 +170,9 @@ def _reject_replacement_characters(batch: pd.DataFrame, problems: _Problems) -> 
             found = column.str.contains("\ufffd", regex=False, na=False).to_numpy(dtype=bool)
         except (AttributeError, TypeError):
             found = column.map(lambda v: isinstance(v, str) and "\ufffd" in v).to_numpy(dtype=bool)
-        problems.add(found, column, name, f"the input is not valid UTF-8 here (a byte was read as U+FFFD); {SAVE_AS_UTF8}")
+        problems.add(
+            found, column, name, f"the input is not valid UTF-8 here (a byte was read as U+FFFD); {SAVE_AS_UTF8}"
+        )
 
 
 def _spans_lines(record: str) -> str:
@@ -170,7 +195,9 @@ def _clean(raw: pd.Series, missing_marker: str) -> pd.Series:
     return raw.mask(raw.isna() | raw.isin(["", missing_marker]))
 
 
-def _parse_numeric(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
+def _parse_numeric(
+    raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems
+) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw.dtype):
         problems.add(~missing, raw, spec.name, "expected a finite number, not a boolean")
         return pd.Series(np.nan, index=column.index)
@@ -185,7 +212,9 @@ def _parse_numeric(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: 
     return parsed
 
 
-def _parse_boolean(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems) -> pd.Series:
+def _parse_boolean(
+    raw: pd.Series, column: pd.Series, missing: pd.Series, spec: FeatureSpec, problems: _Problems
+) -> pd.Series:
     values = column.astype(object)
     parsed = pd.Series(np.nan, index=column.index, dtype="float64")
     if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
@@ -198,7 +227,9 @@ def _parse_boolean(raw: pd.Series, column: pd.Series, missing: pd.Series, spec: 
     return parsed
 
 
-def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, problems: _Problems, rule: CategoryRule) -> pd.Series:
+def _parse_categorical(
+    raw: pd.Series, column: pd.Series, spec: FeatureSpec, problems: _Problems, rule: CategoryRule
+) -> pd.Series:
     """Canonical labels by the core rule, computed once per distinct value; a misspelt code or a value
     with no label spelling is rejected (unseen values are judged after, on the canonical labels)."""
     present = column.dropna()
@@ -213,8 +244,14 @@ def _parse_categorical(raw: pd.Series, column: pd.Series, spec: FeatureSpec, pro
             invalid.append(value)
     if misspelt:
         problems.add(column.isin(misspelt), raw, spec.name, CODE_SPELLING_MESSAGE)
-    problems.add(column.isin(invalid) if invalid else np.zeros(len(column), bool), raw, spec.name, "expected a category label")
-    labels = column.map(mapping) if not (invalid or misspelt) else column.map(mapping).where(~column.isin(invalid + misspelt))
+    problems.add(
+        column.isin(invalid) if invalid else np.zeros(len(column), bool), raw, spec.name, "expected a category label"
+    )
+    labels = (
+        column.map(mapping)
+        if not (invalid or misspelt)
+        else column.map(mapping).where(~column.isin(invalid + misspelt))
+    )
     return labels.astype(object).where(labels.notna(), None)
 
 

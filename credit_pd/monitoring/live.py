@@ -40,8 +40,9 @@ imported (the reason BentoML deprecated its `bentoml.metrics` proxy for a direct
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,21 +78,51 @@ def _metrics(pd_buckets: Sequence[float]) -> _Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         _METRICS = _Metrics(
-            prediction_pd=Histogram(f"{PREFIX}_prediction_pd", "Served calibrated PDs (buckets: the training reference's PD bins)",
-                                    ["model_tag"], buckets=[*pd_buckets, float("inf")]),
-            prediction_bin=Counter(f"{PREFIX}_prediction_bin", "Served PDs per reference PD bin (log-odds quantile bins)", ["model_tag", "bin"]),
-            feature_bin=Counter(f"{PREFIX}_feature_bin", "Served feature values per reference bin", ["model_tag", "feature", "bin"]),
-            unseen=Counter(f"{PREFIX}_unseen_category", "Categorical values not seen in training (scored as missing)", ["model_tag", "feature"]),
-            out_of_range=Counter(f"{PREFIX}_out_of_range", "Numeric values outside the training range", ["model_tag", "feature"]),
+            prediction_pd=Histogram(
+                f"{PREFIX}_prediction_pd",
+                "Served calibrated PDs (buckets: the training reference's PD bins)",
+                ["model_tag"],
+                buckets=[*pd_buckets, float("inf")],
+            ),
+            prediction_bin=Counter(
+                f"{PREFIX}_prediction_bin",
+                "Served PDs per reference PD bin (log-odds quantile bins)",
+                ["model_tag", "bin"],
+            ),
+            feature_bin=Counter(
+                f"{PREFIX}_feature_bin", "Served feature values per reference bin", ["model_tag", "feature", "bin"]
+            ),
+            unseen=Counter(
+                f"{PREFIX}_unseen_category",
+                "Categorical values not seen in training (scored as missing)",
+                ["model_tag", "feature"],
+            ),
+            out_of_range=Counter(
+                f"{PREFIX}_out_of_range", "Numeric values outside the training range", ["model_tag", "feature"]
+            ),
             scored=Counter(f"{PREFIX}_scored_applications", "Applications scored", ["model_tag"]),
-            reference_share=Gauge(f"{PREFIX}_reference_share", "Training share of each feature bin",
-                                  ["model_tag", "feature", "bin"], multiprocess_mode="max"),
-            reference_prediction_share=Gauge(f"{PREFIX}_reference_prediction_share", "Training share of each PD bin",
-                                             ["model_tag", "bin"], multiprocess_mode="max"),
-            reference_pd_mean=Gauge(f"{PREFIX}_reference_pd_mean", "Mean PD over the training rows", ["model_tag"], multiprocess_mode="max"),
+            reference_share=Gauge(
+                f"{PREFIX}_reference_share",
+                "Training share of each feature bin",
+                ["model_tag", "feature", "bin"],
+                multiprocess_mode="max",
+            ),
+            reference_prediction_share=Gauge(
+                f"{PREFIX}_reference_prediction_share",
+                "Training share of each PD bin",
+                ["model_tag", "bin"],
+                multiprocess_mode="max",
+            ),
+            reference_pd_mean=Gauge(
+                f"{PREFIX}_reference_pd_mean", "Mean PD over the training rows", ["model_tag"], multiprocess_mode="max"
+            ),
             grade=Counter(f"{PREFIX}_grade", "Served applications per master-scale grade", ["model_tag", "grade"]),
-            reference_grade_share=Gauge(f"{PREFIX}_reference_grade_share", "Training share of each master-scale grade",
-                                        ["model_tag", "grade"], multiprocess_mode="max"),
+            reference_grade_share=Gauge(
+                f"{PREFIX}_reference_grade_share",
+                "Training share of each master-scale grade",
+                ["model_tag", "grade"],
+                multiprocess_mode="max",
+            ),
         )
     return _METRICS
 
@@ -99,8 +130,13 @@ def _metrics(pd_buckets: Sequence[float]) -> _Metrics:
 class NullMonitor:
     """Monitoring switched off (CREDIT_PD_MONITORING_ENABLED=false): observing costs nothing."""
 
-    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray,
-                grade_index: np.ndarray | None = None) -> None:
+    def observe(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        matrix: np.ndarray,
+        pds: np.ndarray,
+        grade_index: np.ndarray | None = None,
+    ) -> None:
         return None
 
 
@@ -116,8 +152,16 @@ class LiveMonitor:
         self._create_children()
         self._export_reference()
         self._lock = threading.Lock()  # batches are observed on the event loop and in scoring threads
-        self._targets = [*self.bin_children, *self.unseen_children, *self.out_of_range_children, *self.pd_children,
-                         *self.pd_histogram._buckets, self.pd_histogram._sum, self.scored_child, *self.grade_children]  # noqa: SLF001
+        self._targets = [
+            *self.bin_children,
+            *self.unseen_children,
+            *self.out_of_range_children,
+            *self.pd_children,
+            *self.pd_histogram._buckets,
+            self.pd_histogram._sum,
+            self.scored_child,
+            *self.grade_children,
+        ]  # noqa: SLF001
         self._files = _FileCounters.for_children(self._targets)
 
     # ------------------------------------------------------------------ set-up
@@ -155,8 +199,11 @@ class LiveMonitor:
         self.feature_offsets = np.cumsum([0, *sizes])[:-1].astype(np.intp)
         self.n_feature_bins = int(sum(sizes))
         tag = self.model_tag
-        self.bin_children = [self.metrics.feature_bin.labels(tag, name, label)
-                             for name in order for label in self.reference.features[name].bins]
+        self.bin_children = [
+            self.metrics.feature_bin.labels(tag, name, label)
+            for name in order
+            for label in self.reference.features[name].bins
+        ]
         self.pd_children = [self.metrics.prediction_bin.labels(tag, label) for label in self.reference.pd.bins]
         self.unseen_children = [self.metrics.unseen.labels(tag, n) for n in self.categorical_names]
         self.out_of_range_children = [self.metrics.out_of_range.labels(tag, n) for n in self.numeric_names]
@@ -166,24 +213,28 @@ class LiveMonitor:
         self.pd_histogram = self.metrics.prediction_pd.labels(tag)
         # The family's buckets are fixed when a process first creates it: a second model scored in
         # the same process (tests, notebooks; never a BentoML worker) shares the first one's buckets.
-        self.histogram_bounds = np.array(getattr(self.pd_histogram, "_upper_bounds", [*self.reference.pd_bucket_bounds, np.inf]))
+        self.histogram_bounds = np.array(
+            getattr(self.pd_histogram, "_upper_bounds", [*self.reference.pd_bucket_bounds, np.inf])
+        )
         # PD bins on the PD scale (same bins as the reference's log-odds edges; a PD is never NaN).
         self.pd_bounds = np.array(self.reference.pd_bucket_bounds)
         _check_histogram(self.pd_histogram, self.histogram_bounds.tolist())
 
     def _export_reference(self) -> None:
         for name, binned in self.reference.features.items():
-            for label, share in zip(binned.bins, binned.shares):
+            for label, share in zip(binned.bins, binned.shares, strict=False):
                 self.metrics.reference_share.labels(self.model_tag, name, label).set(share)
-        for label, share in zip(self.reference.pd.bins, self.reference.pd.shares):
+        for label, share in zip(self.reference.pd.bins, self.reference.pd.shares, strict=False):
             self.metrics.reference_prediction_share.labels(self.model_tag, label).set(share)
         self.metrics.reference_pd_mean.labels(self.model_tag).set(self.reference.pd_mean)
         if self.reference.grades is not None:
-            for name, share in zip(self.reference.grades.bins, self.reference.grades.shares):
+            for name, share in zip(self.reference.grades.bins, self.reference.grades.shares, strict=False):
                 self.metrics.reference_grade_share.labels(self.model_tag, name).set(share)
 
     # ------------------------------------------------------------------ per batch
-    def feature_bin_counts(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def feature_bin_counts(
+        self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(counts per global feature bin, unseen per categorical, out-of-range per numeric)."""
         numeric = matrix[:, self.numeric_cols]
         numeric_missing = np.isnan(numeric)
@@ -193,7 +244,9 @@ class LiveMonitor:
 
         codes = matrix[:, self.categorical_cols]
         nan_codes = np.isnan(codes)
-        lookup = np.where(nan_codes, len(self.code_table) - 1, self.code_offsets + np.where(nan_codes, 0, codes).astype(np.intp))
+        lookup = np.where(
+            nan_codes, len(self.code_table) - 1, self.code_offsets + np.where(nan_codes, 0, codes).astype(np.intp)
+        )
         categorical_bins = np.where(nan_codes, self.categorical_missing_bin, self.code_table[lookup])
         unseen = self._unseen(records, nan_codes)
         categorical_bins = np.where(unseen, self.categorical_other_bin, categorical_bins)
@@ -206,12 +259,17 @@ class LiveMonitor:
         """A NaN code is an unseen category when the request carried a value (else it is missing)."""
         unseen = np.zeros_like(nan_codes)
         rows, cols = np.nonzero(nan_codes)
-        for row, col in zip(rows.tolist(), cols.tolist()):
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=False):
             unseen[row, col] = records[row].get(self.categorical_names[col]) is not None
         return unseen
 
-    def observe(self, records: Sequence[Mapping[str, Any]], matrix: np.ndarray, pds: np.ndarray,
-                grade_index: np.ndarray | None = None) -> None:
+    def observe(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        matrix: np.ndarray,
+        pds: np.ndarray,
+        grade_index: np.ndarray | None = None,
+    ) -> None:
         """Count one scored batch: records as sent (for unseen vs missing), encoded matrix, PDs, grades.
 
         `grade_index`: each PD's master-scale grade (`ScoringModel.decide`), counted per grade when
@@ -224,11 +282,18 @@ class LiveMonitor:
             return
         counts, unseen, out_of_range = self.feature_bin_counts(records, matrix)
         pd_bins = np.bincount(np.searchsorted(self.pd_bounds, pds, side="right"), minlength=len(self.pd_children))
-        buckets = np.bincount(np.searchsorted(self.histogram_bounds, pds, side="left"), minlength=len(self.histogram_bounds))
-        grades = (np.bincount(grade_index, minlength=len(self.grade_children))
-                  if grade_index is not None and self.grade_children else np.zeros(len(self.grade_children), dtype=np.int64))
+        buckets = np.bincount(
+            np.searchsorted(self.histogram_bounds, pds, side="left"), minlength=len(self.histogram_bounds)
+        )
+        grades = (
+            np.bincount(grade_index, minlength=len(self.grade_children))
+            if grade_index is not None and self.grade_children
+            else np.zeros(len(self.grade_children), dtype=np.int64)
+        )
         # In the order of self._targets.
-        amounts = np.concatenate([counts, unseen, out_of_range, pd_bins, buckets, [float(pds.sum()), len(pds)], grades]).astype(np.float64)
+        amounts = np.concatenate(
+            [counts, unseen, out_of_range, pd_bins, buckets, [float(pds.sum()), len(pds)], grades]
+        ).astype(np.float64)
         with self._lock:
             if self._files is not None:
                 self._files.add(amounts)
@@ -241,8 +306,10 @@ def _check_histogram(child: Any, bounds: Sequence[float]) -> None:
     (`_buckets`, `_sum`, `_upper_bounds`, stable since 0.1; prometheus_client has no bulk
     observe). Fails at start-up, naming the reason, if a new version moved them."""
     if len(getattr(child, "_buckets", [])) != len(bounds) or not hasattr(child, "_sum") or not len(bounds):
-        raise RuntimeError("prometheus_client's Histogram no longer has _buckets/_sum/_upper_bounds; "
-                           "credit_pd.monitoring.live needs updating (or set CREDIT_PD_MONITORING_ENABLED=false)")
+        raise RuntimeError(
+            "prometheus_client's Histogram no longer has _buckets/_sum/_upper_bounds; "
+            "credit_pd.monitoring.live needs updating (or set CREDIT_PD_MONITORING_ENABLED=false)"
+        )
 
 
 def _increment(children: Sequence[Any], counts: np.ndarray) -> None:
@@ -268,7 +335,7 @@ class _FileCounters:
         self.groups = groups  # (file values as float64, offsets into them, indices into the amounts)
 
     @classmethod
-    def for_children(cls, children: Sequence[Any]) -> "_FileCounters | None":
+    def for_children(cls, children: Sequence[Any]) -> _FileCounters | None:
         import logging
         import mmap
 
@@ -289,12 +356,17 @@ class _FileCounters:
                     mapped = mmap.mmap(handle.fileno(), store._capacity)
                 found = {key: pos for key, _, _, pos in _read_all_values(mapped, store._used)}
                 offsets = [store._positions[values[i]._key] for i in indices]
-                if any(found.get(values[i]._key) != offset or offset % 8 for i, offset in zip(indices, offsets)):
+                if any(
+                    found.get(values[i]._key) != offset or offset % 8
+                    for i, offset in zip(indices, offsets, strict=False)
+                ):
                     raise ValueError("a counter's key is not where prometheus_client's reader finds it")
                 groups.append((np.frombuffer(mapped, dtype=np.float64), np.array(offsets) // 8, np.array(indices)))
         except (AttributeError, ImportError, KeyError, OSError, ValueError) as exc:
-            logging.getLogger(__name__).warning("drift counters are incremented one by one (prometheus_client's "
-                                                "multiprocess file layout moved: %s)", exc)
+            logging.getLogger(__name__).warning(
+                "drift counters are incremented one by one (prometheus_client's multiprocess file layout moved: %s)",
+                exc,
+            )
             return None
         return cls(groups)
 
@@ -314,7 +386,8 @@ def live_monitor(stored_model: Any, encoder: FeatureEncoder, enabled: bool = Tru
     if reference is None:
         import logging
 
-        logging.getLogger(__name__).warning("model %s carries no drift reference: drift metrics are off (retrain to enable)",
-                                            stored_model.tag)
+        logging.getLogger(__name__).warning(
+            "model %s carries no drift reference: drift metrics are off (retrain to enable)", stored_model.tag
+        )
         return NullMonitor()
     return LiveMonitor(reference, encoder, str(stored_model.tag))

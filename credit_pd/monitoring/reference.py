@@ -20,8 +20,9 @@ and PSI is computed by one formula (`psi`) that the recording rules mirror in Pr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import expit, logit
@@ -75,8 +76,9 @@ class BinnedFeature:
         position = {label: i for i, label in enumerate(self.categories)}
         return np.array([position.get(label, self.other_bin) for label in vocabulary], dtype=np.intp)
 
-    def bin_indices(self, column: np.ndarray, code_to_bin: np.ndarray | None = None,
-                    unseen: np.ndarray | None = None) -> np.ndarray:
+    def bin_indices(
+        self, column: np.ndarray, code_to_bin: np.ndarray | None = None, unseen: np.ndarray | None = None
+    ) -> np.ndarray:
         """Bin of each value of an encoded column (NaN = missing); vectorised.
 
         For a categorical column pass `code_to_bin` (from `code_to_bin(encoder vocabulary)`) and,
@@ -96,8 +98,9 @@ class BinnedFeature:
             out = np.where(unseen, self.other_bin, out)
         return out.astype(np.intp)
 
-    def counts(self, column: np.ndarray, code_to_bin: np.ndarray | None = None,
-               unseen: np.ndarray | None = None) -> np.ndarray:
+    def counts(
+        self, column: np.ndarray, code_to_bin: np.ndarray | None = None, unseen: np.ndarray | None = None
+    ) -> np.ndarray:
         """Number of values per bin."""
         return np.bincount(self.bin_indices(column, code_to_bin, unseen), minlength=len(self.bins))
 
@@ -110,9 +113,15 @@ class BinnedFeature:
         return data
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> "BinnedFeature":
-        return cls(name=name, kind=data["kind"], bins=tuple(data["bins"]), shares=tuple(float(s) for s in data["shares"]),
-                   edges=tuple(float(e) for e in data.get("edges", ())), categories=tuple(data.get("categories", ())))
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> BinnedFeature:
+        return cls(
+            name=name,
+            kind=data["kind"],
+            bins=tuple(data["bins"]),
+            shares=tuple(float(s) for s in data["shares"]),
+            edges=tuple(float(e) for e in data.get("edges", ())),
+            categories=tuple(data.get("categories", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -143,13 +152,19 @@ class DriftReference:
             "n_rows": self.n_rows,
             "features": {name: binned.to_dict() for name, binned in self.features.items()},
             "pd": {**self.pd.to_dict(), "scale": "log-odds", "mean": self.pd_mean},
-            **({} if self.grades is None else {"grades": {"bins": list(self.grades.bins), "shares": list(self.grades.shares)}}),
+            **(
+                {}
+                if self.grades is None
+                else {"grades": {"bins": list(self.grades.bins), "shares": list(self.grades.shares)}}
+            ),
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DriftReference":
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftReference:
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"drift reference format {data.get('format_version')!r} is not {FORMAT_VERSION}; retrain the model")
+            raise ValueError(
+                f"drift reference format {data.get('format_version')!r} is not {FORMAT_VERSION}; retrain the model"
+            )
         return cls(
             features={name: BinnedFeature.from_dict(name, item) for name, item in data["features"].items()},
             pd=BinnedFeature.from_dict("pd", data["pd"]),
@@ -170,9 +185,14 @@ def pd_log_odds(pds: np.ndarray) -> np.ndarray:
     return logit(np.clip(np.asarray(pds, dtype=np.float64), PD_CLIP, 1 - PD_CLIP))
 
 
-def build_reference(encoder: FeatureEncoder, matrix: np.ndarray, pds: np.ndarray,
-                    numeric_bins: int = DEFAULT_NUMERIC_BINS, pd_bins: int = DEFAULT_PD_BINS,
-                    max_categories: int = DEFAULT_MAX_CATEGORIES) -> DriftReference:
+def build_reference(
+    encoder: FeatureEncoder,
+    matrix: np.ndarray,
+    pds: np.ndarray,
+    numeric_bins: int = DEFAULT_NUMERIC_BINS,
+    pd_bins: int = DEFAULT_PD_BINS,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+) -> DriftReference:
     """The reference from the encoded training matrix (encoder column order) and its PDs."""
     if matrix.shape != (len(pds), len(encoder.feature_names)):
         raise ValueError(f"matrix {matrix.shape} does not match {len(pds)} PDs x {len(encoder.feature_names)} features")
@@ -184,8 +204,13 @@ def build_reference(encoder: FeatureEncoder, matrix: np.ndarray, pds: np.ndarray
         else:
             features[name] = _numeric_bins(name, column, numeric_bins)
     edges = _quantile_edges(pd_log_odds(pds), pd_bins)
-    pd_binned = BinnedFeature(name="pd", kind="numeric", bins=tuple(_interval_labels(edges) + [MISSING]), shares=(),
-                              edges=tuple(float(e) for e in edges))
+    pd_binned = BinnedFeature(
+        name="pd",
+        kind="numeric",
+        bins=tuple(_interval_labels(edges) + [MISSING]),
+        shares=(),
+        edges=tuple(float(e) for e in edges),
+    )
     pd_binned = replace(pd_binned, shares=_shares(np.bincount(_pd_bins(pd_binned, pds), minlength=len(pd_binned.bins))))
     return DriftReference(features=features, pd=pd_binned, pd_mean=float(np.mean(pds)), n_rows=len(pds))
 
@@ -217,7 +242,9 @@ def _shares(counts: np.ndarray) -> tuple[float, ...]:
 def _numeric_bins(name: str, column: np.ndarray, n_bins: int) -> BinnedFeature:
     edges = _quantile_edges(column[~np.isnan(column)], n_bins)
     labels = _interval_labels(edges) + [MISSING]
-    binned = BinnedFeature(name=name, kind="numeric", bins=tuple(labels), shares=(), edges=tuple(float(e) for e in edges))
+    binned = BinnedFeature(
+        name=name, kind="numeric", bins=tuple(labels), shares=(), edges=tuple(float(e) for e in edges)
+    )
     counts = binned.counts(column)
     return BinnedFeature(name=name, kind="numeric", bins=binned.bins, shares=_shares(counts), edges=binned.edges)
 
@@ -245,9 +272,13 @@ def _categorical_bins(name: str, column: np.ndarray, vocabulary: Sequence[str], 
     order = sorted(range(len(vocabulary)), key=lambda code: (-code_counts[code], vocabulary[code]))
     kept = [vocabulary[code] for code in order[:max_categories] if code_counts[code] > 0]
     kept = [label for label in kept if label not in (OTHER, MISSING)]
-    binned = BinnedFeature(name=name, kind="categorical", bins=(*kept, OTHER, MISSING), shares=(), categories=tuple(kept))
+    binned = BinnedFeature(
+        name=name, kind="categorical", bins=(*kept, OTHER, MISSING), shares=(), categories=tuple(kept)
+    )
     counts = binned.counts(column, binned.code_to_bin(vocabulary))
-    return BinnedFeature(name=name, kind="categorical", bins=binned.bins, shares=_shares(counts), categories=binned.categories)
+    return BinnedFeature(
+        name=name, kind="categorical", bins=binned.bins, shares=_shares(counts), categories=binned.categories
+    )
 
 
 def _interval_labels(edges: np.ndarray) -> list[str]:
@@ -255,7 +286,7 @@ def _interval_labels(edges: np.ndarray) -> list[str]:
     if len(edges) == 0:
         return ["all"]
     text = [f"{edge:.4g}" for edge in edges]
-    return [f"<{text[0]}", *(f"[{a}, {b})" for a, b in zip(text, text[1:])), f">={text[-1]}"]
+    return [f"<{text[0]}", *(f"[{a}, {b})" for a, b in zip(text, text[1:], strict=False)), f">={text[-1]}"]
 
 
 def psi(expected: Sequence[float], actual_counts: Sequence[float], epsilon: float = PSI_EPSILON) -> float:
@@ -272,7 +303,9 @@ def psi(expected: Sequence[float], actual_counts: Sequence[float], epsilon: floa
         return math.nan
     actual = counts / total
     expected_arr = np.asarray(expected, dtype=np.float64)
-    return float(np.sum((actual - expected_arr) * np.log(np.maximum(actual, epsilon) / np.maximum(expected_arr, epsilon))))
+    return float(
+        np.sum((actual - expected_arr) * np.log(np.maximum(actual, epsilon) / np.maximum(expected_arr, epsilon)))
+    )
 
 
 def reference_from_store(stored: Any) -> DriftReference | None:

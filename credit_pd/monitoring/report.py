@@ -22,17 +22,17 @@ import base64
 import html
 import io
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.errors import CreditPDError
 from credit_pd.features import FeatureEncoder
 from credit_pd.files import atomic_write
-from credit_pd.config import DEFAULT_MODEL_TAG
 from credit_pd.model_store import get_stored_model, load_from_store
 from credit_pd.monitoring.reference import BinnedFeature, DriftReference, psi, reference_from_store
 from credit_pd.scoring_model import ScoringModel
@@ -88,20 +88,35 @@ class DriftReport:
         if not small:
             return None
         needed = max(d.rows_needed for d in small)
-        return (f"warning: {self.n_rows:,} row(s) are too few for a reliable PSI of {len(small)} of {len(self.features) + 1} "
-                f"variables (fewer than {MIN_ROWS_PER_BIN} rows per bin; their verdicts are marked *): "
-                f"at least {needed:,} rows are needed")
+        return (
+            f"warning: {self.n_rows:,} row(s) are too few for a reliable PSI of {len(small)} of {len(self.features) + 1} "
+            f"variables (fewer than {MIN_ROWS_PER_BIN} rows per bin; their verdicts are marked *): "
+            f"at least {needed:,} rows are needed"
+        )
 
 
-def _variable(binned: BinnedFeature, counts: np.ndarray, unseen: float = 0.0, out_of_range: float = 0.0) -> VariableDrift:
+def _variable(
+    binned: BinnedFeature, counts: np.ndarray, unseen: float = 0.0, out_of_range: float = 0.0
+) -> VariableDrift:
     total = counts.sum()
     shares = tuple(float(c) / total if total else 0.0 for c in counts)
     needed = MIN_ROWS_PER_BIN * sum(1 for share in binned.shares if share > 0)
-    return VariableDrift(binned.name, binned.kind, binned.bins, binned.shares, shares, psi(binned.shares, counts), unseen, out_of_range,
-                         rows_needed=needed)
+    return VariableDrift(
+        binned.name,
+        binned.kind,
+        binned.bins,
+        binned.shares,
+        shares,
+        psi(binned.shares, counts),
+        unseen,
+        out_of_range,
+        rows_needed=needed,
+    )
 
 
-def feature_drift(reference: DriftReference, encoder: FeatureEncoder, frame: pd.DataFrame, matrix: np.ndarray) -> list[VariableDrift]:
+def feature_drift(
+    reference: DriftReference, encoder: FeatureEncoder, frame: pd.DataFrame, matrix: np.ndarray
+) -> list[VariableDrift]:
     """PSI and unseen / out-of-range shares per feature, highest PSI first.
 
     `frame` holds the loaded (canonical) values, `matrix` their encoding: a categorical value that
@@ -156,7 +171,9 @@ def format_table(report: DriftReport) -> str:
         f"{'feature':<40} {'kind':<12} {'PSI':>8}  {'verdict':<8} {'unseen':>7} {'out of range':>12}",
     ]
     for d in report.features:
-        lines.append(f"{d.name:<40} {d.kind:<12} {d.psi:>8.4f}  {verdict(d):<8} {d.unseen_share:>7.2%} {d.out_of_range_share:>12.2%}")
+        lines.append(
+            f"{d.name:<40} {d.kind:<12} {d.psi:>8.4f}  {verdict(d):<8} {d.unseen_share:>7.2%} {d.out_of_range_share:>12.2%}"
+        )
     lines += [
         "",
         f"{'PD (log-odds bins)':<40} {'prediction':<12} {report.pd.psi:>8.4f}  {verdict(report.pd):<8}",
@@ -176,7 +193,9 @@ def _chart_png(drift: VariableDrift) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     x = np.arange(len(drift.bins))
     ax.bar(x - 0.2, drift.reference_shares, width=0.4, label="training", color="#7f8c8d")
-    ax.bar(x + 0.2, drift.new_shares, width=0.4, label="new", color="#c0392b" if drift.verdict == "shifted" else "#2980b9")
+    ax.bar(
+        x + 0.2, drift.new_shares, width=0.4, label="new", color="#c0392b" if drift.verdict == "shifted" else "#2980b9"
+    )
     ax.set_xticks(x, drift.bins, rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("share")
     ax.set_title(f"{drift.name}: PSI {drift.psi:.3f} ({drift.verdict})", fontsize=10)
@@ -194,16 +213,21 @@ def render_html(report: DriftReport, data_path: Path) -> str:
         f"<td>{d.unseen_share:.2%}</td><td>{d.out_of_range_share:.2%}</td></tr>"
         for d in report.features
     )
-    charts = "".join(f"<img alt='{html.escape(d.name)}' src='data:image/png;base64,{_chart_png(d)}'>" for d in [report.pd, *report.features])
+    charts = "".join(
+        f"<img alt='{html.escape(d.name)}' src='data:image/png;base64,{_chart_png(d)}'>"
+        for d in [report.pd, *report.features]
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Drift report: {html.escape(str(data_path))}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
 tr.shifted{{background:#f5b7b1}} tr.moving{{background:#fdebd0}} img{{margin:4px}}</style></head><body>
 <h1>Drift report</h1>
 <p>{report.n_rows:,} rows of <code>{html.escape(str(data_path))}</code> against the training reference of
-<code>{html.escape(report.model_tag)}</code>. PSI below {PSI_MOVING}: stable; {PSI_MOVING} to {PSI_SHIFTED}: moving; above {PSI_SHIFTED}: shifted.</p>
+<code>{html.escape(report.model_tag)}</code>.
+PSI below {PSI_MOVING}: stable; {PSI_MOVING} to {PSI_SHIFTED}: moving; above {PSI_SHIFTED}: shifted.</p>
 {f"<p class='shifted'>{html.escape(report.sample_warning() or '')}</p>" if report.too_small_for else ""}
-<p><b>PD</b>: PSI {report.pd.psi:.4f} ({report.pd.verdict}); mean PD new {report.pd_mean_new:.4%}, training {report.pd_mean_reference:.4%}.</p>
+<p><b>PD</b>: PSI {report.pd.psi:.4f} ({report.pd.verdict});
+mean PD new {report.pd_mean_new:.4%}, training {report.pd_mean_reference:.4%}.</p>
 <table><tr><th>feature</th><th>kind</th><th>PSI</th><th>verdict</th><th>unseen</th><th>out of range</th></tr>{rows}</table>
 <h2>Training vs new shares per bin</h2>{charts}
 </body></html>
@@ -212,12 +236,19 @@ tr.shifted{{background:#f5b7b1}} tr.moving{{background:#fdebd0}} img{{margin:4px
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m credit_pd.monitoring.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="new dataset, in the training file's format (target may be NA)")
-    parser.add_argument("--model-tag", default=DEFAULT_MODEL_TAG, help="stored model to compare with (default: %(default)s)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="new dataset, in the training file's format (target may be NA)"
+    )
+    parser.add_argument(
+        "--model-tag", default=DEFAULT_MODEL_TAG, help="stored model to compare with (default: %(default)s)"
+    )
     parser.add_argument("--html", type=Path, help="also write an HTML page with one chart per feature")
-    parser.add_argument("--strict", action="store_true",
-                        help=f"exit with status {EXIT_SMALL_SAMPLE} when the data has too few rows for a reliable PSI "
-                             f"(fewer than {MIN_ROWS_PER_BIN} per bin of some variable); the report is printed either way")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with status {EXIT_SMALL_SAMPLE} when the data has too few rows for a reliable PSI "
+        f"(fewer than {MIN_ROWS_PER_BIN} per bin of some variable); the report is printed either way",
+    )
     return parser.parse_args(argv)
 
 
@@ -229,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stored = get_stored_model(args.model_tag)
         reference = reference_from_store(stored)
         if reference is None:
-            raise CreditPDError(f"model {stored.tag} carries no drift reference (trained before monitoring existed); retrain it")
+            raise CreditPDError(
+                f"model {stored.tag} carries no drift reference (trained before monitoring existed); retrain it"
+            )
         model = load_from_store(stored)
         frame = load_dataset(args.data, model.schema)
     except CreditPDError as exc:

@@ -102,20 +102,25 @@ class AuthConfig:
     scopes: frozenset[str] = frozenset()
 
 
-def auth_config(jwks_url: str | None, issuer: str | None, audience: str | None,
-                scope: str | None = None) -> AuthConfig | None:
+def auth_config(
+    jwks_url: str | None, issuer: str | None, audience: str | None, scope: str | None = None
+) -> AuthConfig | None:
     """The settings as an AuthConfig, None when auth is off (no JWKS URL); raises AuthConfigError
     naming the setting when auth is on but incomplete, so a pod fails at start, not per request."""
     if not jwks_url:
         return None
     check_jwks_url(jwks_url)
     if not issuer:
-        raise AuthConfigError("CREDIT_PD_AUTH_ISSUER is required when CREDIT_PD_AUTH_JWKS_URL is set (the `iss` "
-                              "every token must carry, e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>)")
+        raise AuthConfigError(
+            "CREDIT_PD_AUTH_ISSUER is required when CREDIT_PD_AUTH_JWKS_URL is set (the `iss` "
+            "every token must carry, e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>)"
+        )
     audiences = frozenset(a.strip() for a in (audience or "").split(",") if a.strip())
     if not audiences:
-        raise AuthConfigError("CREDIT_PD_AUTH_AUDIENCE is required when CREDIT_PD_AUTH_JWKS_URL is set "
-                              "(the `aud`, or Cognito's `client_id`, of the clients allowed; comma-separated)")
+        raise AuthConfigError(
+            "CREDIT_PD_AUTH_AUDIENCE is required when CREDIT_PD_AUTH_JWKS_URL is set "
+            "(the `aud`, or Cognito's `client_id`, of the clients allowed; comma-separated)"
+        )
     return AuthConfig(jwks_url, issuer, audiences, frozenset((scope or "").split()))
 
 
@@ -128,9 +133,11 @@ def check_jwks_url(url: str) -> None:
         return
     if parsed.scheme == "file" and parsed.path.startswith("/"):
         return
-    raise AuthConfigError(f"CREDIT_PD_AUTH_JWKS_URL={url!r}: expected https://host/path, file:///absolute/path, or "
-                          "http:// to a loopback host (plaintext over a network would let anyone on the path "
-                          "swap the keys)")
+    raise AuthConfigError(
+        f"CREDIT_PD_AUTH_JWKS_URL={url!r}: expected https://host/path, file:///absolute/path, or "
+        "http:// to a loopback host (plaintext over a network would let anyone on the path "
+        "swap the keys)"
+    )
 
 
 def fetch_jwks(url: str) -> dict[str, Any]:
@@ -165,9 +172,14 @@ class JWKSCache:
     One per worker process; concurrent requests that need a refresh share one fetch.
     """
 
-    def __init__(self, url: str, ttl_s: float = JWKS_CACHE_TTL_S, min_refresh_s: float = JWKS_MIN_REFRESH_S,
-                 fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_s: float = JWKS_CACHE_TTL_S,
+        min_refresh_s: float = JWKS_MIN_REFRESH_S,
+        fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url, self.ttl_s, self.min_refresh_s = url, ttl_s, min_refresh_s
         self._fetch, self._clock = fetch, clock
         self._keys: dict[str | None, dict[str, Any]] | None = None
@@ -204,9 +216,13 @@ class JWKSCache:
                 keys = keys_by_kid(document)
             except Exception as error:  # noqa: BLE001 (any failure of the source means: unavailable)
                 if not self._failing:
-                    log.warning("JWKS %s unreachable (%s: %s): tokens whose key is not cached are refused with 503 "
-                                "until it answers (fail closed); logged once per outage",
-                                self.url, type(error).__name__, error)
+                    log.warning(
+                        "JWKS %s unreachable (%s: %s): tokens whose key is not cached are refused with 503 "
+                        "until it answers (fail closed); logged once per outage",
+                        self.url,
+                        type(error).__name__,
+                        error,
+                    )
                 self._failing = True
                 return
             if self._failing:
@@ -267,8 +283,11 @@ class TokenVerifier:
             raise TokenRejected(401, "invalid_token", f"malformed token: {error}") from None
         algorithm = header.get("alg")
         if algorithm not in ALLOWED_ALGORITHMS:
-            raise TokenRejected(401, "invalid_token", f"algorithm {algorithm!r} is not accepted "
-                                f"(asymmetric only: {', '.join(sorted(ALLOWED_ALGORITHMS))})")
+            raise TokenRejected(
+                401,
+                "invalid_token",
+                f"algorithm {algorithm!r} is not accepted (asymmetric only: {', '.join(sorted(ALLOWED_ALGORITHMS))})",
+            )
         key = await self.keys.key(header.get("kid"))
         if key is None:
             raise TokenRejected(401, "invalid_token", f"no key {header.get('kid')!r} in the issuer's key set")
@@ -280,9 +299,14 @@ class TokenVerifier:
         if algorithm not in ALGORITHMS_BY_KEY_TYPE[key["kty"]] or key.get("alg", algorithm) != algorithm:
             raise TokenRejected(401, "invalid_token", f"algorithm {algorithm} does not match key {key.get('kid')!r}")
         try:
-            return jwt.decode(token, prepared_key(json.dumps(key, sort_keys=True), algorithm), algorithms=[algorithm],
-                              issuer=self.config.issuer, leeway=LEEWAY_S,
-                              options={"require": ["exp", "iss"], "verify_aud": False})
+            return jwt.decode(
+                token,
+                prepared_key(json.dumps(key, sort_keys=True), algorithm),
+                algorithms=[algorithm],
+                issuer=self.config.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iss"], "verify_aud": False},
+            )
         except jwt.ImmatureSignatureError:
             raise TokenRejected(401, "invalid_token", "token not valid yet (nbf/iat in the future)") from None
         except jwt.PyJWTError as error:
@@ -312,9 +336,17 @@ def challenge(error: TokenRejected, scopes: frozenset[str]) -> bytes:
 
 async def send_json(send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
@@ -325,14 +357,24 @@ class BearerAuth:
     and `make run` needs no identity provider.
     """
 
-    def __init__(self, app: Any, config: AuthConfig | None, open_paths: frozenset[str] = OPEN_PATHS,
-                 keys: JWKSCache | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        config: AuthConfig | None,
+        open_paths: frozenset[str] = OPEN_PATHS,
+        keys: JWKSCache | None = None,
+    ) -> None:
         self.app = app
         self.open_paths = open_paths
         self.verifier = TokenVerifier(config, keys or JWKSCache(config.jwks_url)) if config else None
         if config:
-            log.info("bearer-token auth on: issuer %s, audiences %s, scopes %s, JWKS %s", config.issuer,
-                     sorted(config.audiences), sorted(config.scopes) or "none required", config.jwks_url)
+            log.info(
+                "bearer-token auth on: issuer %s, audiences %s, scopes %s, JWKS %s",
+                config.issuer,
+                sorted(config.audiences),
+                sorted(config.scopes) or "none required",
+                config.jwks_url,
+            )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self.verifier is None or scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -342,12 +384,22 @@ class BearerAuth:
             await self.verifier.verify(bearer_token(scope))
         except TokenRejected as error:
             log.info("%d %s %s: %s", error.status, scope["method"], scope["path"], error.description)
-            await send_json(send, error.status, {"error": error.error or "unauthorized", "detail": error.description},
-                            [(b"www-authenticate", challenge(error, self.verifier.config.scopes))])
+            await send_json(
+                send,
+                error.status,
+                {"error": error.error or "unauthorized", "detail": error.description},
+                [(b"www-authenticate", challenge(error, self.verifier.config.scopes))],
+            )
             return
         except JWKSUnavailable as error:
-            await send_json(send, 503, {"error": "authentication_unavailable",
-                                        "detail": f"{error}; the token cannot be verified now, retry later"},
-                            [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            await send_json(
+                send,
+                503,
+                {
+                    "error": "authentication_unavailable",
+                    "detail": f"{error}; the token cannot be verified now, retry later",
+                },
+                [(b"retry-after", str(RETRY_AFTER_S).encode())],
+            )
             return
         await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ missing with a warning); the deployment sets the default, each application may o
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import bentoml
 from pydantic import (
@@ -57,12 +57,13 @@ FLOAT_MAX = sys.float_info.max
 UNSEEN_POLICY_DOC = (
     "What to do with a category value never seen in training: `reject` (400 naming the field and "
     "the allowed values) or `score_as_missing` (scored as missing, i.e. down the model's missing-value "
-    "branch, and the answer carries a warning). Spellings of the same numeric code (1, 1.0, \"1\", "
-    "\"1.0\") are one category and never count as unseen."
+    'branch, and the answer carries a warning). Spellings of the same numeric code (1, 1.0, "1", '
+    '"1.0") are one category and never count as unseen.'
 )
 
 
 # ---------------------------------------------------------------------- request model --------
+
 
 def _numeric_annotation(spec: FeatureSpec) -> Any:
     low = spec.minimum if spec.minimum is not None else -FLOAT_MAX
@@ -72,7 +73,7 @@ def _numeric_annotation(spec: FeatureSpec) -> Any:
 
 def _category_annotation(rule: CategoryRule, default_policy: UnseenPolicy) -> Any:
     text = Annotated[StrictStr, Field(min_length=1, max_length=CATEGORY_MAX_LENGTH)]
-    base: Any = Union[text, Annotated[float, Field(strict=True, allow_inf_nan=False)]] if rule.numeric_coded else text
+    base: Any = text | Annotated[float, Field(strict=True, allow_inf_nan=False)] if rule.numeric_coded else text
 
     def check(value: Any, info: ValidationInfo) -> str:
         return rule.validate(value, info, default_policy)
@@ -80,7 +81,9 @@ def _category_annotation(rule: CategoryRule, default_policy: UnseenPolicy) -> An
     return Annotated[base, AfterValidator(check)]
 
 
-def _feature_field(spec: FeatureSpec, encoder: FeatureEncoder, rules: dict[str, CategoryRule], settings: ServingSettings) -> tuple[Any, Any]:
+def _feature_field(
+    spec: FeatureSpec, encoder: FeatureEncoder, rules: dict[str, CategoryRule], settings: ServingSettings
+) -> tuple[Any, Any]:
     if spec.type is FeatureType.NUMERIC:
         annotation: Any = _numeric_annotation(spec)
     elif spec.type is FeatureType.BOOLEAN:
@@ -88,7 +91,7 @@ def _feature_field(spec: FeatureSpec, encoder: FeatureEncoder, rules: dict[str, 
     else:
         annotation = _category_annotation(rules[spec.name], settings.unseen_categories)
     if spec.nullable:
-        annotation = Optional[annotation]
+        annotation = annotation | None
     default = None if spec.nullable else ...
     return annotation, Field(default, description=feature_description(spec, encoder, rules))
 
@@ -102,11 +105,15 @@ def feature_description(spec: FeatureSpec, encoder: FeatureEncoder, rules: dict[
         parts.append(f"Maximum {spec.maximum:g}.")
     if spec.name in encoder.numeric_ranges:
         low, high = encoder.numeric_ranges[spec.name]
-        parts.append(f"Training range [{low:g}, {high:g}]: values outside it are scored as the nearest seen value, with a warning.")
+        parts.append(
+            f"Training range [{low:g}, {high:g}]: values outside it are scored as the nearest seen value, with a warning."
+        )
     if spec.name in rules:
         rule = rules[spec.name]
         if rule.numeric_coded:
-            parts.append("A numeric code: a JSON number or a decimal string (1, 1.0, \"1\" and \"1.0\" are the same category).")
+            parts.append(
+                'A numeric code: a JSON number or a decimal string (1, 1.0, "1" and "1.0" are the same category).'
+            )
         parts.append(f"Values seen in training: {', '.join(rule.labels)}. Unseen values follow `unseen_categories`.")
     parts.append("null when unknown (may be omitted)." if spec.nullable else "Required, never null.")
     return " ".join(parts)
@@ -119,15 +126,17 @@ class ApplicationBase(BaseModel):
     requests, so this is where an application can still learn its request's id.
     """
 
-    _request_id: Optional[str] = PrivateAttr(default=None)
+    _request_id: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _remember_request_id(self) -> "ApplicationBase":
+    def _remember_request_id(self) -> ApplicationBase:
         self._request_id = current_request_id.get()
         return self
 
 
-def build_application_model(schema: DatasetSchema, encoder: FeatureEncoder, settings: ServingSettings) -> type[BaseModel]:
+def build_application_model(
+    schema: DatasetSchema, encoder: FeatureEncoder, settings: ServingSettings
+) -> type[BaseModel]:
     """One application: the stored model's features, plus an optional id and options.
 
     `unseen_categories` is declared first because pydantic validates fields in order and the
@@ -138,27 +147,44 @@ def build_application_model(schema: DatasetSchema, encoder: FeatureEncoder, sett
         raise ValueError(f"schema {schema.name!r} uses reserved request field name(s) {clashes}")
     rules = category_rules(encoder)
     fields: dict[str, Any] = {
-        "unseen_categories": (Literal[UNSEEN_POLICIES], Field(settings.unseen_categories, description=UNSEEN_POLICY_DOC)),
+        "unseen_categories": (
+            Literal[UNSEEN_POLICIES],
+            Field(settings.unseen_categories, description=UNSEEN_POLICY_DOC),
+        ),
     }
     fields.update({spec.name: _feature_field(spec, encoder, rules, settings) for spec in schema.features})
-    fields["uuid"] = (Optional[StrictStr], Field(None, max_length=UUID_MAX_LENGTH, description="Caller's id, echoed back; never used for scoring."))
+    fields["uuid"] = (
+        StrictStr | None,
+        Field(None, max_length=UUID_MAX_LENGTH, description="Caller's id, echoed back; never used for scoring."),
+    )
     fields["explain"] = (StrictBool, Field(True, description="Return the SHAP explanation (false is cheaper)."))
     fields["top_k"] = (
-        Union[Annotated[int, Field(strict=True, ge=1)], Literal["all"]],
-        Field(settings.default_top_k, description='How many features the explanation lists, largest |contribution| first, or "all".'),
+        Annotated[int, Field(strict=True, ge=1)] | Literal["all"],
+        Field(
+            settings.default_top_k,
+            description='How many features the explanation lists, largest |contribution| first, or "all".',
+        ),
     )
     fields["max_reasons"] = (
         Annotated[int, Field(strict=True, ge=0)],
-        Field(DEFAULT_MAX_REASONS, description=(
-            "How many principal reasons the answer lists (0: none; never more than the model's reason codes). "
-            "Reasons are computed also when `explain` is false.")),
+        Field(
+            DEFAULT_MAX_REASONS,
+            description=(
+                "How many principal reasons the answer lists (0: none; never more than the model's reason codes). "
+                "Reasons are computed also when `explain` is false."
+            ),
+        ),
     )
     example = example_application(schema, rules)
     extra: dict[str, Any] = {"description": f"One credit application ({schema.name})."}
     if example is not None:
         extra["example"] = example  # OpenAPI 3.0's singular `example` (BentoML's /schema.json shows it too)
-    application = create_model("Application", __base__=ApplicationBase, __cls_kwargs__={"extra": "forbid", "json_schema_extra": extra},
-                               **fields)
+    application = create_model(
+        "Application",
+        __base__=ApplicationBase,
+        __cls_kwargs__={"extra": "forbid", "json_schema_extra": extra},
+        **fields,
+    )
     application.category_rules = rules  # type: ignore[attr-defined]
     application.example_application = example  # type: ignore[attr-defined]
     return application
@@ -215,9 +241,10 @@ def build_input_spec(applications_type: Any) -> type[bentoml.IODescriptor]:
 
 # ---------------------------------------------------------------------- responses ----------
 
+
 class FeatureContributionOut(BaseModel):
     feature: str
-    value: Union[StrictBool, float, str, None] = Field(
+    value: StrictBool | float | str | None = Field(
         description="The input value (categories in canonical spelling; null = missing)."
     )
     contribution: float = Field(description="SHAP contribution to the log-odds.")
@@ -233,17 +260,24 @@ class ExplanationOut(BaseModel):
 class ReasonOut(BaseModel):
     code: str = Field(description="The reason code (stored with the model; several features may share one).")
     text: str = Field(description="What the customer can be told, from the stored model's reason codes.")
-    contribution: float = Field(description="The code's features' summed SHAP contributions to the log-odds; always > 0.")
+    contribution: float = Field(
+        description="The code's features' summed SHAP contributions to the log-odds; always > 0."
+    )
     features: list[str] = Field(description="The features behind the code.")
 
 
 class PredictionOut(BaseModel):
-    uuid: Optional[str]
+    uuid: str | None
     pd: float = Field(description="Calibrated probability of default.")
-    grade: str = Field(description="Master-scale grade of the PD (fixed PD bands stored with the model, listed from the lowest PD band up in the model card).")
-    reasons: list[ReasonOut] = Field(description=f"Principal reasons, largest first, at most `max_reasons`. {REASON_MEANING} {REASON_LIMITS}")
+    grade: str = Field(
+        description="Master-scale grade of the PD (fixed PD bands stored with the model, listed from the lowest PD band up "
+        "in the model card)."
+    )
+    reasons: list[ReasonOut] = Field(
+        description=f"Principal reasons, largest first, at most `max_reasons`. {REASON_MEANING} {REASON_LIMITS}"
+    )
     model_tag: str
-    explanation: Optional[ExplanationOut] = None
+    explanation: ExplanationOut | None = None
     warnings: list[str] = Field(
         default_factory=list,
         description="Unseen category scored as missing (only under `score_as_missing`); value outside the training range.",
@@ -252,7 +286,7 @@ class PredictionOut(BaseModel):
 
 class ErrorDetailOut(BaseModel):
     type: str = Field(description="pydantic error type, e.g. greater_than_equal, unseen_category, extra_forbidden.")
-    loc: list[Union[str, int]] = Field(description='Where: e.g. ["applications", 1, "age"] (the list index, then the field).')
+    loc: list[str | int] = Field(description='Where: e.g. ["applications", 1, "age"] (the list index, then the field).')
     msg: str
 
 

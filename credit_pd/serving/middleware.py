@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ class InFlightLimit:
     `log_interval_s` with their number.
     """
 
-    def __init__(self, app: Any, max_in_flight: int, retry_after_s: int = 1, paths: tuple[str, ...] = ("/predict",),
-                 log_interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_in_flight: int,
+        retry_after_s: int = 1,
+        paths: tuple[str, ...] = ("/predict",),
+        log_interval_s: float = 10.0,
+    ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.paths = frozenset(paths)
@@ -83,12 +90,25 @@ class InFlightLimit:
         self._shed_unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= self.log_interval_s:
-            log.warning("shed %d request(s) with 503 + Retry-After since the last such line: %d in flight in this worker "
-                        "(max_in_flight)", self._shed_unlogged, self.in_flight)
+            log.warning(
+                "shed %d request(s) with 503 + Retry-After since the last such line: %d in flight in this worker "
+                "(max_in_flight)",
+                self._shed_unlogged,
+                self.in_flight,
+            )
             self._shed_unlogged, self._logged_at = 0, now
         payload = b'{"error":"overloaded: too many requests in flight; retry after the Retry-After header\'s seconds"}'
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"retry-after", self.retry_after)]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"retry-after", self.retry_after),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
@@ -210,11 +230,13 @@ class RequestLimits:
     async def _too_large(self, send: Any, scope: dict, what: str) -> None:
         log.info("413 %s: %s over the %d-byte limit", scope["path"], what, self.max_bytes)
         await _send_json(
-            send, 413,
-            {"error": f"request body larger than {self.max_bytes} bytes; send at most the allowed number of applications per request"},
+            send,
+            413,
+            {
+                "error": f"request body larger than {self.max_bytes} bytes; send at most the allowed number of applications per request"
+            },
             close=True,
         )
-
 
 
 class _Pairs(list):
@@ -252,7 +274,11 @@ def duplicate_key_location(body: bytes) -> DuplicateKey | None:
         if not str(exc).startswith(DUPLICATE_KEY_ERROR):
             return None  # not JSON (or not UTF-8): BentoML's parser answers it
         loc = _first_duplicate(json.loads(body, object_pairs_hook=_Pairs), []) if _python_reads(body) else None
-        return DuplicateKey(loc, json_path(loc)) if loc else DuplicateKey([], str(exc).removeprefix(DUPLICATE_KEY_ERROR).strip())
+        return (
+            DuplicateKey(loc, json_path(loc))
+            if loc
+            else DuplicateKey([], str(exc).removeprefix(DUPLICATE_KEY_ERROR).strip())
+        )
 
 
 DUPLICATE_KEY_ERROR = "Detected duplicate key"
@@ -290,7 +316,9 @@ def json_path(loc: list[str | int]) -> str:
     """`["applications", 0, "age"]` as `$.applications[0].age` (keys that are not identifiers quoted)."""
     parts = ["$"]
     for part in loc:
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}" if part.isidentifier() else f"[{json.dumps(part)}]")
+        parts.append(
+            f"[{part}]" if isinstance(part, int) else f".{part}" if part.isidentifier() else f"[{json.dumps(part)}]"
+        )
     return "".join(parts)
 
 
@@ -299,8 +327,14 @@ async def _send_duplicate_key(send: Any, scope: dict, duplicate: DuplicateKey) -
     log.info("400 %s: duplicate key at %s", scope["path"], duplicate.where)
     key = f"{duplicate.loc[-1]!r} at {duplicate.where}" if duplicate.loc else duplicate.where
     message = f"duplicate key {key}: a key may appear only once per object"
-    await _send_json(send, 400, {"error": "duplicate key in the request body",
-                                 "detail": [{"type": "duplicate_key", "loc": duplicate.loc, "msg": message}]})
+    await _send_json(
+        send,
+        400,
+        {
+            "error": "duplicate key in the request body",
+            "detail": [{"type": "duplicate_key", "loc": duplicate.loc, "msg": message}],
+        },
+    )
 
 
 def _replay(body: bytes) -> Any:
@@ -342,4 +376,10 @@ class OpenAPIDocument:
             self._payload = json.dumps(self.build()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self._payload if scope["method"] == "GET" else b"", "more_body": False})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self._payload if scope["method"] == "GET" else b"",
+                "more_body": False,
+            }
+        )

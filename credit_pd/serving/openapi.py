@@ -16,9 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from credit_pd.categories import CODE_SPELLING, UNSEEN_POLICIES, CategoryRule
-from credit_pd.schema import FeatureType
 from credit_pd.features import FeatureEncoder
-from credit_pd.schema import DatasetSchema
+from credit_pd.schema import DatasetSchema, FeatureType
 from credit_pd.serving.contract import (
     CATEGORY_MAX_LENGTH,
     FLOAT_MAX,
@@ -39,10 +38,12 @@ def permissive_category_schema(rule: CategoryRule) -> dict[str, Any]:
     text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": CATEGORY_MAX_LENGTH}
     if not rule.numeric_coded:
         return text
-    return {"anyOf": [
-        {"type": "string", "pattern": f"^({CODE_SPELLING})$"},
-        {"type": "number", "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX},
-    ]}
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": f"^({CODE_SPELLING})$"},
+            {"type": "number", "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX},
+        ]
+    }
 
 
 def known_category_schema(rule: CategoryRule) -> dict[str, Any]:
@@ -64,8 +65,9 @@ def _as_number(code: str) -> int | float:
     return int(number) if number.is_integer() else number
 
 
-def application_openapi_schema(application_model: type[BaseModel], schema: DatasetSchema, encoder: FeatureEncoder,
-                               settings: ServingSettings) -> dict[str, Any]:
+def application_openapi_schema(
+    application_model: type[BaseModel], schema: DatasetSchema, encoder: FeatureEncoder, settings: ServingSettings
+) -> dict[str, Any]:
     """The Application component, written from the same rules the request model validates with.
 
     OpenAPI 3.0: `nullable` rather than a null type, `enum` rather than `const`. Categories are
@@ -78,9 +80,14 @@ def application_openapi_schema(application_model: type[BaseModel], schema: Datas
     def described(option: str) -> str | None:
         """An option's description, as the request model declares it (written once, in contract.py)."""
         return application_model.model_fields[option].description
+
     properties: dict[str, Any] = {
-        "unseen_categories": {"type": "string", "enum": list(UNSEEN_POLICIES), "default": settings.unseen_categories,
-                              "description": described("unseen_categories")},
+        "unseen_categories": {
+            "type": "string",
+            "enum": list(UNSEEN_POLICIES),
+            "default": settings.unseen_categories,
+            "description": described("unseen_categories"),
+        },
     }
     known: dict[str, Any] = {}
     for spec in schema.features:
@@ -95,19 +102,33 @@ def application_openapi_schema(application_model: type[BaseModel], schema: Datas
         else:
             prop = permissive_category_schema(rules[spec.name])
             known[spec.name] = _nullable(known_category_schema(rules[spec.name]), spec.nullable)
-        properties[spec.name] = {**_nullable(prop, spec.nullable), "description": feature_description(spec, encoder, rules)}
-    properties["uuid"] = {"type": "string", "maxLength": UUID_MAX_LENGTH, "nullable": True,
-                          "description": described("uuid")}
+        properties[spec.name] = {
+            **_nullable(prop, spec.nullable),
+            "description": feature_description(spec, encoder, rules),
+        }
+    properties["uuid"] = {
+        "type": "string",
+        "maxLength": UUID_MAX_LENGTH,
+        "nullable": True,
+        "description": described("uuid"),
+    }
     properties["explain"] = {"type": "boolean", "default": True, "description": described("explain")}
     properties["top_k"] = {
         "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["all"]}],
         "default": settings.default_top_k,
         "description": described("top_k"),
     }
-    properties["max_reasons"] = {"type": "integer", "minimum": 0, "default": application_model.model_fields["max_reasons"].default,
-                                 "description": described("max_reasons")}
+    properties["max_reasons"] = {
+        "type": "integer",
+        "minimum": 0,
+        "default": application_model.model_fields["max_reasons"].default,
+        "description": described("max_reasons"),
+    }
     opt_in = {"type": "string", "enum": ["score_as_missing"]}
-    unseen_branch: dict[str, Any] = {"title": "unseen categories scored as missing", "properties": {"unseen_categories": opt_in}}
+    unseen_branch: dict[str, Any] = {
+        "title": "unseen categories scored as missing",
+        "properties": {"unseen_categories": opt_in},
+    }
     if settings.unseen_categories == "reject":
         unseen_branch["required"] = ["unseen_categories"]
     document: dict[str, Any] = {
@@ -169,8 +190,18 @@ def response_components() -> dict[str, Any]:
 
 # BentoML's own names for the components this document replaces (its generated request and response
 # models and its error models): a document without them means BentoML's generator moved.
-BENTOML_COMPONENTS = ("PredictRequest", "Application", "predict__Output", "PredictionOut", "ExplanationOut",
-                      "FeatureContributionOut", "ReasonOut", "InvalidArgument", "NotFound", "InternalServerError")
+BENTOML_COMPONENTS = (
+    "PredictRequest",
+    "Application",
+    "predict__Output",
+    "PredictionOut",
+    "ExplanationOut",
+    "FeatureContributionOut",
+    "ReasonOut",
+    "InvalidArgument",
+    "NotFound",
+    "InternalServerError",
+)
 
 
 @dataclass(frozen=True)
@@ -181,8 +212,14 @@ class OpenAPIResult:
     replaced: bool
 
 
-def openapi_document(base: dict[str, Any], application_model: type[BaseModel], schema: DatasetSchema, encoder: FeatureEncoder,
-                     settings: ServingSettings, route: str = "/predict") -> OpenAPIResult:
+def openapi_document(
+    base: dict[str, Any],
+    application_model: type[BaseModel],
+    schema: DatasetSchema,
+    encoder: FeatureEncoder,
+    settings: ServingSettings,
+    route: str = "/predict",
+) -> OpenAPIResult:
     """BentoML's document (infrastructure endpoints) with an accurate `POST /predict`.
 
     `replaced` is False when BentoML's document no longer names its `/predict` route or the
@@ -203,39 +240,60 @@ def openapi_document(base: dict[str, Any], application_model: type[BaseModel], s
         "type": "object",
         "additionalProperties": False,
         "required": ["applications"],
-        "properties": {"applications": {
-            "description": f"One application object, or a list of 1 to {limit} of them.",
-            "anyOf": [
-                {"$ref": REF_TEMPLATE.format(model="Application")},
-                {"type": "array", "items": {"$ref": REF_TEMPLATE.format(model="Application")}, "minItems": 1, "maxItems": limit},
-            ],
-        }},
+        "properties": {
+            "applications": {
+                "description": f"One application object, or a list of 1 to {limit} of them.",
+                "anyOf": [
+                    {"$ref": REF_TEMPLATE.format(model="Application")},
+                    {
+                        "type": "array",
+                        "items": {"$ref": REF_TEMPLATE.format(model="Application")},
+                        "minItems": 1,
+                        "maxItems": limit,
+                    },
+                ],
+            }
+        },
     }
     document["components"] = {**document.get("components", {}), "schemas": components}
     old = document["paths"].get(route, {}).get("post", {})
 
     def answer(description: str, component: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=component)}}}}
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=component)}}},
+        }
 
-    document["paths"][route] = {"post": {
-        "tags": old.get("tags", ["Service APIs"]),
-        "operationId": old.get("operationId", "predict"),
-        "x-bentoml-name": old.get("x-bentoml-name", "predict"),
-        "description": (
-            f"Score one application or a list of up to {limit}: a calibrated PD, its master-scale grade, its principal reasons "
-            "and (unless `explain` is false) an exact SHAP explanation each, "
-            f"in request order. Bodies over {settings.max_request_bytes} bytes get a 413 before they are read; "
-            "Content-Type must be application/json (415 otherwise). " + UNSEEN_POLICY_DOC
-        ),
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="PredictRequest")}}}},
-        "responses": {
-            "200": {"description": "One answer per application, in request order.", "content": {"application/json": {
-                "schema": {"type": "array", "items": {"$ref": REF_TEMPLATE.format(model="PredictionOut")}}}}},
-            "400": answer("Invalid request: `detail[].loc` names the list index and field.", "ValidationErrorOut"),
-            "413": answer(f"Body larger than {settings.max_request_bytes} bytes.", "ErrorOut"),
-            "415": answer("Content-Type is not application/json.", "ErrorOut"),
-            "500": answer("Unexpected server error.", "ErrorOut"),
-            "503": answer("Overloaded: retry after the Retry-After header's seconds.", "ErrorOut"),
-        },
-    }}
+    document["paths"][route] = {
+        "post": {
+            "tags": old.get("tags", ["Service APIs"]),
+            "operationId": old.get("operationId", "predict"),
+            "x-bentoml-name": old.get("x-bentoml-name", "predict"),
+            "description": (
+                f"Score one application or a list of up to {limit}: a calibrated PD, its master-scale grade, its principal reasons "
+                "and (unless `explain` is false) an exact SHAP explanation each, "
+                f"in request order. Bodies over {settings.max_request_bytes} bytes get a 413 before they are read; "
+                "Content-Type must be application/json (415 otherwise). " + UNSEEN_POLICY_DOC
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="PredictRequest")}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "One answer per application, in request order.",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "array", "items": {"$ref": REF_TEMPLATE.format(model="PredictionOut")}}
+                        }
+                    },
+                },
+                "400": answer("Invalid request: `detail[].loc` names the list index and field.", "ValidationErrorOut"),
+                "413": answer(f"Body larger than {settings.max_request_bytes} bytes.", "ErrorOut"),
+                "415": answer("Content-Type is not application/json.", "ErrorOut"),
+                "500": answer("Unexpected server error.", "ErrorOut"),
+                "503": answer("Overloaded: retry after the Retry-After header's seconds.", "ErrorOut"),
+            },
+        }
+    }
     return OpenAPIResult(document, replaced)

@@ -114,7 +114,11 @@ def _handler_renders_with_output_spec(app_factory: type) -> bool:
         parameters = list(inspect.signature(app_factory.api_endpoint).parameters)
     except (AttributeError, OSError, TypeError):
         return False
-    return "method.output_spec.to_http_response(output, serde)" in source and parameters[:3] == ["self", "name", "request"]
+    return "method.output_spec.to_http_response(output, serde)" in source and parameters[:3] == [
+        "self",
+        "name",
+        "request",
+    ]
 
 
 BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
@@ -178,7 +182,10 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
         own.listen(backlog)
     except OSError as exc:
         own.close()
-        log.warning("workers share one listening socket (own SO_REUSEPORT listener refused: %s); connections may not spread", exc)
+        log.warning(
+            "workers share one listening socket (own SO_REUSEPORT listener refused: %s); connections may not spread",
+            exc,
+        )
         return shared
     try:
         shared.shutdown(socket.SHUT_RD)  # already shut by an earlier worker: ENOTCONN, nothing to do
@@ -188,6 +195,7 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
 
 
 # ---------------------------------------------------------------- connection limits ----------------
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -201,9 +209,19 @@ class ConnectionLimits:
 
 
 # HttpToolsProtocol members the bounded protocol relies on; a uvicorn without them is "moved".
-UVICORN_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
-                            "on_header", "on_headers_complete", "on_message_complete", "send_400_response",
-                            "timeout_keep_alive_handler", "_unset_keepalive_if_required")
+UVICORN_PROTOCOL_MEMBERS = (
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_message_complete",
+    "send_400_response",
+    "timeout_keep_alive_handler",
+    "_unset_keepalive_if_required",
+)
 
 
 def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
@@ -242,7 +260,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             self._in_head, self._head_bytes, self._head_exact = True, 0, 0
             self._refused = False
             self._timer: Any = None
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timer()
@@ -253,7 +273,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                 return
             if self._in_head:
                 if self._timer is None:
-                    self._timer = self.loop.call_later(self.bounds.header_timeout_s, self._timed_out, "head", self.bounds.header_timeout_s)
+                    self._timer = self.loop.call_later(
+                        self.bounds.header_timeout_s, self._timed_out, "head", self.bounds.header_timeout_s
+                    )
                 self._head_bytes += len(data)  # an upper bound: this read may also hold the start of the body
             super().data_received(data)
             if self._in_head and not self._refused and self._head_bytes > self.bounds.max_header_bytes:
@@ -275,7 +297,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             size = len(name) + len(value)
             self._head_exact += size + 4  # ": " and CRLF
             if size > self.bounds.max_header_field_bytes:
-                self._refuse(431, f"header {name[:64].decode('latin-1')!r} over {self.bounds.max_header_field_bytes} bytes")
+                self._refuse(
+                    431, f"header {name[:64].decode('latin-1')!r} over {self.bounds.max_header_field_bytes} bytes"
+                )
                 raise _Refused
             if self._head_exact > self.bounds.max_header_bytes:
                 self._refuse(431, f"request head over {self.bounds.max_header_bytes} bytes")
@@ -286,7 +310,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             self._cancel_timer()
             self._in_head = False
             super().on_headers_complete()
-            self._timer = self.loop.call_later(self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s)
+            self._timer = self.loop.call_later(
+                self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s
+            )
 
         def on_message_complete(self) -> None:
             self._cancel_timer()
@@ -327,9 +353,18 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                 cycle.disconnected = True  # the application waiting for the body sees a disconnect
                 cycle.message_event.set()
             body = json.dumps({"error": message}).encode()
-            self.transport.write(b"".join([
-                STATUS_LINE[status], b"content-type: application/json\r\n",
-                b"content-length: ", str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body]))
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[status],
+                        b"content-type: application/json\r\n",
+                        b"content-length: ",
+                        str(len(body)).encode(),
+                        b"\r\nconnection: close\r\n\r\n",
+                        body,
+                    ]
+                )
+            )
             self.transport.close()
 
     BoundedHttpToolsProtocol.__qualname__ = BoundedHttpToolsProtocol.__name__
@@ -428,9 +463,11 @@ class ClientErrorLogFilter(logging.Filter):
         now = time.monotonic()
         if now - self._shed_logged_at < self.shed_interval_s:
             return False
-        record.msg = ("shed %d request(s) with 503 + Retry-After since the last such line: predicted wait over "
-                      "max_latency_ms (overload). Sheds in the next %g s go into the next such line; every one is "
-                      "counted in bentoml_service_request_total{http_response_code=\"503\"}")
+        record.msg = (
+            "shed %d request(s) with 503 + Retry-After since the last such line: predicted wait over "
+            "max_latency_ms (overload). Sheds in the next %g s go into the next such line; every one is "
+            'counted in bentoml_service_request_total{http_response_code="503"}'
+        )
         record.args = (self._shed_unlogged, self.shed_interval_s)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text, record.stack_info = None, None, None

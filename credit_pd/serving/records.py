@@ -25,9 +25,10 @@ import logging
 import re
 import sys
 import uuid as uuid_module
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -59,7 +60,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*[h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"], header]}
+                message = {
+                    **message,
+                    "headers": [*[h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"], header],
+                }
             await send(message)
 
         try:
@@ -80,7 +84,9 @@ def decision_handler(path: Path | None) -> logging.Handler:
     """stdout, or a file appended to (WatchedFileHandler: reopens after logrotate moves it)."""
     from logging.handlers import WatchedFileHandler
 
-    handler: logging.Handler = logging.StreamHandler(sys.stdout) if path is None else WatchedFileHandler(path, encoding="utf-8")
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stdout) if path is None else WatchedFileHandler(path, encoding="utf-8")
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 
@@ -88,8 +94,14 @@ def decision_handler(path: Path | None) -> logging.Handler:
 class DecisionRecorder:
     """Writes one record per scored application of a merged batch."""
 
-    def __init__(self, model_tag: str, schema: DatasetSchema, path: Path | None = None, include_input: bool = True,
-                 handler: logging.Handler | None = None) -> None:
+    def __init__(
+        self,
+        model_tag: str,
+        schema: DatasetSchema,
+        path: Path | None = None,
+        include_input: bool = True,
+        handler: logging.Handler | None = None,
+    ) -> None:
         self.model_tag = model_tag
         self.canonical = InputCanonicaliser(schema)
         self.include_input = include_input
@@ -98,24 +110,33 @@ class DecisionRecorder:
         self.logger.setLevel(logging.INFO)
         self.logger.handlers = [handler or decision_handler(path)]  # this logger is ours alone
 
-    def record(self, applications: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]],
-               request_ids: Sequence[str | None], max_reasons: Sequence[int]) -> None:
+    def record(
+        self,
+        applications: Sequence[dict[str, Any]],
+        answers: Sequence[dict[str, Any]],
+        request_ids: Sequence[str | None],
+        max_reasons: Sequence[int],
+    ) -> None:
         """One line per application; `applications` are the validated fields the batch was scored from."""
-        time = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        for application, answer, request_id, limit in zip(applications, answers, request_ids, max_reasons):
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
+        for application, answer, request_id, limit in zip(
+            applications, answers, request_ids, max_reasons, strict=False
+        ):
             canonical = self.canonical(application)
-            line = orjson.dumps({
-                "time": time,
-                "request_id": request_id,
-                "uuid": answer["uuid"],
-                "model_tag": self.model_tag,
-                "input_sha256": input_sha256(canonical),
-                "input": canonical if self.include_input else None,
-                "pd": answer["pd"],
-                "grade": answer["grade"],
-                "reasons": [reason["code"] for reason in answer["reasons"]],
-                "max_reasons": limit,
-            })
+            line = orjson.dumps(
+                {
+                    "time": time,
+                    "request_id": request_id,
+                    "uuid": answer["uuid"],
+                    "model_tag": self.model_tag,
+                    "input_sha256": input_sha256(canonical),
+                    "input": canonical if self.include_input else None,
+                    "pd": answer["pd"],
+                    "grade": answer["grade"],
+                    "reasons": [reason["code"] for reason in answer["reasons"]],
+                    "max_reasons": limit,
+                }
+            )
             # A record made directly and handed to the handlers: Logger.info would walk the stack
             # for the caller's file and line, which a record does not show.
             self.logger.handle(logging.LogRecord(DECISION_LOGGER, logging.INFO, "", 0, line.decode(), None, None))
@@ -124,13 +145,19 @@ class DecisionRecorder:
 class NullRecorder:
     """Decision records switched off (`decision_records: false`)."""
 
-    def record(self, applications: Sequence[dict[str, Any]], answers: Sequence[dict[str, Any]],
-               request_ids: Sequence[str | None], max_reasons: Sequence[int]) -> None:
+    def record(
+        self,
+        applications: Sequence[dict[str, Any]],
+        answers: Sequence[dict[str, Any]],
+        request_ids: Sequence[str | None],
+        max_reasons: Sequence[int],
+    ) -> None:
         return None
 
 
-def decision_recorder(enabled: bool, model_tag: str, schema: DatasetSchema, path: str | None,
-                      include_input: bool) -> DecisionRecorder | NullRecorder:
+def decision_recorder(
+    enabled: bool, model_tag: str, schema: DatasetSchema, path: str | None, include_input: bool
+) -> DecisionRecorder | NullRecorder:
     """The recorder the settings ask for (`decision_records`, `..._path`, `..._include_input`)."""
     if not enabled:
         return NullRecorder()

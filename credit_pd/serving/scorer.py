@@ -11,7 +11,8 @@ is the documented contract.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -30,8 +31,15 @@ Prediction = dict[str, Any]
 class PDScorer:
     """Scores a merged batch: one vectorised LightGBM + TreeSHAP call for all rows, one decision record each."""
 
-    def __init__(self, model: ScoringModel, model_tag: str, monitor: LiveMonitor | NullMonitor = NullMonitor(),
-                 large_batch_rows: int = 0, large_batch_threads: int = 1, recorder: DecisionRecorder | NullRecorder = NullRecorder()) -> None:
+    def __init__(
+        self,
+        model: ScoringModel,
+        model_tag: str,
+        monitor: LiveMonitor | NullMonitor = NullMonitor(),
+        large_batch_rows: int = 0,
+        large_batch_threads: int = 1,
+        recorder: DecisionRecorder | NullRecorder = NullRecorder(),
+    ) -> None:
         self.model = model
         self.model_tag = model_tag
         self.recorder = recorder  # one decision record per scored application (credit_pd.serving.records)
@@ -77,26 +85,46 @@ class PDScorer:
         warnings = self.model.encoder.input_warnings(matrix, lambda row, name: records[row][name])
         pd_list = pds.tolist()
         answers = [
-            {"uuid": app.uuid, "pd": pd_list[i], "grade": decision.grade[i], "reasons": decision.reasons[i], "model_tag": self.model_tag,
-             "explanation": None, "warnings": warnings[i]}
+            {
+                "uuid": app.uuid,
+                "pd": pd_list[i],
+                "grade": decision.grade[i],
+                "reasons": decision.reasons[i],
+                "model_tag": self.model_tag,
+                "explanation": None,
+                "warnings": warnings[i],
+            }
             for i, app in enumerate(applications)
         ]
         self.recorder.record(records, answers, [app._request_id for app in applications], max_reasons)
         if explained.any():
             rows = np.flatnonzero(explained)
-            self._add_explanations([answers[i] for i in rows], [records[i] for i in rows], [applications[i] for i in rows],
-                                   explanation.contributions[rows], explanation.base_value[rows], raw[rows])
+            self._add_explanations(
+                [answers[i] for i in rows],
+                [records[i] for i in rows],
+                [applications[i] for i in rows],
+                explanation.contributions[rows],
+                explanation.base_value[rows],
+                raw[rows],
+            )
         return answers
 
-    def _add_explanations(self, answers: list[Prediction], records: list[dict], applications: list[BaseModel],
-                          contributions: np.ndarray, base: np.ndarray, raw: np.ndarray) -> None:
+    def _add_explanations(
+        self,
+        answers: list[Prediction],
+        records: list[dict],
+        applications: list[BaseModel],
+        contributions: np.ndarray,
+        base: np.ndarray,
+        raw: np.ndarray,
+    ) -> None:
         """Rank the whole batch at once; each row keeps its own `top_k` of the ranked list."""
         n_features = contributions.shape[1]
         top_k = [n_features if app.top_k == "all" else min(app.top_k, n_features) for app in applications]
         order, ranked = top_contributions(contributions, max(top_k))
         names = self.feature_names
         for answer, record, k, features, values, base_value, raw_score in zip(
-            answers, records, top_k, order.tolist(), ranked.tolist(), base.tolist(), raw.tolist()
+            answers, records, top_k, order.tolist(), ranked.tolist(), base.tolist(), raw.tolist(), strict=False
         ):
             answer["explanation"] = {
                 "unit": "log-odds",
@@ -104,6 +132,6 @@ class PDScorer:
                 "raw_score": raw_score,
                 "contributions": [
                     {"feature": names[f], "value": record[names[f]], "contribution": c}
-                    for f, c in zip(features[:k], values[:k])
+                    for f, c in zip(features[:k], values[:k], strict=False)
                 ],
             }

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_pd.categories import UnseenPolicy
-from credit_pd.explanation import DEFAULT_TOP_K
 from credit_pd.config import DEFAULT_MODEL_TAG
+from credit_pd.explanation import DEFAULT_TOP_K
 
 
 class ServingSettings(BaseSettings):

@@ -7,7 +7,7 @@ install, instead of skipping, so CI cannot pass without ever running Spark.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +16,7 @@ TEST_SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": 
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator["object"]:
+def spark() -> Iterator[object]:
     from credit_pd.batch.environment import prepare_python_workers, require_java, require_pyspark
 
     require_pyspark()

@@ -65,7 +65,13 @@ def test_map_in_pandas_hands_strings_as_pandas_3_str_with_nan_and_validation_rea
         for batch in batches:
             column = batch["account_status"]
             labels = validate_batch_labels(batch, schema)
-            yield pd.DataFrame({"dtype": [str(column.dtype)], "nan_for_null": [bool(pd.isna(column.iloc[2]))], "labels": [repr(labels)]})
+            yield pd.DataFrame(
+                {
+                    "dtype": [str(column.dtype)],
+                    "nan_for_null": [bool(pd.isna(column.iloc[2]))],
+                    "labels": [repr(labels)],
+                }
+            )
 
     (result,) = frame.mapInPandas(probe, "dtype string, nan_for_null boolean, labels string").collect()
     assert result["dtype"] == "str" and result["nan_for_null"] is True
@@ -95,11 +101,15 @@ def test_multi_chunk_str_column_breaks_map_in_pandas_output(spark):
     assert column.array._pa_array.num_chunks == 2
     frame = spark.createDataFrame([("a",)], "s string").coalesce(1)
     with pytest.raises(Exception, match="Cannot convert pyarrow.lib.ChunkedArray to pyarrow.lib.Array"):
-        frame.mapInPandas(lambda batches: (pd.DataFrame({"s": two_chunk_text()}) for _ in batches), "s string").collect()
+        frame.mapInPandas(
+            lambda batches: (pd.DataFrame({"s": two_chunk_text()}) for _ in batches), "s string"
+        ).collect()
 
 
 def test_for_arrow_hands_text_over_as_objects_and_keeps_nulls(spark):
     frame = spark.createDataFrame([("a",)], "s string").coalesce(1)
-    rows = frame.mapInPandas(lambda batches: (for_arrow(pd.DataFrame({"s": two_chunk_text(), "n": [1.0, 2.0, 3.0]})) for _ in batches),
-                             "s string, n double").collect()
+    rows = frame.mapInPandas(
+        lambda batches: (for_arrow(pd.DataFrame({"s": two_chunk_text(), "n": [1.0, 2.0, 3.0]})) for _ in batches),
+        "s string, n double",
+    ).collect()
     assert [(r.s, r.n) for r in rows] == [("x", 1.0), ("y", 2.0), (None, 3.0)]

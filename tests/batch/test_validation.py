@@ -23,16 +23,21 @@ def frame(schema, *rows: dict) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=schema.columns, dtype="str")
 
 
-@pytest.mark.parametrize(("changes", "reason"), [
-    ({"age": "12"}, "age: expected a value >= 18, got '12'"),
-    ({"age": "abc"}, "age: expected a finite number, got 'abc'"),
-    ({"time_hours": "inf"}, "time_hours: expected a finite number, got 'inf'"),
-    ({"has_paid": "maybe"}, "has_paid: expected True or False, got 'maybe'"),
-    ({"merchant_group": "NA"}, "merchant_group: a value is required (column is not nullable), got 'NA'"),
-    ({"uuid": None}, "uuid: an id is required on every row, got nothing (missing)"),
-])
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"age": "12"}, "age: expected a value >= 18, got '12'"),
+        ({"age": "abc"}, "age: expected a finite number, got 'abc'"),
+        ({"time_hours": "inf"}, "time_hours: expected a finite number, got 'inf'"),
+        ({"has_paid": "maybe"}, "has_paid: expected True or False, got 'maybe'"),
+        ({"merchant_group": "NA"}, "merchant_group: a value is required (column is not nullable), got 'NA'"),
+        ({"uuid": None}, "uuid: an id is required on every row, got nothing (missing)"),
+    ],
+)
 def test_a_bad_value_rejects_its_row_with_column_and_expectation(schema, changes, reason):
-    result = validate_batch(frame(schema, text_row(schema, uuid="good"), text_row(schema, uuid="bad") | changes), schema)
+    result = validate_batch(
+        frame(schema, text_row(schema, uuid="good"), text_row(schema, uuid="bad") | changes), schema
+    )
     assert result.typed["uuid"].tolist() == ["good"]
     assert result.rejects[REJECT_REASON_COLUMN].tolist() == [reason]
 
@@ -56,7 +61,9 @@ def test_a_malformed_line_is_rejected_with_the_line(schema):
     result = validate_batch(batch, schema)
     assert result.typed["uuid"].tolist() == ["good"]
     (reason,) = result.rejects[REJECT_REASON_COLUMN]
-    assert reason.startswith("malformed line: expected the header's fields separated by ';'") and "'broken;1;2'" in reason
+    assert (
+        reason.startswith("malformed line: expected the header's fields separated by ';'") and "'broken;1;2'" in reason
+    )
     assert CORRUPT_RECORD_COLUMN not in result.rejects
 
 
@@ -91,7 +98,8 @@ def test_unseen_categories_are_scored_as_missing_unless_rejected(schema):
     result = validate_batch(batch, schema, reject_unseen=vocabularies)
     assert result.typed.empty
     assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
-        "merchant_group: expected a value seen in training ('Entertainment', 'Food & Beverage'), got 'Space Tourism'"]
+        "merchant_group: expected a value seen in training ('Entertainment', 'Food & Beverage'), got 'Space Tourism'"
+    ]
 
 
 CODES = {"account_status": ("1", "2", "3", "4")}
@@ -99,16 +107,24 @@ CODES = {"account_status": ("1", "2", "3", "4")}
 
 @pytest.mark.parametrize("spelling", ["01", "1e0", "+1", "1."])
 def test_a_misspelt_numeric_code_is_rejected_with_the_core_rule(schema, spelling):
-    batch = frame(schema, text_row(schema, uuid="good", account_status="1.0"), text_row(schema, uuid="bad", account_status=spelling))
+    batch = frame(
+        schema,
+        text_row(schema, uuid="good", account_status="1.0"),
+        text_row(schema, uuid="bad", account_status=spelling),
+    )
     result = validate_batch(batch, schema, vocabularies=CODES)
     assert result.typed["uuid"].tolist() == ["good"] and result.typed.loc[0, "account_status"] == "1"
-    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [f"account_status: {CODE_SPELLING_MESSAGE}, got {spelling!r}"]
+    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
+        f"account_status: {CODE_SPELLING_MESSAGE}, got {spelling!r}"
+    ]
 
 
 def test_a_code_is_compared_as_an_exact_decimal_never_rounded_to_a_known_one(schema):
     batch = frame(schema, text_row(schema, uuid="near-one", account_status="1.00000000000000000001"))
     scored = validate_batch(batch, schema, vocabularies=CODES)
-    assert scored.typed.loc[0, "account_status"] == "1.00000000000000000001"  # unseen: scored as missing, with a warning
+    assert (
+        scored.typed.loc[0, "account_status"] == "1.00000000000000000001"
+    )  # unseen: scored as missing, with a warning
     rejected = validate_batch(batch, schema, reject_unseen=CODES)
     (reason,) = rejected.rejects[REJECT_REASON_COLUMN]
     assert reason.startswith("account_status: expected a value seen in training (")
@@ -118,8 +134,10 @@ def test_every_row_of_a_repeated_id_is_rejected_with_the_count(schema):
     batch = frame(schema, text_row(schema, uuid="twice"), text_row(schema, uuid="once"), text_row(schema, uuid="twice"))
     result = validate_batch(batch, schema, duplicate_ids={"twice": 3})
     assert result.typed["uuid"].tolist() == ["once"]
-    assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
-        "uuid: 'twice' appears 3 times in the input; ids must be unique (no row of a repeated id is scored)"] * 2
+    assert (
+        result.rejects[REJECT_REASON_COLUMN].tolist()
+        == ["uuid: 'twice' appears 3 times in the input; ids must be unique (no row of a repeated id is scored)"] * 2
+    )
 
 
 def test_a_replacement_character_from_a_non_utf8_book_is_rejected_naming_the_column(schema):
@@ -127,7 +145,8 @@ def test_a_replacement_character_from_a_non_utf8_book_is_rejected_naming_the_col
     result = validate_batch(batch, schema)
     assert result.typed["uuid"].tolist() == ["good"]
     assert result.rejects[REJECT_REASON_COLUMN].tolist() == [
-        "merchant_group: the input is not valid UTF-8 here (a byte was read as U+FFFD); not UTF-8: save as UTF-8, got 'Caf\ufffd'"]
+        "merchant_group: the input is not valid UTF-8 here (a byte was read as U+FFFD); not UTF-8: save as UTF-8, got 'Caf\ufffd'"
+    ]
 
 
 def test_a_malformed_record_over_several_lines_hints_at_an_open_quote(schema):

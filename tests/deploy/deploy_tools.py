@@ -45,8 +45,10 @@ S3_VALUES: dict[str, Any] = {
     },
     "serviceAccount": {"awsRoleArn": "arn:aws:iam::111122223333:role/credit-pd-credit-pd-model-reader"},
 }
-INSTALL_HINT = ("deploy tools not installed: run `make deploy-tools` (= python3.11 -m venv .venv-deploy && "
-                ".venv-deploy/bin/pip install -r requirements-deploy.txt)")
+INSTALL_HINT = (
+    "deploy tools not installed: run `make deploy-tools` (= python3.11 -m venv .venv-deploy && "
+    ".venv-deploy/bin/pip install -r requirements-deploy.txt)"
+)
 # Whole-tool time limits: a hung tool fails its test instead of stalling the suite.
 TOOL_TIMEOUT_S = 120
 
@@ -112,8 +114,18 @@ class Helm:
 
     def template(self, *files: Path, values: dict[str, Any] | None = None, release: str = RELEASE) -> HelmResult:
         """`helm template RELEASE CHART -n NAMESPACE -f ...` (hooks such as helm tests included)."""
-        result = run_tool([self.tools.python, HELM_CLI, "template", release, CHART_DIR, "-n", NAMESPACE,
-                           *self._value_args(files, values)])
+        result = run_tool(
+            [
+                self.tools.python,
+                HELM_CLI,
+                "template",
+                release,
+                CHART_DIR,
+                "-n",
+                NAMESPACE,
+                *self._value_args(files, values),
+            ]
+        )
         objects = parse_manifests(result.stdout) if result.returncode == 0 else []
         return HelmResult(result.returncode, result.stderr, objects)
 
@@ -125,8 +137,17 @@ class Helm:
 
     def lint(self, *files: Path, values: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
         """`helm lint [--strict]` report: {"messages": [{"severity", "path", "error"}], ...}."""
-        result = run_tool([self.tools.python, HELM_CLI, "lint", CHART_DIR, "--json",
-                           *(["--strict"] if strict else []), *self._value_args(files, values)])
+        result = run_tool(
+            [
+                self.tools.python,
+                HELM_CLI,
+                "lint",
+                CHART_DIR,
+                "--json",
+                *(["--strict"] if strict else []),
+                *self._value_args(files, values),
+            ]
+        )
         assert result.stdout.strip(), f"helm lint produced no report:\n{result.stderr}"
         return json.loads(result.stdout.splitlines()[-1])
 
@@ -138,8 +159,11 @@ def is_hook(obj: dict[str, Any]) -> bool:
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None, hooks: bool = False) -> dict[str, Any]:
     """The one object of a kind (and name, when given), among the hooks or among the rest."""
-    matches = [o for o in objects if o["kind"] == kind and is_hook(o) == hooks
-               and (name is None or o["metadata"]["name"] == name)]
+    matches = [
+        o
+        for o in objects
+        if o["kind"] == kind and is_hook(o) == hooks and (name is None or o["metadata"]["name"] == name)
+    ]
     assert len(matches) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in matches]}"
     return matches[0]
 

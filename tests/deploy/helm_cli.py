@@ -60,8 +60,10 @@ def manifest_stream(rendered: dict[str, str], skip_tests: bool) -> str:
 
 
 def cmd_version(_: argparse.Namespace) -> int:
-    print(f'version.BuildInfo{{Version:"{helm.helm_sdk_version()}", GitCommit:"", '
-          f'GoVersion:"", KubeClientVersion:"", HelmPythonSdk:"{helm.__version__}"}}')
+    print(
+        f'version.BuildInfo{{Version:"{helm.helm_sdk_version()}", GitCommit:"", '
+        f'GoVersion:"", KubeClientVersion:"", HelmPythonSdk:"{helm.__version__}"}}'
+    )
     return 0
 
 
@@ -112,8 +114,9 @@ def add_value_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="helm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="helm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("version").set_defaults(run=cmd_version)
 

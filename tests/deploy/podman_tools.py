@@ -27,8 +27,15 @@ def run(cmd: list[str], *, env: dict[str, str], log: Path, timeout: float) -> fl
     start = time.monotonic()
     with log.open("w") as handle:
         try:
-            result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, timeout=timeout)
+            result = subprocess.run(
+                cmd,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{' '.join(cmd)} took over {timeout:.0f} s:\n{log.read_text()[-4000:]}")
     if result.returncode != 0:
@@ -36,10 +43,18 @@ def run(cmd: list[str], *, env: dict[str, str], log: Path, timeout: float) -> fl
     return time.monotonic() - start
 
 
-def podman(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+def podman(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
 
 
 def bentoml_env(workdir: Path) -> dict[str, str]:
@@ -62,8 +77,23 @@ def train(dataset: Path, out: Path, env: dict[str, str], *extra: str) -> tuple[s
     out.mkdir(parents=True, exist_ok=True)
     predictions = out / "predictions.csv"
     log = out / "train.log"
-    run([sys.executable, "train.py", "--data", str(dataset), "--quiet", "--predictions", str(predictions),
-         "--report-dir", str(out / "reports"), *extra], env=env, log=log, timeout=900)
+    run(
+        [
+            sys.executable,
+            "train.py",
+            "--data",
+            str(dataset),
+            "--quiet",
+            "--predictions",
+            str(predictions),
+            "--report-dir",
+            str(out / "reports"),
+            *extra,
+        ],
+        env=env,
+        log=log,
+        timeout=900,
+    )
     tags = [line.rsplit(" ", 1)[-1] for line in log.read_text().splitlines() if "saved to the BentoML store as" in line]
     assert tags, f"no model tag in the training output:\n{log.read_text()[-2000:]}"
     return tags[-1], predictions
@@ -79,11 +109,19 @@ def build_bento(workdir: Path, env: dict[str, str]) -> str:
 
 def build_image(bento_tag: str, image_tag: str, workdir: Path, env: dict[str, str]) -> tuple[float, int]:
     """scripts/build_image.sh; replaces the previous image of that tag. (seconds, bytes)."""
-    build_env = {**env, "IMAGE_TAG": image_tag, "PYTHON": sys.executable,
-                 "BENTOML": str(Path(sys.executable).with_name("bentoml"))}
+    build_env = {
+        **env,
+        "IMAGE_TAG": image_tag,
+        "PYTHON": sys.executable,
+        "BENTOML": str(Path(sys.executable).with_name("bentoml")),
+    }
     previous = podman("image", "inspect", "--format", "{{.Id}}", image_tag).stdout.strip()
-    seconds = run(["bash", "scripts/build_image.sh", bento_tag], env=build_env, log=workdir / "build_image.log",
-                  timeout=CONTAINERIZE_TIMEOUT_S)
+    seconds = run(
+        ["bash", "scripts/build_image.sh", bento_tag],
+        env=build_env,
+        log=workdir / "build_image.log",
+        timeout=CONTAINERIZE_TIMEOUT_S,
+    )
     # The previous run's image is untagged now; drop it (its shared layers stay as build cache).
     if previous and previous != podman("image", "inspect", "--format", "{{.Id}}", image_tag).stdout.strip():
         podman("rmi", previous)
@@ -95,8 +133,8 @@ def build_image(bento_tag: str, image_tag: str, workdir: Path, env: dict[str, st
 def first_unlabelled_application(dataset: Path) -> dict:
     """The first unlabelled row of the dataset as a /predict application (what train.py scores)."""
     from credit_pd.client import requests_from_frame
-    from credit_pd.schema import load_schema
     from credit_pd.dataset import labelled_mask, load_dataset
+    from credit_pd.schema import load_schema
 
     schema = load_schema()
     frame = load_dataset(dataset, schema)

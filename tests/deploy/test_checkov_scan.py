@@ -40,9 +40,15 @@ pytestmark = pytest.mark.slow
 ALLOWED_SKIPS = {
     # Service Deployment: IfNotPresent with pinned immutable tags (15) and tag without digest (43)
     # are chart requirements (image.digest makes both pass); uid 1034 is the image's user (40).
-    ("Deployment", "CKV_K8S_15"), ("Deployment", "CKV_K8S_40"), ("Deployment", "CKV_K8S_43"),
+    ("Deployment", "CKV_K8S_15"),
+    ("Deployment", "CKV_K8S_40"),
+    ("Deployment", "CKV_K8S_43"),
     # The one-shot `helm test` pod: no probes (8, 9), plus the same image reasons.
-    ("Pod", "CKV_K8S_8"), ("Pod", "CKV_K8S_9"), ("Pod", "CKV_K8S_15"), ("Pod", "CKV_K8S_40"), ("Pod", "CKV_K8S_43"),
+    ("Pod", "CKV_K8S_8"),
+    ("Pod", "CKV_K8S_9"),
+    ("Pod", "CKV_K8S_15"),
+    ("Pod", "CKV_K8S_40"),
+    ("Pod", "CKV_K8S_43"),
 }
 TARGETS = ("chart-default", "chart-production", "chart-s3-model", "kustomize")
 
@@ -74,15 +80,23 @@ def helm_wrapper(tools: DeployTools, directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module", params=TARGETS)
-def scan(request: pytest.FixtureRequest, deploy_tools: DeployTools, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def scan(
+    request: pytest.FixtureRequest, deploy_tools: DeployTools, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """One checkov run: its JSON report for the target."""
     if request.param == "kustomize":
         request.getfixturevalue("kubectl")  # skips without kubectl
     scratch = tmp_path_factory.mktemp(f"checkov-{request.param}")
-    env = {**os.environ, "PATH": f"{helm_wrapper(deploy_tools, scratch)}{os.pathsep}{os.environ.get('PATH', '')}",
-           "HELM_NAMESPACE": NAMESPACE}
-    result = run_tool([deploy_tools.checkov, *checkov_args(request.param, scratch), "--skip-download", "-o", "json"],
-                      env=env, cwd=scratch)
+    env = {
+        **os.environ,
+        "PATH": f"{helm_wrapper(deploy_tools, scratch)}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HELM_NAMESPACE": NAMESPACE,
+    }
+    result = run_tool(
+        [deploy_tools.checkov, *checkov_args(request.param, scratch), "--skip-download", "-o", "json"],
+        env=env,
+        cwd=scratch,
+    )
     assert result.stdout.strip().startswith(("{", "[")), f"checkov gave no JSON report:\n{result.stderr[-3000:]}"
     reports = json.loads(result.stdout)
     (report,) = reports if isinstance(reports, list) else [reports]
@@ -91,8 +105,10 @@ def scan(request: pytest.FixtureRequest, deploy_tools: DeployTools, tmp_path_fac
 
 
 def test_no_failed_checks(scan: dict[str, Any]) -> None:
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
-              for c in scan["results"]["failed_checks"]]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
+        for c in scan["results"]["failed_checks"]
+    ]
     assert failed == []
     assert scan["summary"]["parsing_errors"] == 0
 

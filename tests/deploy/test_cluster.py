@@ -34,8 +34,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -63,8 +64,10 @@ from tests.deploy.podman_tools import (
     write_dataset,
 )
 
-RUN_HINT = ("cluster test is opt-in (root, podman, several minutes): run `make cluster-test`, or "
-            "CREDIT_PD_CLUSTER_TEST=1 .venv/bin/python -m pytest tests/deploy/test_cluster.py -m integration")
+RUN_HINT = (
+    "cluster test is opt-in (root, podman, several minutes): run `make cluster-test`, or "
+    "CREDIT_PD_CLUSTER_TEST=1 .venv/bin/python -m pytest tests/deploy/test_cluster.py -m integration"
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -121,8 +124,9 @@ def for_podman(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
             annotations = pod["metadata"].get("annotations") or {}
             for key in [k for k, v in annotations.items() if len(str(v)) > 63]:
                 del annotations[key]
-                changed.append(f"{obj['kind']} {name}: pod annotation {key} dropped "
-                               f"({PODMAN_WORKAROUNDS['annotation length']})")
+                changed.append(
+                    f"{obj['kind']} {name}: pod annotation {key} dropped ({PODMAN_WORKAROUNDS['annotation length']})"
+                )
         result.append(obj)
     return result, changed
 
@@ -136,7 +140,7 @@ def memory_bytes(quantity: str) -> int:
 
 
 # Runs inside the service container: the checks that must see the pod from the inside.
-IN_POD_CHECKS = r'''
+IN_POD_CHECKS = r"""
 import json, os, sys, urllib.request
 base = "http://127.0.0.1:3000"
 application = json.load(sys.stdin)
@@ -162,7 +166,7 @@ for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in
         out["memory_limit"] = int(open(path).read().strip())
         break
 print(json.dumps(out))
-'''
+"""
 
 
 class PodmanPods:
@@ -202,20 +206,37 @@ class PodmanPods:
         while True:
             state = podman("inspect", "--format", "{{.State.Status}}", container, env=self.env)
             if state.returncode == 0 and state.stdout.strip() == "running":
-                probe = podman("exec", container, "python", "-c",
-                               "import urllib.request as u; print(u.urlopen('http://127.0.0.1:3000/readyz', timeout=2).status)",
-                               env=self.env, timeout=30)
+                probe = podman(
+                    "exec",
+                    container,
+                    "python",
+                    "-c",
+                    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:3000/readyz', timeout=2).status)",
+                    env=self.env,
+                    timeout=30,
+                )
                 if probe.stdout.strip() == "200":
                     return time.monotonic() - started
             if time.monotonic() - started > READY_TIMEOUT_S:
                 logs = podman("logs", container, env=self.env)
-                pytest.fail(f"{container}: /readyz not 200 after {READY_TIMEOUT_S} s (state {state.stdout.strip()}):\n"
-                            f"{(logs.stdout + logs.stderr)[-4000:]}")
+                pytest.fail(
+                    f"{container}: /readyz not 200 after {READY_TIMEOUT_S} s (state {state.stdout.strip()}):\n"
+                    f"{(logs.stdout + logs.stderr)[-4000:]}"
+                )
             time.sleep(1)
 
     def checks(self, container: str, application: dict[str, Any]) -> dict[str, Any]:
-        result = podman("exec", "-i", container, "python", "-c", IN_POD_CHECKS, env=self.env, timeout=120,
-                        stdin=json.dumps(application))
+        result = podman(
+            "exec",
+            "-i",
+            container,
+            "python",
+            "-c",
+            IN_POD_CHECKS,
+            env=self.env,
+            timeout=120,
+            stdin=json.dumps(application),
+        )
         assert result.returncode == 0, f"checks in {container} failed:\n{result.stdout}\n{result.stderr}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -256,57 +277,90 @@ def build(workdir: Path, report: dict[str, Any]) -> dict[str, Any]:
     bento = build_bento(workdir, env)
     report["train_and_bento_s"] = round(time.monotonic() - started, 1)
     seconds, size = build_image(bento, IMAGE_TAG, workdir, env)
-    report["image"] = {"tag": IMAGE_TAG, "build_s": round(seconds, 1), "size_mb": round(size / 1e6),
-                       "base": os.environ.get("BASE_IMAGE") or "the bentofile's (python:3.11-slim)"}
+    report["image"] = {
+        "tag": IMAGE_TAG,
+        "build_s": round(seconds, 1),
+        "size_mb": round(size / 1e6),
+        "base": os.environ.get("BASE_IMAGE") or "the bentofile's (python:3.11-slim)",
+    }
     s3_tag, s3_predictions = train(dataset, workdir / "s3", env, "--quick")
     assert s3_tag != baked_tag
     archive = workdir / "bucket" / f"credit_pd_model-{s3_tag.split(':')[1]}.bentomodel"
     archive.parent.mkdir()
-    run([sys.executable, "-m", "bentoml", "models", "export", s3_tag, str(archive)], env=env,
-        log=workdir / "export.log", timeout=300)
+    run(
+        [sys.executable, "-m", "bentoml", "models", "export", s3_tag, str(archive)],
+        env=env,
+        log=workdir / "export.log",
+        timeout=300,
+    )
     application = first_unlabelled_application(dataset) | {"top_k": 3}
-    return {"baked_tag": baked_tag, "s3_tag": s3_tag, "archive": archive, "application": application,
-            "baked_pd": predicted_pd(baked_predictions, application["uuid"]),
-            "s3_pd": predicted_pd(s3_predictions, application["uuid"])}
+    return {
+        "baked_tag": baked_tag,
+        "s3_tag": s3_tag,
+        "archive": archive,
+        "application": application,
+        "baked_pd": predicted_pd(baked_predictions, application["uuid"]),
+        "s3_pd": predicted_pd(s3_predictions, application["uuid"]),
+    }
 
 
 @pytest.fixture(scope="module")
-def s3_server(pods: PodmanPods, build: dict[str, Any], report: dict[str, Any],
-              deploy_tools: DeployTools) -> Iterator[str]:
+def s3_server(
+    pods: PodmanPods, build: dict[str, Any], report: dict[str, Any], deploy_tools: DeployTools
+) -> Iterator[str]:
     """moto_server in a pod of its own (the service image's Python with the deploy venv's moto
     mounted read-only), holding the exported archive; yields its endpoint on the pods' network."""
     purelib = run_tool([deploy_tools.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     site = Path(purelib.stdout.strip())
     assert (site / "moto").is_dir(), f"moto not in the deploy venv ({site}): make deploy-tools"
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": S3_POD},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "moto", "image": IMAGE_TAG,
-            "command": ["python", "-m", "moto.server", "-H", "0.0.0.0", "-p", str(S3_PORT)],
-            "env": [{"name": "PYTHONPATH", "value": "/moto"}],
-            "volumeMounts": [{"name": "moto", "mountPath": "/moto", "readOnly": True},
-                             {"name": "bucket", "mountPath": "/bucket", "readOnly": True}]}],
-            "volumes": [{"name": "moto", "hostPath": {"path": str(site), "type": "Directory"}},
-                        {"name": "bucket", "hostPath": {"path": str(build["archive"].parent), "type": "Directory"}}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": S3_POD},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "moto",
+                    "image": IMAGE_TAG,
+                    "command": ["python", "-m", "moto.server", "-H", "0.0.0.0", "-p", str(S3_PORT)],
+                    "env": [{"name": "PYTHONPATH", "value": "/moto"}],
+                    "volumeMounts": [
+                        {"name": "moto", "mountPath": "/moto", "readOnly": True},
+                        {"name": "bucket", "mountPath": "/bucket", "readOnly": True},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "moto", "hostPath": {"path": str(site), "type": "Directory"}},
+                {"name": "bucket", "hostPath": {"path": str(build["archive"].parent), "type": "Directory"}},
+            ],
+        },
     }
     manifest = pods.play("s3-server", [pod])
     try:
         container = f"{S3_POD}-moto"
-        upload = ("import boto3, sys, time\n"
-                  f"client = boto3.client('s3', endpoint_url='http://127.0.0.1:{S3_PORT}', region_name='us-east-1',"
-                  " aws_access_key_id='testing', aws_secret_access_key='testing')\n"
-                  "for attempt in range(60):\n"
-                  "    try:\n"
-                  f"        client.create_bucket(Bucket='{S3_BUCKET}'); break\n"
-                  "    except Exception:\n"
-                  "        time.sleep(0.5)\n"
-                  f"client.upload_file('/bucket/{build['archive'].name}', '{S3_BUCKET}', 'credit-pd/{build['archive'].name}')\n"
-                  f"print(client.list_objects_v2(Bucket='{S3_BUCKET}')['KeyCount'])\n")
+        upload = (
+            "import boto3, sys, time\n"
+            f"client = boto3.client('s3', endpoint_url='http://127.0.0.1:{S3_PORT}', region_name='us-east-1',"
+            " aws_access_key_id='testing', aws_secret_access_key='testing')\n"
+            "for attempt in range(60):\n"
+            "    try:\n"
+            f"        client.create_bucket(Bucket='{S3_BUCKET}'); break\n"
+            "    except Exception:\n"
+            "        time.sleep(0.5)\n"
+            f"client.upload_file('/bucket/{build['archive'].name}', '{S3_BUCKET}', 'credit-pd/{build['archive'].name}')\n"
+            f"print(client.list_objects_v2(Bucket='{S3_BUCKET}')['KeyCount'])\n"
+        )
         uploaded = podman("exec", container, "python", "-c", upload, env=pods.env, timeout=120)
         assert uploaded.returncode == 0 and uploaded.stdout.strip() == "1", uploaded.stderr[-3000:]
-        address = podman("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                         podman("pod", "inspect", "--format", "{{.InfraContainerID}}", S3_POD, env=pods.env).stdout.strip(),
-                         env=pods.env).stdout.strip()
+        address = podman(
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            podman("pod", "inspect", "--format", "{{.InfraContainerID}}", S3_POD, env=pods.env).stdout.strip(),
+            env=pods.env,
+        ).stdout.strip()
         assert address, "the S3 pod has no address on the kube network"
         report["s3_server"] = f"moto_server at {address}:{S3_PORT}, s3://{S3_BUCKET}/credit-pd/{build['archive'].name}"
         yield f"http://{address}:{S3_PORT}"
@@ -314,8 +368,9 @@ def s3_server(pods: PodmanPods, build: dict[str, Any], report: dict[str, Any],
         pods.down(manifest)
 
 
-def run_scenario(name: str, objects: list[dict[str, Any]], pods: PodmanPods, build: dict[str, Any],
-                 report: dict[str, Any]) -> dict[str, Any]:
+def run_scenario(
+    name: str, objects: list[dict[str, Any]], pods: PodmanPods, build: dict[str, Any], report: dict[str, Any]
+) -> dict[str, Any]:
     """kube play the objects, wait for /readyz, run the in-pod checks, tear down. The `helm test`
     hooks are left out: they are not part of the running release (and need cluster DNS)."""
     playable, changes = for_podman([o for o in objects if not is_hook(o)])
@@ -328,20 +383,29 @@ def run_scenario(name: str, objects: list[dict[str, Any]], pods: PodmanPods, bui
         ready_s = pods.wait_ready(container, started)
         checks = pods.checks(container, build["application"])
         [answer] = checks["predict"]
-        report[name] = {"podman_workarounds": changes, "ready_s": round(ready_s, 1),
-                        "readyz": checks["readyz"], "predict_status": checks["predict_status"],
-                        "model_tag": answer["model_tag"], "pd": answer["pd"], "uid": checks["uid"],
-                        "root": checks["root_mount"].split(",")[0], "root_write": checks.get("root_write_error"),
-                        "capabilities": checks["capabilities"], "no_new_privs": checks["no_new_privs"],
-                        "memory_limit": checks.get("memory_limit")}
+        report[name] = {
+            "podman_workarounds": changes,
+            "ready_s": round(ready_s, 1),
+            "readyz": checks["readyz"],
+            "predict_status": checks["predict_status"],
+            "model_tag": answer["model_tag"],
+            "pd": answer["pd"],
+            "uid": checks["uid"],
+            "root": checks["root_mount"].split(",")[0],
+            "root_write": checks.get("root_write_error"),
+            "capabilities": checks["capabilities"],
+            "no_new_privs": checks["no_new_privs"],
+            "memory_limit": checks.get("memory_limit"),
+        }
         checks["limits"] = container_spec["resources"]["limits"]
         return checks
     finally:
         pods.down(manifest)
 
 
-def assert_hardened_and_serving(checks: dict[str, Any], application: dict[str, Any], model_tag: str,
-                                expected_pd: float) -> None:
+def assert_hardened_and_serving(
+    checks: dict[str, Any], application: dict[str, Any], model_tag: str, expected_pd: float
+) -> None:
     assert checks["readyz"] == 200
     assert checks["predict_status"] == 200
     [answer] = checks["predict"]
@@ -356,28 +420,40 @@ def assert_hardened_and_serving(checks: dict[str, Any], application: dict[str, A
     assert checks["memory_limit"] == memory_bytes(checks["limits"]["memory"])
 
 
-def test_chart_defaults_run_under_podman(helm: Helm, pods: PodmanPods, build: dict[str, Any],
-                                         report: dict[str, Any]) -> None:
+def test_chart_defaults_run_under_podman(
+    helm: Helm, pods: PodmanPods, build: dict[str, Any], report: dict[str, Any]
+) -> None:
     objects = helm.render(values=IMAGE_VALUES)
     checks = run_scenario("chart-default", objects, pods, build, report)
     assert_hardened_and_serving(checks, build["application"], build["baked_tag"], build["baked_pd"])
 
 
-def test_kustomize_local_overlay_runs_under_podman(kubectl: str, pods: PodmanPods, build: dict[str, Any],
-                                                   report: dict[str, Any]) -> None:
+def test_kustomize_local_overlay_runs_under_podman(
+    kubectl: str, pods: PodmanPods, build: dict[str, Any], report: dict[str, Any]
+) -> None:
     objects = kustomize(kubectl, K8S_LOCAL)
     assert service_image(objects) == IMAGE_TAG
     checks = run_scenario("kustomize-local", objects, pods, build, report)
     assert_hardened_and_serving(checks, build["application"], build["baked_tag"], build["baked_pd"])
 
 
-def test_s3_model_option_serves_the_s3_model(helm: Helm, pods: PodmanPods, build: dict[str, Any], s3_server: str,
-                                             report: dict[str, Any]) -> None:
-    values = {**IMAGE_VALUES, "config": {"model_tag": build["s3_tag"]}, "modelFromS3": {
-        "enabled": True, "uri": f"s3://{S3_BUCKET}/credit-pd/{build['archive'].name}", "region": "us-east-1",
-        "env": [{"name": "AWS_ENDPOINT_URL_S3", "value": s3_server},
+def test_s3_model_option_serves_the_s3_model(
+    helm: Helm, pods: PodmanPods, build: dict[str, Any], s3_server: str, report: dict[str, Any]
+) -> None:
+    values = {
+        **IMAGE_VALUES,
+        "config": {"model_tag": build["s3_tag"]},
+        "modelFromS3": {
+            "enabled": True,
+            "uri": f"s3://{S3_BUCKET}/credit-pd/{build['archive'].name}",
+            "region": "us-east-1",
+            "env": [
+                {"name": "AWS_ENDPOINT_URL_S3", "value": s3_server},
                 {"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
-                {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"}]}}
+                {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
+            ],
+        },
+    }
     checks = run_scenario("chart-s3", helm.render(values=values), pods, build, report)
     assert build["s3_tag"] != build["baked_tag"]
     assert_hardened_and_serving(checks, build["application"], build["s3_tag"], build["s3_pd"])
@@ -391,7 +467,7 @@ JWT_SCOPE = "credit-pd/predict"
 JWKS_MOUNT = "/etc/credit-pd/jwks"
 
 # Runs inside the service container: /predict without a token, with each given token, and /readyz.
-JWT_CHECKS = r'''
+JWT_CHECKS = r"""
 import json, sys, urllib.error, urllib.request
 base = "http://127.0.0.1:3000"
 given = json.load(sys.stdin)
@@ -417,7 +493,7 @@ for name, token in [("no_token", None), *given["tokens"].items()]:
     out[name] = {"status": code, "www_authenticate": headers.get("WWW-Authenticate") or headers.get("www-authenticate"),
                  "pd": answer[0]["pd"] if code == 200 else None}
 print(json.dumps(out))
-'''
+"""
 
 
 def signing_key_and_jwks() -> tuple[Any, dict[str, Any]]:
@@ -425,8 +501,12 @@ def signing_key_and_jwks() -> tuple[Any, dict[str, Any]]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "cluster-test", "use": "sig",
-           "alg": "RS256"}
+    jwk = {
+        **jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True),
+        "kid": "cluster-test",
+        "use": "sig",
+        "alg": "RS256",
+    }
     return key, {"keys": [jwk]}
 
 
@@ -434,13 +514,20 @@ def access_token(key: Any, kid: str = "cluster-test") -> str:
     import jwt
 
     now = int(time.time())
-    claims = {"iss": JWT_ISSUER, "client_id": JWT_AUDIENCE, "token_use": "access", "scope": JWT_SCOPE,
-              "iat": now, "exp": now + 900}
+    claims = {
+        "iss": JWT_ISSUER,
+        "client_id": JWT_AUDIENCE,
+        "token_use": "access",
+        "scope": JWT_SCOPE,
+        "iat": now,
+        "exp": now + 900,
+    }
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
 
-def test_jwt_auth_with_a_jwks_file(helm: Helm, pods: PodmanPods, build: dict[str, Any], workdir: Path,
-                                   report: dict[str, Any]) -> None:
+def test_jwt_auth_with_a_jwks_file(
+    helm: Helm, pods: PodmanPods, build: dict[str, Any], workdir: Path, report: dict[str, Any]
+) -> None:
     key, jwks = signing_key_and_jwks()
     other_key, _ = signing_key_and_jwks()
     jwks_dir = workdir / "jwks"
@@ -448,11 +535,17 @@ def test_jwt_auth_with_a_jwks_file(helm: Helm, pods: PodmanPods, build: dict[str
     (jwks_dir / "jwks.json").write_text(json.dumps(jwks))
     jwks_dir.chmod(0o755)
     (jwks_dir / "jwks.json").chmod(0o644)  # the service runs as uid 1034
-    values = {**IMAGE_VALUES,
-              "config": {"auth_jwks_url": f"file://{JWKS_MOUNT}/jwks.json", "auth_issuer": JWT_ISSUER,
-                         "auth_audience": JWT_AUDIENCE, "auth_scope": JWT_SCOPE},
-              "extraVolumes": [{"name": "jwks", "hostPath": {"path": str(jwks_dir), "type": "Directory"}}],
-              "extraVolumeMounts": [{"name": "jwks", "mountPath": JWKS_MOUNT, "readOnly": True}]}
+    values = {
+        **IMAGE_VALUES,
+        "config": {
+            "auth_jwks_url": f"file://{JWKS_MOUNT}/jwks.json",
+            "auth_issuer": JWT_ISSUER,
+            "auth_audience": JWT_AUDIENCE,
+            "auth_scope": JWT_SCOPE,
+        },
+        "extraVolumes": [{"name": "jwks", "hostPath": {"path": str(jwks_dir), "type": "Directory"}}],
+        "extraVolumeMounts": [{"name": "jwks", "mountPath": JWKS_MOUNT, "readOnly": True}],
+    }
     playable, changes = for_podman([o for o in helm.render(values=values) if not is_hook(o)])
     container = service_container(playable)
     started = time.monotonic()
@@ -460,8 +553,17 @@ def test_jwt_auth_with_a_jwks_file(helm: Helm, pods: PodmanPods, build: dict[str
     try:
         ready_s = pods.wait_ready(container, started)
         tokens = {"valid_token": access_token(key), "other_key_token": access_token(other_key)}
-        result = podman("exec", "-i", container, "python", "-c", JWT_CHECKS, env=pods.env, timeout=120,
-                        stdin=json.dumps({"application": build["application"], "tokens": tokens}))
+        result = podman(
+            "exec",
+            "-i",
+            container,
+            "python",
+            "-c",
+            JWT_CHECKS,
+            env=pods.env,
+            timeout=120,
+            stdin=json.dumps({"application": build["application"], "tokens": tokens}),
+        )
         assert result.returncode == 0, f"JWT checks failed:\n{result.stdout}\n{result.stderr}"
         checks = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
@@ -484,7 +586,7 @@ KILL_OBSERVE_S = 20.0
 # Runs inside the service container: a steady stream of /predict requests and probes every 0.25 s;
 # after 3 s one BentoML worker is killed with SIGKILL (as the OOM killer would). Prints what the
 # requests and the probes saw, in seconds since the kill.
-KILL_CHECKS = r'''
+KILL_CHECKS = r"""
 import json, os, signal, sys, threading, time, urllib.error, urllib.request
 base = "http://127.0.0.1:3000"
 given = json.load(sys.stdin)
@@ -545,11 +647,12 @@ print(json.dumps({"workers_before": before, "killed": victim, "workers_after": w
                   "livez_codes": sorted({str(c[2]) for c in probes}),
                   "requests": len(requests), "requests_after_kill": sum(t >= k for t, _ in requests),
                   "failed": len(failed), "failed_detail": failed[:20]}))
-'''
+"""
 
 
-def test_a_killed_worker_makes_the_pod_unready_and_not_live(helm: Helm, pods: PodmanPods, build: dict[str, Any],
-                                                            report: dict[str, Any]) -> None:
+def test_a_killed_worker_makes_the_pod_unready_and_not_live(
+    helm: Helm, pods: PodmanPods, build: dict[str, Any], report: dict[str, Any]
+) -> None:
     """The documented behaviour (credit_pd/serving/worker.py, WorkerRoster): BentoML does not
     restart a dead worker inside a container, so the pod must stop claiming to serve: /readyz (the
     Service and the ALB stop sending) and /livez (the kubelet restarts the container) both fail."""
@@ -559,8 +662,17 @@ def test_a_killed_worker_makes_the_pod_unready_and_not_live(helm: Helm, pods: Po
     manifest = pods.play("kill-worker", playable)
     try:
         ready_s = pods.wait_ready(container, started)
-        result = podman("exec", "-i", container, "python", "-c", KILL_CHECKS, env=pods.env, timeout=120,
-                        stdin=json.dumps({"application": build["application"], "observe_s": KILL_OBSERVE_S}))
+        result = podman(
+            "exec",
+            "-i",
+            container,
+            "python",
+            "-c",
+            KILL_CHECKS,
+            env=pods.env,
+            timeout=120,
+            stdin=json.dumps({"application": build["application"], "observe_s": KILL_OBSERVE_S}),
+        )
         assert result.returncode == 0, f"kill checks failed:\n{result.stdout}\n{result.stderr}"
         checks = json.loads(result.stdout.strip().splitlines()[-1])
         health = podman("inspect", "--format", "{{.State.Status}} restarts={{.RestartCount}}", container, env=pods.env)
@@ -585,8 +697,10 @@ def service_image(objects: list[dict[str, Any]]) -> str:
 
 def test_podman_workarounds_touch_only_what_podman_needs(helm: Helm) -> None:
     """Guard: the podman copy differs from the rendering only in the named workarounds."""
-    values = {"modelFromS3": {"enabled": True, "uri": "s3://bucket/prefix/m.bentomodel"},
-              "config": {"model_tag": "credit_pd_model:abc"}}
+    values = {
+        "modelFromS3": {"enabled": True, "uri": "s3://bucket/prefix/m.bentomodel"},
+        "config": {"model_tag": "credit_pd_model:abc"},
+    }
     objects = [o for o in helm.render(values=values) if not is_hook(o)]
     playable, changes = for_podman(objects)
     assert len(changes) == 2, changes
@@ -594,7 +708,8 @@ def test_podman_workarounds_touch_only_what_podman_needs(helm: Helm) -> None:
     changed["spec"]["template"]["spec"]["restartPolicy"] = original["spec"]["template"]["spec"].get("restartPolicy")
     if changed["spec"]["template"]["spec"]["restartPolicy"] is None:
         del changed["spec"]["template"]["spec"]["restartPolicy"]
-    changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] = \
-        original["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] = original["spec"]["template"][
+        "metadata"
+    ]["annotations"]["checksum/config"]
     assert changed == original
     assert [o for o in playable if o["kind"] != "Deployment"] == [o for o in objects if o["kind"] != "Deployment"]

@@ -46,8 +46,9 @@ def test_cluster_has_irsa_and_a_node_group_per_zone(cluster: dict[str, Any]) -> 
     assert len(zones) == len(set(zones)) == len(groups) >= 3
     assert set(zones) == set(cluster["availabilityZones"])
     assert all(1 <= g["minSize"] <= g["desiredCapacity"] < g["maxSize"] for g in groups)
-    assert len({(g["instanceType"], g["maxSize"], tuple(sorted(g["labels"].items()))) for g in groups}) == 1, \
+    assert len({(g["instanceType"], g["maxSize"], tuple(sorted(g["labels"].items()))) for g in groups}) == 1, (
         "similar groups (the autoscaler balances them)"
+    )
     assert {a["name"] for a in cluster["addons"]} >= {"vpc-cni", "metrics-server"}
     vpc_cni = next(a for a in cluster["addons"] if a["name"] == "vpc-cni")
     assert json.loads(vpc_cni["configurationValues"])["enableNetworkPolicy"] == "true"
@@ -57,7 +58,10 @@ def test_irsa_role_trusts_the_charts_service_account(cluster: dict[str, Any], de
     """The role trusts <namespace>/<name>; the chart's account for release credit-pd must be that one."""
     account = model_reader(cluster)
     chart_account = find(default_objects, "ServiceAccount")["metadata"]
-    assert (account["metadata"]["name"], account["metadata"]["namespace"]) == (chart_account["name"], chart_account["namespace"])
+    assert (account["metadata"]["name"], account["metadata"]["namespace"]) == (
+        chart_account["name"],
+        chart_account["namespace"],
+    )
     assert account["roleOnly"] is True  # the chart creates and annotates the ServiceAccount
 
 
@@ -70,10 +74,14 @@ def test_controllers_get_their_iam_roles(cluster: dict[str, Any], docs: str) -> 
     assert f"--policy-name {lbc_policy.rsplit('/', 1)[1]}" in docs
     assert "aws-load-balancer-controller/v3.5.0/docs/install/iam_policy.json" in docs
     assert accounts["cluster-autoscaler"]["wellKnownPolicies"]["autoScaler"] is True
-    for pinned in ("eks/aws-load-balancer-controller --version 3.5.0", "autoscaler/cluster-autoscaler --version 9.59.0",
-                   "prometheus-community/kube-prometheus-stack --version 88.5.3",
-                   "prometheus-community/prometheus-adapter --version 5.3.0", "| eksctl | 0.230.0",
-                   "eksctl-io/eksctl/releases/tag/v0.230.0"):
+    for pinned in (
+        "eks/aws-load-balancer-controller --version 3.5.0",
+        "autoscaler/cluster-autoscaler --version 9.59.0",
+        "prometheus-community/kube-prometheus-stack --version 88.5.3",
+        "prometheus-community/prometheus-adapter --version 5.3.0",
+        "| eksctl | 0.230.0",
+        "eksctl-io/eksctl/releases/tag/v0.230.0",
+    ):
         assert pinned in docs, pinned
 
 
@@ -104,18 +112,38 @@ def test_every_placeholder_is_exported_in_the_walkthrough(docs: str) -> None:
 
 
 def test_walkthrough_covers_every_step(docs: str) -> None:
-    for command in ("aws ecr create-repository", "bentoml containerize credit_pd_service:latest",
-                    "aws ecr get-login-password", "docker push", "eksctl create cluster -f",
-                    "eks/aws-load-balancer-controller", "helm upgrade --install credit-pd helm/credit-pd",
-                    "-f helm/credit-pd/values-production.yaml", "bentoml models export", "modelFromS3.enabled=true",
-                    "kubectl -n $NAMESPACE get ingress", "port-forward", "scripts/predict_client.py --url",
-                    "curl -sS -X POST", "helm test credit-pd", "eksctl delete cluster",
-                    "aws acm request-certificate", "aws cognito-idp create-user-pool",
-                    "aws cognito-idp create-resource-server", "--allowed-o-auth-flows client_credentials",
-                    "grant_type=client_credentials", "Authorization: Bearer $TOKEN", "aws ec2 create-subnet",
-                    "kubectl apply -f k8s/base/namespace.yaml", "make k8s", "make cluster-test",
-                    "bash scripts/build_batch_image.sh", "aws cognito-idp delete-user-pool", "aws acm delete-certificate",
-                    "-f helm/credit-pd/values-production.yaml -f site-values.yaml"):
+    for command in (
+        "aws ecr create-repository",
+        "bentoml containerize credit_pd_service:latest",
+        "aws ecr get-login-password",
+        "docker push",
+        "eksctl create cluster -f",
+        "eks/aws-load-balancer-controller",
+        "helm upgrade --install credit-pd helm/credit-pd",
+        "-f helm/credit-pd/values-production.yaml",
+        "bentoml models export",
+        "modelFromS3.enabled=true",
+        "kubectl -n $NAMESPACE get ingress",
+        "port-forward",
+        "scripts/predict_client.py --url",
+        "curl -sS -X POST",
+        "helm test credit-pd",
+        "eksctl delete cluster",
+        "aws acm request-certificate",
+        "aws cognito-idp create-user-pool",
+        "aws cognito-idp create-resource-server",
+        "--allowed-o-auth-flows client_credentials",
+        "grant_type=client_credentials",
+        "Authorization: Bearer $TOKEN",
+        "aws ec2 create-subnet",
+        "kubectl apply -f k8s/base/namespace.yaml",
+        "make k8s",
+        "make cluster-test",
+        "bash scripts/build_batch_image.sh",
+        "aws cognito-idp delete-user-pool",
+        "aws acm delete-certificate",
+        "-f helm/credit-pd/values-production.yaml -f site-values.yaml",
+    ):
         assert command in docs, command
 
 

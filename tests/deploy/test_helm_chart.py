@@ -43,34 +43,59 @@ def error_messages(report: dict[str, Any], min_severity: int) -> list[str]:
     return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= min_severity]
 
 
-@pytest.mark.parametrize("files, values", [((), None), ((PRODUCTION_VALUES, SITE_VALUES), None),
-                                           ((PRODUCTION_VALUES, SITE_VALUES), S3_VALUES)],
-                         ids=["default", "production", "s3-model"])
+@pytest.mark.parametrize(
+    "files, values",
+    [((), None), ((PRODUCTION_VALUES, SITE_VALUES), None), ((PRODUCTION_VALUES, SITE_VALUES), S3_VALUES)],
+    ids=["default", "production", "s3-model"],
+)
 def test_chart_lints_strict_without_warnings(helm: Helm, files: tuple[Path, ...], values: dict | None) -> None:
     report = helm.lint(*files, values=values, strict=True)
     assert error_messages(report, min_severity=2) == [], "helm lint --strict found warnings or errors"
 
 
-@pytest.mark.parametrize("values, wrong", [
-    ({"replicaCount": "two"}, "/replicaCount"),
-    ({"replicas": 3}, "additional properties 'replicas'"),
-    ({"image": {"tag": "latest"}}, "/image/tag"),
-    ({"config": {"workers": [1]}}, "/config/workers"),
-    ({"config": {"MaxBatchSize": 64}}, "additional properties 'MaxBatchSize' not allowed"),
-    ({"config": {"max_batchsize": 64}}, "additional properties 'max_batchsize' not allowed"),
-    ({"config": {"unseen_categories": "ignore"}}, "/config/unseen_categories"),
-    ({"config": {"auth_jwks_url": "http://issuer.example.com/jwks.json"}}, "/config/auth_jwks_url"),
-    ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": ""}}}, "/ingress/https/certificateArn"),
-    ({"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": "my-cert"}}}, "/ingress/https/certificateArn"),
-    ({"ingress": {"enabled": True, "auth": {"type": "jwt"}}}, "/ingress"),
-    ({"ingress": {"auth": {"type": "cognito"}}}, "/ingress/auth/type"),
-    ({"networkPolicy": {"albSubnetCidrs": ["192.168.192.0"]}}, "/networkPolicy/albSubnetCidrs/0"),
-    ({"ingress": {"alb": {"accessLogs": {"enabled": True}}}}, "/ingress/alb/accessLogs/bucket"),
-    ({"modelFromS3": {"enabled": True, "uri": "https://example.com/model.bentomodel"}}, "/modelFromS3/uri"),
-], ids=["wrong-type", "unknown-top-level-key", "latest-tag", "setting-wrong-type", "setting-not-by-field-name",
-        "unknown-setting", "setting-not-in-its-literal", "jwks-over-plain-http", "https-without-certificate",
-        "https-with-a-non-acm-arn", "jwt-without-https-or-settings", "browser-login-dropped", "cidr-without-prefix",
-        "access-logs-without-bucket", "non-s3-uri"])
+@pytest.mark.parametrize(
+    "values, wrong",
+    [
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"replicas": 3}, "additional properties 'replicas'"),
+        ({"image": {"tag": "latest"}}, "/image/tag"),
+        ({"config": {"workers": [1]}}, "/config/workers"),
+        ({"config": {"MaxBatchSize": 64}}, "additional properties 'MaxBatchSize' not allowed"),
+        ({"config": {"max_batchsize": 64}}, "additional properties 'max_batchsize' not allowed"),
+        ({"config": {"unseen_categories": "ignore"}}, "/config/unseen_categories"),
+        ({"config": {"auth_jwks_url": "http://issuer.example.com/jwks.json"}}, "/config/auth_jwks_url"),
+        (
+            {"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": ""}}},
+            "/ingress/https/certificateArn",
+        ),
+        (
+            {"ingress": {"enabled": True, "https": {"enabled": True, "certificateArn": "my-cert"}}},
+            "/ingress/https/certificateArn",
+        ),
+        ({"ingress": {"enabled": True, "auth": {"type": "jwt"}}}, "/ingress"),
+        ({"ingress": {"auth": {"type": "cognito"}}}, "/ingress/auth/type"),
+        ({"networkPolicy": {"albSubnetCidrs": ["192.168.192.0"]}}, "/networkPolicy/albSubnetCidrs/0"),
+        ({"ingress": {"alb": {"accessLogs": {"enabled": True}}}}, "/ingress/alb/accessLogs/bucket"),
+        ({"modelFromS3": {"enabled": True, "uri": "https://example.com/model.bentomodel"}}, "/modelFromS3/uri"),
+    ],
+    ids=[
+        "wrong-type",
+        "unknown-top-level-key",
+        "latest-tag",
+        "setting-wrong-type",
+        "setting-not-by-field-name",
+        "unknown-setting",
+        "setting-not-in-its-literal",
+        "jwks-over-plain-http",
+        "https-without-certificate",
+        "https-with-a-non-acm-arn",
+        "jwt-without-https-or-settings",
+        "browser-login-dropped",
+        "cidr-without-prefix",
+        "access-logs-without-bucket",
+        "non-s3-uri",
+    ],
+)
 def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None:
     rendered = helm.template(values=values)
     assert rendered.returncode != 0, f"helm template accepted {values}"
@@ -79,14 +104,21 @@ def test_schema_rejects_bad_values(helm: Helm, values: dict, wrong: str) -> None
 
 
 def test_s3_option_requires_a_uri(helm: Helm) -> None:
-    rendered = helm.template(values={"modelFromS3": {"enabled": True, "uri": ""},
-                                     "config": {"model_tag": "credit_pd_model:2wqrvxdo3k2ygaav"}})
+    rendered = helm.template(
+        values={
+            "modelFromS3": {"enabled": True, "uri": ""},
+            "config": {"model_tag": "credit_pd_model:2wqrvxdo3k2ygaav"},
+        }
+    )
     assert rendered.returncode != 0
     assert "/modelFromS3/uri" in rendered.stderr  # the schema (if enabled then uri) refuses it
 
 
-@pytest.mark.parametrize("config", [{"model_tag": "credit_pd_model:latest"}, {"model_tag": "credit_pd_model"}, {}],
-                         ids=["latest", "no-version", "service-default"])
+@pytest.mark.parametrize(
+    "config",
+    [{"model_tag": "credit_pd_model:latest"}, {"model_tag": "credit_pd_model"}, {}],
+    ids=["latest", "no-version", "service-default"],
+)
 def test_s3_option_requires_a_pinned_model_tag(helm: Helm, config: dict) -> None:
     """`latest` would silently serve the baked model: the bento's copy keeps the `latest` pointer."""
     rendered = helm.template(values={**S3_VALUES, "config": config})
@@ -115,22 +147,50 @@ def test_production_values_without_alb_subnets_are_refused(helm: Helm) -> None:
 
 # Each case breaks one rule of values.yaml's "Shutdown timing" on top of the production values.
 TIMING_CASES = [
-    ({"preStopSleepSeconds": 10}, "preStopSleepSeconds (10) must be at least ingress.alb.deregistrationDelaySeconds (30)"),
-    ({"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 5},
-     "terminationGracePeriodSeconds (5) must be at least preStopSleepSeconds + config.request_timeout_s + 5 (65)"),
-    ({"config": {"keepalive_timeout_s": 5}}, "config.keepalive_timeout_s (5) must exceed ingress.alb.idleTimeoutSeconds (60)"),
-    ({"config": {"keepalive_timeout_s": 60}}, "config.keepalive_timeout_s (60) must exceed ingress.alb.idleTimeoutSeconds (60)"),
-    ({"config": {"request_timeout_s": 60}, "terminationGracePeriodSeconds": 200},
-     "ingress.alb.deregistrationDelaySeconds (30) must be at least config.request_timeout_s (60)"),
-    ({"ingress": {"alb": {"idleTimeoutSeconds": 120}}}, "config.keepalive_timeout_s (65) must exceed ingress.alb.idleTimeoutSeconds (120)"),
-    ({"config": {"keepalive_timeout_s": None}}, "set config.request_timeout_s and config.keepalive_timeout_s explicitly"),
+    (
+        {"preStopSleepSeconds": 10},
+        "preStopSleepSeconds (10) must be at least ingress.alb.deregistrationDelaySeconds (30)",
+    ),
+    (
+        {"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 5},
+        "terminationGracePeriodSeconds (5) must be at least preStopSleepSeconds + config.request_timeout_s + 5 (65)",
+    ),
+    (
+        {"config": {"keepalive_timeout_s": 5}},
+        "config.keepalive_timeout_s (5) must exceed ingress.alb.idleTimeoutSeconds (60)",
+    ),
+    (
+        {"config": {"keepalive_timeout_s": 60}},
+        "config.keepalive_timeout_s (60) must exceed ingress.alb.idleTimeoutSeconds (60)",
+    ),
+    (
+        {"config": {"request_timeout_s": 60}, "terminationGracePeriodSeconds": 200},
+        "ingress.alb.deregistrationDelaySeconds (30) must be at least config.request_timeout_s (60)",
+    ),
+    (
+        {"ingress": {"alb": {"idleTimeoutSeconds": 120}}},
+        "config.keepalive_timeout_s (65) must exceed ingress.alb.idleTimeoutSeconds (120)",
+    ),
+    (
+        {"config": {"keepalive_timeout_s": None}},
+        "set config.request_timeout_s and config.keepalive_timeout_s explicitly",
+    ),
 ]
 
 
-@pytest.mark.parametrize("values, message", TIMING_CASES,
-                         ids=["prestop-below-deregistration", "grace-below-prestop-plus-timeout", "keepalive-below-idle",
-                              "keepalive-equal-idle", "deregistration-below-request-timeout", "idle-above-keepalive",
-                              "keepalive-unset"])
+@pytest.mark.parametrize(
+    "values, message",
+    TIMING_CASES,
+    ids=[
+        "prestop-below-deregistration",
+        "grace-below-prestop-plus-timeout",
+        "keepalive-below-idle",
+        "keepalive-equal-idle",
+        "deregistration-below-request-timeout",
+        "idle-above-keepalive",
+        "keepalive-unset",
+    ],
+)
 def test_chart_refuses_inconsistent_timeouts(helm: Helm, values: dict, message: str) -> None:
     rendered = helm.template(PRODUCTION_VALUES, SITE_VALUES, values=values)
     assert rendered.returncode != 0, f"helm template accepted {values}"
@@ -142,8 +202,12 @@ def test_grace_rule_holds_without_an_ingress(helm: Helm) -> None:
     rendered = helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 5})
     assert rendered.returncode != 0 and "terminationGracePeriodSeconds (5) must be at least" in rendered.stderr
     assert helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 35}).returncode == 0
-    assert helm.template(values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 35,
-                                 "config": {"request_timeout_s": 30}}).returncode != 0
+    assert (
+        helm.template(
+            values={"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 35, "config": {"request_timeout_s": 30}}
+        ).returncode
+        != 0
+    )
 
 
 def test_service_defaults_fit_the_chart_timing() -> None:
@@ -153,21 +217,28 @@ def test_service_defaults_fit_the_chart_timing() -> None:
 
     defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     settings = ServingSettings.model_fields
-    assert "keepalive_timeout_s" in settings, "ServingSettings has no keepalive_timeout_s (the keep-alive passed to uvicorn)"
+    assert "keepalive_timeout_s" in settings, (
+        "ServingSettings has no keepalive_timeout_s (the keep-alive passed to uvicorn)"
+    )
     keepalive, timeout = settings["keepalive_timeout_s"].default, settings["request_timeout_s"].default
     alb = defaults["ingress"]["alb"]
     assert keepalive > alb["idleTimeoutSeconds"]
     assert defaults["preStopSleepSeconds"] >= alb["deregistrationDelaySeconds"] >= timeout
     assert defaults["terminationGracePeriodSeconds"] >= defaults["preStopSleepSeconds"] + timeout + 5
     production = yaml.safe_load(PRODUCTION_VALUES.read_text())["config"]
-    assert (production["keepalive_timeout_s"], production["request_timeout_s"]) == (keepalive, timeout), \
+    assert (production["keepalive_timeout_s"], production["request_timeout_s"]) == (keepalive, timeout), (
         "values-production.yaml pins the service's own defaults (so the chart can check them)"
+    )
 
 
 def test_hand_set_alb_attributes_are_refused(helm: Helm) -> None:
     annotation = "alb.ingress.kubernetes.io/load-balancer-attributes"
-    rendered = helm.template(values={"ingress": {"enabled": True, "annotations": {annotation: "idle_timeout.timeout_seconds=600"}},
-                                     "config": {"keepalive_timeout_s": 65, "request_timeout_s": 30}})
+    rendered = helm.template(
+        values={
+            "ingress": {"enabled": True, "annotations": {annotation: "idle_timeout.timeout_seconds=600"}},
+            "config": {"keepalive_timeout_s": 65, "request_timeout_s": 30},
+        }
+    )
     assert rendered.returncode != 0 and f"must not set {annotation}" in rendered.stderr
 
 
@@ -195,7 +266,8 @@ def test_schema_lists_every_serving_setting() -> None:
     fields = ServingSettings.model_fields
     assert set(config["properties"]) == set(fields), {
         "in settings.py, not in the schema": sorted(set(fields) - set(config["properties"])),
-        "in the schema, not in settings.py": sorted(set(config["properties"]) - set(fields))}
+        "in the schema, not in settings.py": sorted(set(config["properties"]) - set(fields)),
+    }
     for name, field in fields.items():
         if field.default is not None:
             assert schema_accepts(config["properties"][name], field.default), name
@@ -216,7 +288,9 @@ def test_probes_hit_readyz_and_livez_on_the_container_port(rendering: str, reque
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
-def test_service_routes_to_the_container_port_of_the_service_pods(rendering: str, request: pytest.FixtureRequest) -> None:
+def test_service_routes_to_the_container_port_of_the_service_pods(
+    rendering: str, request: pytest.FixtureRequest
+) -> None:
     objects = request.getfixturevalue(rendering)
     service, pods = find(objects, "Service"), service_pods(objects)
     container_ports = {p["name"]: p["containerPort"] for p in main_container(pods)["ports"]}
@@ -239,7 +313,11 @@ def test_hpa_owns_replicas_when_autoscaling(default_objects: list[dict], helm: H
     assert "replicas" not in deployment["spec"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
-    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1",
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
@@ -289,8 +367,11 @@ def test_settings_pass_through_by_name(default_objects: list[dict], helm: Helm) 
     assert config_map["data"] == {}
 
     changed = helm.render(values={"config": {"max_batch_size": 64, "access_log": True, "max_batch_hold_ms": 2.5}})
-    assert find(changed, "ConfigMap")["data"] == {"CREDIT_PD_MAX_BATCH_SIZE": "64", "CREDIT_PD_ACCESS_LOG": "true",
-                                                  "CREDIT_PD_MAX_BATCH_HOLD_MS": "2.5"}
+    assert find(changed, "ConfigMap")["data"] == {
+        "CREDIT_PD_MAX_BATCH_SIZE": "64",
+        "CREDIT_PD_ACCESS_LOG": "true",
+        "CREDIT_PD_MAX_BATCH_HOLD_MS": "2.5",
+    }
     checksum = "checksum/config"
     assert service_pods(changed)["metadata"]["annotations"][checksum] != pods["metadata"]["annotations"][checksum]
 
@@ -360,11 +441,17 @@ def test_production_edge_is_https_only_token_checked_and_narrow(production_objec
     assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == site["ingress"]["https"]["certificateArn"]
     assert annotations["alb.ingress.kubernetes.io/ssl-policy"].startswith("ELBSecurityPolicy-TLS13")
-    assert not [k for k in annotations if k.startswith("alb.ingress.kubernetes.io/auth-")], "no cookie-based browser login"
+    assert not [k for k in annotations if k.startswith("alb.ingress.kubernetes.io/auth-")], (
+        "no cookie-based browser login"
+    )
     validation = json.loads(annotations["alb.ingress.kubernetes.io/jwt-validation"])
-    assert validation == {"jwksEndpoint": config["CREDIT_PD_AUTH_JWKS_URL"], "issuer": config["CREDIT_PD_AUTH_ISSUER"],
-                          "additionalClaims": [{"name": "scope", "format": "space-separated-values",
-                                                "values": config["CREDIT_PD_AUTH_SCOPE"].split()}]}
+    assert validation == {
+        "jwksEndpoint": config["CREDIT_PD_AUTH_JWKS_URL"],
+        "issuer": config["CREDIT_PD_AUTH_ISSUER"],
+        "additionalClaims": [
+            {"name": "scope", "format": "space-separated-values", "values": config["CREDIT_PD_AUTH_SCOPE"].split()}
+        ],
+    }
     assert validation["jwksEndpoint"].startswith("https://")
     assert config["CREDIT_PD_AUTH_AUDIENCE"] == site["config"]["auth_audience"]
     routed = {(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
@@ -374,7 +461,9 @@ def test_production_edge_is_https_only_token_checked_and_narrow(production_objec
 def test_production_alb_logs_to_s3_in_its_own_subnets_with_consistent_timeouts(production_objects: list[dict]) -> None:
     annotations = find(production_objects, "Ingress")["metadata"]["annotations"]
     site = yaml.safe_load(SITE_VALUES.read_text())
-    attributes = dict(a.split("=", 1) for a in annotations["alb.ingress.kubernetes.io/load-balancer-attributes"].split(","))
+    attributes = dict(
+        a.split("=", 1) for a in annotations["alb.ingress.kubernetes.io/load-balancer-attributes"].split(",")
+    )
     assert attributes["access_logs.s3.enabled"] == "true"
     assert attributes["access_logs.s3.bucket"] == site["ingress"]["alb"]["accessLogs"]["bucket"]
     assert annotations["alb.ingress.kubernetes.io/subnets"].split(",") == site["ingress"]["alb"]["subnets"]
@@ -474,7 +563,7 @@ def test_s3_option_imports_the_model_before_the_service_starts(s3_objects: list[
     assert init_env["MODEL_URI"] == S3_VALUES["modelFromS3"]["uri"]
     assert init_env["CREDIT_PD_MODEL_TAG"] == find(s3_objects, "ConfigMap")["data"]["CREDIT_PD_MODEL_TAG"]
     script = init["command"][-1]
-    assert "bentoml models import \"$MODEL_URI\"" in script
+    assert 'bentoml models import "$MODEL_URI"' in script
     # BentoML resolves every model recorded in the bento before serving: the baked models are
     # copied into the store first (checked against a real `bentoml serve` of a read-only bento).
     assert init_env["BENTO_MODELS"] == "/home/bentoml/bento/models"

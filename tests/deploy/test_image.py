@@ -45,8 +45,16 @@ pytestmark = [
 
 IMAGE_TAG = os.environ.get("CREDIT_PD_IMAGE_TEST_TAG", "localhost/credit-pd-service:test")
 # What `podman run` needs here: runc, ulimits the sandbox allows, no network namespace.
-PODMAN_RUN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-                    "--network", "host"]
+PODMAN_RUN_FLAGS = [
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+    "--network",
+    "host",
+]
 READY_TIMEOUT_S = 180
 
 
@@ -92,13 +100,31 @@ def dataset(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def bento_tag(dataset: Path, workdir: Path, build_env: dict[str, str], measurements) -> str:
     """Train on the small sample into the temporary store, then `bentoml build` the repository."""
-    measurements["train_s"] = round(run(
-        [sys.executable, "train.py", "--data", str(dataset), "--folds", "2", "--quiet",
-         "--predictions", str(workdir / "predictions.csv"), "--report-dir", str(workdir / "reports")],
-        env=build_env, log=workdir / "train.log", timeout=900), 1)
+    measurements["train_s"] = round(
+        run(
+            [
+                sys.executable,
+                "train.py",
+                "--data",
+                str(dataset),
+                "--folds",
+                "2",
+                "--quiet",
+                "--predictions",
+                str(workdir / "predictions.csv"),
+                "--report-dir",
+                str(workdir / "reports"),
+            ],
+            env=build_env,
+            log=workdir / "train.log",
+            timeout=900,
+        ),
+        1,
+    )
     log = workdir / "bento_build.log"
-    measurements["bento_build_s"] = round(run(
-        [sys.executable, "-m", "bentoml", "build", "--output", "tag"], env=build_env, log=log, timeout=600), 1)
+    measurements["bento_build_s"] = round(
+        run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], env=build_env, log=log, timeout=600), 1
+    )
     tags = [line.split("__tag__:", 1)[1].strip() for line in log.read_text().splitlines() if "__tag__:" in line]
     assert tags, f"no bento tag in the build output:\n{log.read_text()[-2000:]}"
     return tags[-1]
@@ -108,19 +134,34 @@ def bento_tag(dataset: Path, workdir: Path, build_env: dict[str, str], measureme
 def model_tag(bento_tag: str, build_env: dict[str, str]) -> str:
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, bentoml; print(bentoml.models.get('credit_pd_model:latest').tag)"],
-        env=build_env, capture_output=True, text=True, timeout=120, check=True)
+        env=build_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return probe.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def image(bento_tag: str, workdir: Path, build_env: dict[str, str], measurements) -> str:
     """scripts/build_image.sh: the Debian base image when absent, then containerize with podman."""
-    env = {**build_env, "IMAGE_TAG": IMAGE_TAG, "PYTHON": sys.executable,
-           "BENTOML": str(Path(sys.executable).with_name("bentoml"))}
+    env = {
+        **build_env,
+        "IMAGE_TAG": IMAGE_TAG,
+        "PYTHON": sys.executable,
+        "BENTOML": str(Path(sys.executable).with_name("bentoml")),
+    }
     previous = podman("image", "inspect", "--format", "{{.Id}}", IMAGE_TAG).stdout.strip()
-    measurements["containerize_s"] = round(run(
-        ["bash", "scripts/build_image.sh", bento_tag], env=env, log=workdir / "build_image.log",
-        timeout=CONTAINERIZE_TIMEOUT_S), 1)
+    measurements["containerize_s"] = round(
+        run(
+            ["bash", "scripts/build_image.sh", bento_tag],
+            env=env,
+            log=workdir / "build_image.log",
+            timeout=CONTAINERIZE_TIMEOUT_S,
+        ),
+        1,
+    )
     # The previous run's image is untagged now; drop it (its shared layers stay as build cache).
     if previous and previous != podman("image", "inspect", "--format", "{{.Id}}", IMAGE_TAG).stdout.strip():
         podman("rmi", previous)
@@ -146,8 +187,10 @@ def container(image: str, measurements) -> dict[str, str]:
         while True:
             state = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
             if state != "true":
-                pytest.fail(f"container exited before /readyz:\n{podman('logs', name).stdout[-4000:]}"
-                            f"{podman('logs', name).stderr[-4000:]}")
+                pytest.fail(
+                    f"container exited before /readyz:\n{podman('logs', name).stdout[-4000:]}"
+                    f"{podman('logs', name).stderr[-4000:]}"
+                )
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
@@ -169,15 +212,14 @@ def test_readyz(container):
 
 
 def test_predict_scores_an_application(container, dataset, model_tag, measurements):
+    from credit_pd.client import requests_from_frame
     from credit_pd.dataset import labelled_mask, load_dataset
     from credit_pd.schema import load_schema
-    from credit_pd.client import requests_from_frame
 
     schema = load_schema()
     frame = load_dataset(dataset, schema)
     [application] = requests_from_frame(frame[~labelled_mask(frame, schema)].head(1), schema)
-    response = httpx.post(f"{container['base']}/predict", json={"applications": application | {"top_k": 3}},
-                          timeout=60)
+    response = httpx.post(f"{container['base']}/predict", json={"applications": application | {"top_k": 3}}, timeout=60)
     assert response.status_code == 200, response.text
     [result] = response.json()
     measurements["predict_response"] = result
@@ -204,9 +246,14 @@ def test_image_is_slim_and_built_on_the_chosen_base(image, container):
     assert user.stdout.strip() == "bentoml"
     size = int(podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
     assert size < 500e6, f"image is {size / 1e6:.0f} MB"
-    probe = podman("exec", container["name"], "sh", "-c",
-                   "cat /etc/debian_version; python -c 'import platform; print(platform.python_version())'; "
-                   "for tool in gcc cc make git uv; do command -v $tool || true; done")
+    probe = podman(
+        "exec",
+        container["name"],
+        "sh",
+        "-c",
+        "cat /etc/debian_version; python -c 'import platform; print(platform.python_version())'; "
+        "for tool in gcc cc make git uv; do command -v $tool || true; done",
+    )
     assert probe.returncode == 0, probe.stderr
     debian, python, *tools = probe.stdout.split()
     assert tools == [], f"build tools left in the image: {tools}"

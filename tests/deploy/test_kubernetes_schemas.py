@@ -36,8 +36,11 @@ def validate(tools: DeployTools, objects: list[dict[str, Any]], version: str, wo
     manifest = workdir / f"objects-{version}.yaml"
     manifest.write_text(yaml.safe_dump_all(objects))
     result = run_tool([tools.kubernetes_validate, "--strict", "-k", version, manifest])
-    problems = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
-                if line.strip() and not line.startswith("INFO")]
+    problems = [
+        line
+        for line in result.stdout.splitlines() + result.stderr.splitlines()
+        if line.strip() and not line.startswith("INFO")
+    ]
     if not problems:
         passed = [line for line in result.stdout.splitlines() if line.startswith("INFO") and " passed " in line]
         assert result.returncode == 0, result.stderr
@@ -46,8 +49,9 @@ def validate(tools: DeployTools, objects: list[dict[str, Any]], version: str, wo
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_objects_validate_strictly(target: str, request: pytest.FixtureRequest, deploy_tools: DeployTools,
-                                   kube_versions: list[str], tmp_path: Path) -> None:
+def test_objects_validate_strictly(
+    target: str, request: pytest.FixtureRequest, deploy_tools: DeployTools, kube_versions: list[str], tmp_path: Path
+) -> None:
     objects, crds = split_crds(request.getfixturevalue(target))
     assert objects, f"{target} rendered nothing"
     assert {o["kind"] for o in crds} <= CRD_KINDS
@@ -55,8 +59,9 @@ def test_objects_validate_strictly(target: str, request: pytest.FixtureRequest, 
         assert validate(deploy_tools, objects, version, tmp_path) == [], f"{target} against Kubernetes {version}"
 
 
-def test_validation_catches_a_broken_object(deploy_tools: DeployTools, default_objects: list[dict[str, Any]],
-                                            kube_versions: list[str], tmp_path: Path) -> None:
+def test_validation_catches_a_broken_object(
+    deploy_tools: DeployTools, default_objects: list[dict[str, Any]], kube_versions: list[str], tmp_path: Path
+) -> None:
     """Guard against a vacuous pass: an unknown field and a wrong type are reported."""
     service = next(o for o in default_objects if o["kind"] == "Service")
     unknown_field = {**service, "spec": {**service["spec"], "portz": []}}

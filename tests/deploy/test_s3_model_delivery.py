@@ -24,7 +24,7 @@ from tests.serving_process import bentoml_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SERVICE = textwrap.dedent('''
+SERVICE = textwrap.dedent("""
     import os
     import bentoml
 
@@ -35,8 +35,8 @@ SERVICE = textwrap.dedent('''
         @bentoml.api
         def which(self) -> str:
             return str(self.model.tag) + " " + open(self.model.path_of("payload.txt")).read()
-''')
-SAVE_MODELS = textwrap.dedent('''
+""")
+SAVE_MODELS = textwrap.dedent("""
     import bentoml
     tags = []
     for payload in ("baked", "from-s3"):
@@ -44,13 +44,18 @@ SAVE_MODELS = textwrap.dedent('''
             open(model.path_of("payload.txt"), "w").write(payload)
         tags.append(str(model.tag))
     print(" ".join(tags))
-''')
+""")
 
 
 def bentoml_env(home: Path, **extra: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "BENTOML_HOME": str(home),
-            "BENTOML_DO_NOT_TRACK": "true", **extra}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        **extra,
+    }
 
 
 def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: list[dict], tmp_path: Path) -> None:
@@ -72,8 +77,14 @@ def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: l
     # The image: the bento plus its models/, as `bentoml containerize` lays it out.
     image_bento = tmp_path / "image" / "bento"
     shutil.copytree(bento_dir, image_bento)
-    resolved = run_tool([sys.executable, "-c", f"import bentoml; bentoml.models.BentoModel({baked!r}).resolve({str(image_bento / 'models')!r})"],
-                        env=bentoml_env(store))
+    resolved = run_tool(
+        [
+            sys.executable,
+            "-c",
+            f"import bentoml; bentoml.models.BentoModel({baked!r}).resolve({str(image_bento / 'models')!r})",
+        ],
+        env=bentoml_env(store),
+    )
     assert resolved.returncode == 0, resolved.stderr
     archive = tmp_path / "bucket" / f"{from_s3.replace(':', '-')}.bentomodel"
     archive.parent.mkdir()
@@ -86,13 +97,20 @@ def test_initcontainer_script_makes_the_service_serve_the_s3_model(s3_objects: l
     model_store.mkdir()
     init_home.mkdir()
     (init_home / "models").symlink_to(model_store)  # the model-store volume at BENTOML_HOME/models
-    init_env = bentoml_env(init_home, TMPDIR=str(tmp_path), BENTO_MODELS=str(image_bento / "models"),
-                           MODEL_URI=str(archive), CREDIT_PD_MODEL_TAG=from_s3)
+    init_env = bentoml_env(
+        init_home,
+        TMPDIR=str(tmp_path),
+        BENTO_MODELS=str(image_bento / "models"),
+        MODEL_URI=str(archive),
+        CREDIT_PD_MODEL_TAG=from_s3,
+    )
     for attempt in ("first start", "restart with the volume kept"):
         ran = run_tool(init["command"], env=init_env)
         assert ran.returncode == 0, f"{attempt}: {ran.stdout}{ran.stderr}"
     wrong_tag = run_tool(init["command"], env={**init_env, "CREDIT_PD_MODEL_TAG": "tiny_model:notthere"})
-    assert wrong_tag.returncode != 0 and "tiny_model:notthere (config.model_tag) is not in the store" in wrong_tag.stderr
+    assert (
+        wrong_tag.returncode != 0 and "tiny_model:notthere (config.model_tag) is not in the store" in wrong_tag.stderr
+    )
 
     # The service container: the bento with the volume mounted over models/.
     served_bento = tmp_path / "pod" / "bento"

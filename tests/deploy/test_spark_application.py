@@ -55,19 +55,25 @@ def schema_problems(tools: DeployTools, objects: list[dict[str, Any]], workdir: 
 
 
 def test_batch_is_off_by_default(default_objects: list[dict[str, Any]]) -> None:
-    assert not [o for o in default_objects if o["kind"] == "SparkApplication" or o["metadata"]["name"].endswith("-batch")]
+    assert not [
+        o for o in default_objects if o["kind"] == "SparkApplication" or o["metadata"]["name"].endswith("-batch")
+    ]
 
 
 def test_enabling_batch_adds_exactly_its_objects(batch_objects: list[dict[str, Any]]) -> None:
     assert sorted(o["kind"] for o in batch_objects) == sorted(BATCH_KINDS)
 
 
-def test_spark_application_validates_against_the_operator_schema(deploy_tools: DeployTools, application: dict[str, Any], tmp_path: Path) -> None:
+def test_spark_application_validates_against_the_operator_schema(
+    deploy_tools: DeployTools, application: dict[str, Any], tmp_path: Path
+) -> None:
     assert (application["apiVersion"], application["kind"]) == ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
     assert schema_problems(deploy_tools, [application], tmp_path) == []
 
 
-def test_schema_check_catches_broken_applications(deploy_tools: DeployTools, application: dict[str, Any], tmp_path: Path) -> None:
+def test_schema_check_catches_broken_applications(
+    deploy_tools: DeployTools, application: dict[str, Any], tmp_path: Path
+) -> None:
     """Guard against a vacuous pass: a misspelt field, a wrong type and a missing required field are reported."""
     spec = application["spec"]
     misspelt = {**application, "spec": {**spec, "executor": {**spec["executor"], "memroy": "2g"}}}
@@ -75,7 +81,9 @@ def test_schema_check_catches_broken_applications(deploy_tools: DeployTools, app
     missing = {**application, "spec": {k: v for k, v in spec.items() if k != "mainApplicationFile"}}
     wrong_kind = {**application, "apiVersion": "sparkoperator.k8s.io/v1alpha1"}
     problems = schema_problems(deploy_tools, [misspelt, wrong_type, missing, wrong_kind], tmp_path)
-    assert any("spec.executor: Additional properties are not allowed ('memroy' was unexpected)" in p for p in problems), problems
+    assert any(
+        "spec.executor: Additional properties are not allowed ('memroy' was unexpected)" in p for p in problems
+    ), problems
     assert any("spec.executor.instances: '4'" in p for p in problems), problems
     assert any("'mainApplicationFile' is a required property" in p for p in problems), problems
     assert any("apiVersion: 'sparkoperator.k8s.io/v1beta2' was expected" in p for p in problems), problems
@@ -83,8 +91,13 @@ def test_schema_check_catches_broken_applications(deploy_tools: DeployTools, app
 
 
 @pytest.mark.parametrize("version_index", [0, -1])
-def test_built_in_batch_objects_validate_strictly(deploy_tools: DeployTools, batch_objects: list[dict[str, Any]],
-                                                  kube_versions: list[str], version_index: int, tmp_path: Path) -> None:
+def test_built_in_batch_objects_validate_strictly(
+    deploy_tools: DeployTools,
+    batch_objects: list[dict[str, Any]],
+    kube_versions: list[str],
+    version_index: int,
+    tmp_path: Path,
+) -> None:
     objects = [o for o in batch_objects if o["kind"] != "SparkApplication"]
     manifest = tmp_path / "batch-objects.yaml"
     manifest.write_text(yaml.safe_dump_all(objects))
@@ -126,29 +139,38 @@ def test_batch_needs_a_pinned_model(helm: Helm, tag: str) -> None:
     assert rendered.returncode != 0 and "batch.modelTag must pin a version" in rendered.stderr
 
 
-def test_spark_pods_run_as_the_irsa_account_and_are_not_service_pods(batch_objects: list[dict[str, Any]],
-                                                                      application: dict[str, Any]) -> None:
+def test_spark_pods_run_as_the_irsa_account_and_are_not_service_pods(
+    batch_objects: list[dict[str, Any]], application: dict[str, Any]
+) -> None:
     account = find(batch_objects, "ServiceAccount")
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == ROLE_ARN
     binding = find(batch_objects, "RoleBinding")
     assert binding["roleRef"]["name"] == find(batch_objects, "Role")["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
+    ]
     for role in ("driver", "executor"):
         pod = application["spec"][role]
         assert pod["serviceAccount"] == account["metadata"]["name"]
         assert pod["labels"]["app.kubernetes.io/name"] == "credit-pd-batch"  # the Service selects credit-pd
         assert pod["podSecurityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["allowPrivilegeEscalation"] is False
-    assert application["spec"]["hadoopConf"]["fs.s3a.aws.credentials.provider"].endswith("WebIdentityTokenFileCredentialsProvider")
+    assert application["spec"]["hadoopConf"]["fs.s3a.aws.credentials.provider"].endswith(
+        "WebIdentityTokenFileCredentialsProvider"
+    )
 
 
-@pytest.mark.parametrize("values, wrong", [
-    ({"batch": {"executor": {"instances": 0}}}, "/batch/executor/instances"),
-    ({"batch": {"input": "s3://bucket/book/"}}, "/batch/input"),
-    ({"batch": {"image": {"tag": "latest"}}}, "/batch/image/tag"),
-    ({"batch": {"topK": 0}}, "/batch/topK"),
-    ({"batch": {"awsRoleArn": "credit-pd-batch"}}, "/batch/awsRoleArn"),
-], ids=["no-executors", "s3-not-s3a", "latest-tag", "top-k-zero", "role-not-an-arn"])
+@pytest.mark.parametrize(
+    "values, wrong",
+    [
+        ({"batch": {"executor": {"instances": 0}}}, "/batch/executor/instances"),
+        ({"batch": {"input": "s3://bucket/book/"}}, "/batch/input"),
+        ({"batch": {"image": {"tag": "latest"}}}, "/batch/image/tag"),
+        ({"batch": {"topK": 0}}, "/batch/topK"),
+        ({"batch": {"awsRoleArn": "credit-pd-batch"}}, "/batch/awsRoleArn"),
+    ],
+    ids=["no-executors", "s3-not-s3a", "latest-tag", "top-k-zero", "role-not-an-arn"],
+)
 def test_schema_rejects_bad_batch_values(helm: Helm, values: dict, wrong: str) -> None:
     rendered = helm.template(values={"batch": {**BATCH_VALUES["batch"], **values["batch"]}})
     assert rendered.returncode != 0, f"helm template accepted {values}"
@@ -162,13 +184,15 @@ def test_batch_policy_reads_the_input_and_writes_only_the_output_prefix() -> Non
     assert statements["ReadTheBook"]["Action"] == ["s3:GetObject"]
     assert statements["ReadTheBook"]["Resource"] == ["arn:aws:s3:::${BATCH_BUCKET}/${BATCH_INPUT_PREFIX}/*"]
     write = statements["WriteScoresAndRejects"]
-    assert "s3:PutObject" in write["Action"] and write["Resource"] == ["arn:aws:s3:::${BATCH_BUCKET}/${BATCH_OUTPUT_PREFIX}/*"]
+    assert "s3:PutObject" in write["Action"] and write["Resource"] == [
+        "arn:aws:s3:::${BATCH_BUCKET}/${BATCH_OUTPUT_PREFIX}/*"
+    ]
     assert not any("*" == a or a.endswith(":*") for s in statements.values() for a in s["Action"])
 
 
 def test_docs_give_the_emr_on_eks_command_and_export_every_placeholder() -> None:
     docs = BATCH_DOCS.read_text()
-    command = docs[docs.index("aws emr-containers start-job-run"):]
+    command = docs[docs.index("aws emr-containers start-job-run") :]
     for option in ("--virtual-cluster-id", "--name", "--execution-role-arn", "--release-label", "--job-driver"):
         assert option in command, option
     for field in ("sparkSubmitJobDriver", "entryPoint", "entryPointArguments", "sparkSubmitParameters"):

@@ -15,7 +15,7 @@ DEBT_COLLECTION = {"num_arch_dc_0_12m": 4.0, "num_arch_dc_12_24m": 3.0, "account
 def _decide(model, application: dict, max_reasons: int = 4):
     decision = model.decide(model.encoder.encode_records([application]), max_reasons)
     by_code = model.reason_codes.code_contributions(decision.explanation.contributions)[0]
-    return decision, dict(zip(model.reason_codes.codes, by_code.tolist()))
+    return decision, dict(zip(model.reason_codes.codes, by_code.tolist(), strict=False))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_more_debt_collection_raises_its_reason_and_lists_it(trained_run, clean_
 def test_reasons_are_ranked_positive_and_within_the_limit(trained_run, sample_rows):
     model = trained_run.model
     decision = model.decide(model.encoder.encode_frame(sample_rows), max_reasons=4)
-    texts = dict(zip(model.reason_codes.codes, model.reason_codes.texts))
+    texts = dict(zip(model.reason_codes.codes, model.reason_codes.texts, strict=False))
     for reasons in decision.reasons:
         contributions = [r["contribution"] for r in reasons]
         assert len(reasons) <= 4 and all(c > 0 for c in contributions)

@@ -10,8 +10,12 @@ import pytest
 
 from tests.deploy.deploy_tools import INSTALL_HINT, REPO_ROOT, DeployTools, Helm, find, run_tool
 
-MONITORING_ON: dict[str, Any] = {"monitoring": {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
-                                                "dashboard": {"enabled": True}}}
+MONITORING_ON: dict[str, Any] = {
+    "monitoring": {
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboard": {"enabled": True},
+    }
+}
 
 
 def deploy_tools_or_skip() -> DeployTools:
@@ -23,7 +27,12 @@ def deploy_tools_or_skip() -> DeployTools:
 
 
 def render_monitoring(helm: Helm, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    merged = {"monitoring": {k: {**v, **((values or {}).get("monitoring", {}).get(k, {}))} for k, v in MONITORING_ON["monitoring"].items()}}
+    merged = {
+        "monitoring": {
+            k: {**v, **((values or {}).get("monitoring", {}).get(k, {}))}
+            for k, v in MONITORING_ON["monitoring"].items()
+        }
+    }
     return helm.render(values=merged)
 
 

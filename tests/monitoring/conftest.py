@@ -8,8 +8,8 @@ the training population but rows the model never saw.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -34,8 +34,12 @@ def fresh_applications(schema, tmp_path_factory: pytest.TempPathFactory) -> list
 
 @pytest.fixture(scope="module")
 def drift_server(trained_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_WORKERS": "2",
-           "CREDIT_PD_MONITORING_ENABLED": "true"}
+    env = {
+        **os.environ,
+        "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
+        "CREDIT_PD_WORKERS": "2",
+        "CREDIT_PD_MONITORING_ENABLED": "true",
+    }
     log = Path(tmp_path_factory.mktemp("drift-serve")) / "bentoml-serve.log"
     with bentoml_serve("service:CreditPDService", env, REPO_ROOT, log) as base:
         yield base

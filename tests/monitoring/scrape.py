@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping
+from collections.abc import Mapping
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,8 +16,11 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]
 def scrape(base_url: str) -> dict[Sample, float]:
     """Every sample of /metrics: (sample name, sorted labels) -> value."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def sample_names(samples: Mapping[Sample, float]) -> set[str]:
@@ -40,8 +43,12 @@ def feature_psi(before: Mapping[Sample, float], after: Mapping[Sample, float]) -
     reference shares from `credit_pd_reference_share` (`max by`), PSI with the 1e-4 floor."""
     start = by_label(before, "credit_pd_feature_bin_total", "feature", "bin")
     end = by_label(after, "credit_pd_feature_bin_total", "feature", "bin")
-    reference = {key: value for (sample, labels), value in after.items() if sample == "credit_pd_reference_share"
-                 for key in [(dict(labels)["feature"], dict(labels)["bin"])]}
+    reference = {
+        key: value
+        for (sample, labels), value in after.items()
+        if sample == "credit_pd_reference_share"
+        for key in [(dict(labels)["feature"], dict(labels)["bin"])]
+    }
     result = {}
     for feature in sorted({f for f, _ in end}):
         bins = sorted(b for f, b in end if f == feature)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import pytest
 import yaml
@@ -30,22 +30,22 @@ class _Strict(BaseModel):
 
 
 class RuleModel(_Strict):
-    alert: Optional[str] = None
-    record: Optional[str] = None
-    expr: Union[int, str]
-    for_: Optional[str] = Field(default=None, alias="for", pattern=DURATION)
-    keep_firing_for: Optional[str] = Field(default=None, pattern=DURATION)
+    alert: str | None = None
+    record: str | None = None
+    expr: int | str
+    for_: str | None = Field(default=None, alias="for", pattern=DURATION)
+    keep_firing_for: str | None = Field(default=None, pattern=DURATION)
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
 
 
 class RuleGroupModel(_Strict):
     name: str = Field(min_length=1)
-    interval: Optional[str] = Field(default=None, pattern=DURATION)
-    limit: Optional[int] = None
-    query_offset: Optional[str] = Field(default=None, pattern=DURATION)
+    interval: str | None = Field(default=None, pattern=DURATION)
+    limit: int | None = None
+    query_offset: str | None = Field(default=None, pattern=DURATION)
     labels: dict[str, str] = {}
-    partial_response_strategy: Optional[str] = None
+    partial_response_strategy: str | None = None
     rules: list[RuleModel] = []
 
 
@@ -87,9 +87,16 @@ def test_prometheus_rule_matches_the_crd_schema(monitoring_objects: list[dict[st
     rules = [r for g in rule.spec.groups for r in g.rules]
     assert all((r.alert is None) != (r.record is None) for r in rules), "each rule is either a record or an alert"
     assert {r.alert for r in rules if r.alert} == {
-        "CreditPDFeatureDriftWarning", "CreditPDFeatureDriftCritical", "CreditPDPredictionDriftWarning",
-        "CreditPDPredictionDriftCritical", "CreditPDGradeDriftWarning", "CreditPDGradeDriftCritical", "CreditPDUnseenCategories",
-        "CreditPDOutOfRangeValues", "CreditPDMeanPDShift"}
+        "CreditPDFeatureDriftWarning",
+        "CreditPDFeatureDriftCritical",
+        "CreditPDPredictionDriftWarning",
+        "CreditPDPredictionDriftCritical",
+        "CreditPDGradeDriftWarning",
+        "CreditPDGradeDriftCritical",
+        "CreditPDUnseenCategories",
+        "CreditPDOutOfRangeValues",
+        "CreditPDMeanPDShift",
+    }
     assert {r.labels.get("severity") for r in rules if r.alert} == {"warning", "critical"}
 
 
@@ -106,24 +113,32 @@ def test_the_crd_check_rejects_a_wrong_rule(monitoring_objects: list[dict[str, A
 
 
 def test_window_and_thresholds_come_from_values(helm: Helm) -> None:
-    objects = render_monitoring(helm, {"monitoring": {"prometheusRule": {"window": "6h", "psiCritical": 0.3, "for": "1h"}}})
+    objects = render_monitoring(
+        helm, {"monitoring": {"prometheusRule": {"window": "6h", "psiCritical": 0.3, "for": "1h"}}}
+    )
     text = yaml.safe_dump(prometheus_rule(objects))
     assert "[6h]" in text and "[1h]" not in text and "> 0.3)" in text and "for: 1h" in text
 
 
 def test_dashboard_configmap_carries_the_sidecar_label_and_the_json(monitoring_objects: list[dict[str, Any]]) -> None:
-    config_map = next(o for o in monitoring_objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard"))
+    config_map = next(
+        o for o in monitoring_objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")
+    )
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     [(key, text)] = config_map["data"].items()
     assert key.endswith(".json") and json.loads(text) == json.loads(DASHBOARD_FILE.read_text())
 
 
-def test_dashboard_configmap_validates_strictly(helm: Helm, monitoring_objects: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_dashboard_configmap_validates_strictly(
+    helm: Helm, monitoring_objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
     built_in = [o for o in monitoring_objects if o["apiVersion"].split("/")[0] != "monitoring.coreos.com"]
     manifest = tmp_path / "objects.yaml"
     manifest.write_text(yaml.safe_dump_all(built_in))
     result = run_tool([helm.tools.kubernetes_validate, "--strict", manifest])
-    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip() and not line.startswith("INFO")]
+    problems = [
+        line for line in (result.stdout + result.stderr).splitlines() if line.strip() and not line.startswith("INFO")
+    ]
     assert result.returncode == 0 and not problems, problems
     assert sum(" passed " in line for line in result.stdout.splitlines()) == len(built_in)
 
@@ -134,7 +149,9 @@ def test_lint_passes_with_monitoring_on(helm: Helm) -> None:
     assert not errors, errors
 
 
-@pytest.mark.parametrize("bad", [{"psiWarning": "high"}, {"window": "an hour"}, {"unseenRateThreshold": 2}, {"colour": "red"}])
+@pytest.mark.parametrize(
+    "bad", [{"psiWarning": "high"}, {"window": "an hour"}, {"unseenRateThreshold": 2}, {"colour": "red"}]
+)
 def test_schema_rejects_wrong_monitoring_values(helm: Helm, bad: dict[str, Any]) -> None:
     result = helm.template(values={"monitoring": {"prometheusRule": {"enabled": True, **bad}}})
     assert result.returncode != 0 and "monitoring" in result.stderr, result.stderr[-500:]

@@ -28,7 +28,7 @@ UNSEEN_LABEL = "Merchant group never seen"
 def send(base: str, applications: list[dict]) -> None:
     with httpx.Client(base_url=base, timeout=60) as client:
         for start in range(0, len(applications), BATCH):
-            batch = [a | {"explain": False} for a in applications[start:start + BATCH]]
+            batch = [a | {"explain": False} for a in applications[start : start + BATCH]]
             response = client.post("/predict", json={"applications": batch})
             assert response.status_code == 200, response.text[:500]
 
@@ -44,7 +44,9 @@ def phases(drift_server: str, fresh_applications: list[dict], schema) -> dict[st
     maximum = next(f.maximum for f in schema.features if f.name == SHIFTED_FEATURE)
     shifted = [a | {SHIFTED_FEATURE: min(a[SHIFTED_FEATURE] + AGE_SHIFT_YEARS, maximum)} for a in fresh_applications]
     # The contract rejects unseen categories unless the application opts into scoring them as missing.
-    unseen = [a | {"merchant_group": UNSEEN_LABEL, "unseen_categories": "score_as_missing"} for a in fresh_applications[:40]]
+    unseen = [
+        a | {"merchant_group": UNSEEN_LABEL, "unseen_categories": "score_as_missing"} for a in fresh_applications[:40]
+    ]
     snapshots = {"start": scrape(drift_server)}
     send(drift_server, fresh_applications)
     snapshots["unshifted"] = settled_scrape(drift_server)
@@ -59,7 +61,9 @@ def test_unshifted_traffic_is_stable(phases: dict[str, dict]) -> None:
     psi = feature_psi(phases["start"], phases["unshifted"])
     assert len(psi) == 41
     worst = max(psi, key=psi.get)
-    print(f"unshifted: max feature PSI {psi[worst]:.4f} ({worst}); PD PSI {prediction_psi(phases['start'], phases['unshifted']):.4f}")
+    print(
+        f"unshifted: max feature PSI {psi[worst]:.4f} ({worst}); PD PSI {prediction_psi(phases['start'], phases['unshifted']):.4f}"
+    )
     assert all(value < 0.1 for value in psi.values()), {k: round(v, 4) for k, v in psi.items() if v >= 0.1}
     assert prediction_psi(phases["start"], phases["unshifted"]) < 0.1
 
@@ -68,13 +72,17 @@ def test_shifted_feature_and_only_it_drifts(phases: dict[str, dict]) -> None:
     psi = feature_psi(phases["unshifted"], phases["shifted"])
     others = {k: v for k, v in psi.items() if k != SHIFTED_FEATURE}
     worst = max(others, key=others.get)
-    print(f"shifted {SHIFTED_FEATURE} +{AGE_SHIFT_YEARS}y: PSI {psi[SHIFTED_FEATURE]:.3f}; "
-          f"max other {others[worst]:.4f} ({worst}); PD PSI {prediction_psi(phases['unshifted'], phases['shifted']):.4f}")
+    print(
+        f"shifted {SHIFTED_FEATURE} +{AGE_SHIFT_YEARS}y: PSI {psi[SHIFTED_FEATURE]:.3f}; "
+        f"max other {others[worst]:.4f} ({worst}); PD PSI {prediction_psi(phases['unshifted'], phases['shifted']):.4f}"
+    )
     assert psi[SHIFTED_FEATURE] > 0.25
     assert all(value < 0.1 for value in others.values()), {k: round(v, 4) for k, v in others.items() if v >= 0.1}
 
 
-def test_counters_add_up_across_both_workers(phases: dict[str, dict], fresh_applications: list[dict], trained_run) -> None:
+def test_counters_add_up_across_both_workers(
+    phases: dict[str, dict], fresh_applications: list[dict], trained_run
+) -> None:
     scored = by_label(phases["unseen"], "credit_pd_scored_applications_total", "model_tag")
     assert scored == {(trained_run.model_tag,): 2 * len(fresh_applications) + 40}
     # Every feature's bins count every application once.
@@ -91,11 +99,17 @@ def test_unseen_categories_and_out_of_range_values_are_counted(phases: dict[str,
     assert delta["merchant_group"] == 40 and sum(delta.values()) == 40
     # The unseen label lands in merchant_group's `other` bin, not in `missing`.
     other = by_label(phases["unseen"], "credit_pd_feature_bin_total", "feature", "bin")[("merchant_group", "other")]
-    assert other - by_label(phases["shifted"], "credit_pd_feature_bin_total", "feature", "bin")[("merchant_group", "other")] == 40
+    assert (
+        other
+        - by_label(phases["shifted"], "credit_pd_feature_bin_total", "feature", "bin")[("merchant_group", "other")]
+        == 40
+    )
     age_max = trained_run.model.encoder.numeric_ranges[SHIFTED_FEATURE][1]
     out = by_label(phases["shifted"], "credit_pd_out_of_range_total", "feature")
     before = by_label(phases["unshifted"], "credit_pd_out_of_range_total", "feature")
-    assert out[(SHIFTED_FEATURE,)] - before[(SHIFTED_FEATURE,)] > 0, f"ages above the training maximum {age_max} must be counted"
+    assert out[(SHIFTED_FEATURE,)] - before[(SHIFTED_FEATURE,)] > 0, (
+        f"ages above the training maximum {age_max} must be counted"
+    )
 
 
 def test_label_cardinality_is_bounded(phases: dict[str, dict], trained_run) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from credit_pd.dataset import load_dataset
 from credit_pd.model_store import get_stored_model
 from credit_pd.monitoring.reference import MISSING, OTHER, DriftReference, build_reference, psi, reference_from_store
-from credit_pd.dataset import load_dataset
 from tests.conftest import REPO_ROOT
 
 
@@ -53,7 +53,9 @@ def test_reference_binning_of_a_known_column() -> None:
 
 def test_psi_formula() -> None:
     assert psi([0.5, 0.5], [50, 50]) == 0.0
-    assert math.isclose(psi([0.5, 0.5], [90, 10]), (0.9 - 0.5) * math.log(0.9 / 0.5) + (0.1 - 0.5) * math.log(0.1 / 0.5))
+    assert math.isclose(
+        psi([0.5, 0.5], [90, 10]), (0.9 - 0.5) * math.log(0.9 / 0.5) + (0.1 - 0.5) * math.log(0.1 / 0.5)
+    )
     assert math.isnan(psi([0.5, 0.5], [0, 0]))
     assert psi([0.0, 1.0], [0, 10]) == 0.0  # an empty bin on both sides adds nothing
 
@@ -86,9 +88,23 @@ def test_offline_report_finds_the_shifted_feature(trained_run, stored_reference,
 
 def test_report_cli_prints_psi_and_writes_html(trained_run, shifted_csv: Path, tmp_path: Path) -> None:
     page = tmp_path / "drift.html"
-    result = subprocess.run([sys.executable, "-m", "credit_pd.monitoring.report", "--data", str(shifted_csv),
-                             "--model-tag", trained_run.model_tag, "--html", str(page)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "credit_pd.monitoring.report",
+            "--data",
+            str(shifted_csv),
+            "--model-tag",
+            trained_run.model_tag,
+            "--html",
+            str(page),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     first = next(line for line in lines if line.startswith("age "))
@@ -100,12 +116,19 @@ def test_report_cli_prints_psi_and_writes_html(trained_run, shifted_csv: Path, t
 def test_report_cli_names_a_bad_file(trained_run, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("uuid;whatever\n1;2\n")
-    result = subprocess.run([sys.executable, "-m", "credit_pd.monitoring.report", "--data", str(bad), "--model-tag", trained_run.model_tag],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "credit_pd.monitoring.report", "--data", str(bad), "--model-tag", trained_run.model_tag],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "missing columns" in result.stderr
 
 
-def test_live_counts_match_the_reference_binning(trained_run, stored_reference, small_sample_path: Path, schema) -> None:
+def test_live_counts_match_the_reference_binning(
+    trained_run, stored_reference, small_sample_path: Path, schema
+) -> None:
     """The vectorised live counting gives the reference's own bins, unseen labels go to `other`,
     and a second monitor in the same process (another model) still works."""
     from credit_pd.client import requests_from_frame
@@ -122,8 +145,12 @@ def test_live_counts_match_the_reference_binning(trained_run, stored_reference, 
         table = binned.code_to_bin(encoder.categorical[name]) if name in encoder.categorical else None
         flag = np.array([name == "merchant_group" and r is records[0] for r in records]) if table is not None else None
         expected = binned.counts(matrix[:, col], table, flag)
-        assert list(counts[monitor.feature_offsets[i]:monitor.feature_offsets[i] + len(binned.bins)]) == list(expected), name
-    assert dict(zip(monitor.categorical_names, unseen.tolist()))["merchant_group"] == 1 and unseen.sum() == 1
+        assert list(counts[monitor.feature_offsets[i] : monitor.feature_offsets[i] + len(binned.bins)]) == list(
+            expected
+        ), name
+    assert (
+        dict(zip(monitor.categorical_names, unseen.tolist(), strict=False))["merchant_group"] == 1 and unseen.sum() == 1
+    )
     monitor.observe(records, matrix, trained_run.model.predict_pd(matrix))
     from prometheus_client import REGISTRY
 
@@ -132,23 +159,37 @@ def test_live_counts_match_the_reference_binning(trained_run, stored_reference, 
     LiveMonitor(stored_reference, encoder, "test:two")
 
 
-def test_grade_shares_are_the_training_pds_per_master_scale_grade(trained_run, stored_reference, small_sample_path: Path, schema) -> None:
+def test_grade_shares_are_the_training_pds_per_master_scale_grade(
+    trained_run, stored_reference, small_sample_path: Path, schema
+) -> None:
     """The reference's grade shares are the stored model's grades of the training rows, and live
     monitoring counts served applications per grade from the grades the scorer computed."""
-    from credit_pd.monitoring.live import LiveMonitor
     from prometheus_client import REGISTRY
+
+    from credit_pd.monitoring.live import LiveMonitor
 
     model = trained_run.model
     grades = stored_reference.grades
     assert grades is not None and list(grades.bins) == model.master_scale.names
     matrix = model.encoder.encode_frame(load_dataset(small_sample_path, schema))
-    expected = np.bincount(model.master_scale.grade_index(model.predict_pd(matrix)), minlength=len(grades.bins)) / len(matrix)
+    expected = np.bincount(model.master_scale.grade_index(model.predict_pd(matrix)), minlength=len(grades.bins)) / len(
+        matrix
+    )
     np.testing.assert_allclose(grades.shares, expected, rtol=0, atol=1e-12)
     monitor = LiveMonitor(stored_reference, model.encoder, "test:grades")
     served = matrix[:200]
     decision = model.decide(served)
     monitor.observe([{}] * len(served), served, decision.pd, decision.grade_index)
-    counted = {name: REGISTRY.get_sample_value("credit_pd_grade_total", {"model_tag": "test:grades", "grade": name}) for name in grades.bins}
-    assert counted == {name: float(n) for name, n in zip(grades.bins, np.bincount(decision.grade_index, minlength=len(grades.bins)))}
-    shares = {name: REGISTRY.get_sample_value("credit_pd_reference_grade_share", {"model_tag": "test:grades", "grade": name}) for name in grades.bins}
-    assert shares == dict(zip(grades.bins, grades.shares))
+    counted = {
+        name: REGISTRY.get_sample_value("credit_pd_grade_total", {"model_tag": "test:grades", "grade": name})
+        for name in grades.bins
+    }
+    assert counted == {
+        name: float(n)
+        for name, n in zip(grades.bins, np.bincount(decision.grade_index, minlength=len(grades.bins)), strict=False)
+    }
+    shares = {
+        name: REGISTRY.get_sample_value("credit_pd_reference_grade_share", {"model_tag": "test:grades", "grade": name})
+        for name in grades.bins
+    }
+    assert shares == dict(zip(grades.bins, grades.shares, strict=False))

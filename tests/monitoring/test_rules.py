@@ -26,7 +26,10 @@ LABELS = {"namespace": "credit-pd", "job": "credit-pd", "model_tag": "credit_pd_
 # Per-minute increments per bin (live) and training shares (reference) of two features:
 # `age` moved to the old ages, `merchant_group` did not.
 LIVE = {"age": {"young": 5, "middle": 30, "old": 65}, "merchant_group": {"A": 49, "B": 31, "other": 20, "missing": 0}}
-REFERENCE = {"age": {"young": 0.3, "middle": 0.4, "old": 0.3}, "merchant_group": {"A": 0.5, "B": 0.3, "other": 0.2, "missing": 0.0}}
+REFERENCE = {
+    "age": {"young": 0.3, "middle": 0.4, "old": 0.3},
+    "merchant_group": {"A": 0.5, "B": 0.3, "other": 0.2, "missing": 0.0},
+}
 PD_LIVE = {"low": 60, "high": 40}
 PD_REFERENCE = {"low": 0.5, "high": 0.5}
 # Served applications per master-scale grade per minute against the training shares: the mix moved
@@ -43,8 +46,10 @@ REFERENCE_PD_MEAN = 0.014
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool not found: install Debian's `prometheus` package (`make promtool`); "
-                    "without it the rules are only parsed as YAML by the chart tests")
+        pytest.skip(
+            "promtool not found: install Debian's `prometheus` package (`make promtool`); "
+            "without it the rules are only parsed as YAML by the chart tests"
+        )
     return path
 
 
@@ -91,7 +96,9 @@ def input_series() -> list[dict[str, str]]:
     for feature, bins in LIVE.items():
         for label, rate in bins.items():
             out.append(series("credit_pd_feature_bin_total", {"feature": feature, "bin": label}, rate))
-            out.append(gauge("credit_pd_reference_share", {"feature": feature, "bin": label}, REFERENCE[feature][label]))
+            out.append(
+                gauge("credit_pd_reference_share", {"feature": feature, "bin": label}, REFERENCE[feature][label])
+            )
     for label, rate in PD_LIVE.items():
         out.append(series("credit_pd_prediction_bin_total", {"bin": label}, rate))
         out.append(gauge("credit_pd_reference_prediction_share", {"bin": label}, PD_REFERENCE[label]))
@@ -110,7 +117,11 @@ def input_series() -> list[dict[str, str]]:
 def close_to(expr: str, value: float, labels: dict[str, str]) -> dict[str, Any]:
     """`abs(expr - value) < bool 1e-9` is 1: promtool compares floats exactly, PSI needs a tolerance."""
     label_text = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted({**LABELS, **labels}.items())) + "}"
-    return {"expr": f"abs({expr} - {value!r}) < bool 1e-9", "eval_time": "2h", "exp_samples": [{"labels": label_text, "value": 1}]}
+    return {
+        "expr": f"abs({expr} - {value!r}) < bool 1e-9",
+        "eval_time": "2h",
+        "exp_samples": [{"labels": label_text, "value": 1}],
+    }
 
 
 def alert(name: str, severity: str, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
@@ -118,7 +129,9 @@ def alert(name: str, severity: str, labels: dict[str, str], annotations: dict[st
 
 
 def test_rules_compute_the_python_psi_and_fire_the_alerts(promtool: str, rules_file: Path) -> None:
-    expected = {feature: psi([REFERENCE[feature][b] for b in bins], list(bins.values())) for feature, bins in LIVE.items()}
+    expected = {
+        feature: psi([REFERENCE[feature][b] for b in bins], list(bins.values())) for feature, bins in LIVE.items()
+    }
     pd_psi = psi(list(PD_REFERENCE.values()), list(PD_LIVE.values()))
     grade_psi = psi(list(GRADE_REFERENCE.values()), list(GRADE_LIVE.values()))
     assert grade_psi > 0.25
@@ -127,45 +140,105 @@ def test_rules_compute_the_python_psi_and_fire_the_alerts(promtool: str, rules_f
     tests = {
         "rule_files": [rules_file.name],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": input_series(),
-            "promql_expr_test": [
-                close_to('credit_pd:feature:psi{feature="age"}', expected["age"], {"feature": "age"}),
-                close_to('credit_pd:feature:psi{feature="merchant_group"}', expected["merchant_group"], {"feature": "merchant_group"}),
-                close_to("credit_pd:prediction:psi", pd_psi, {}),
-                close_to("credit_pd:grade:psi", grade_psi, {}),
-                close_to('credit_pd:grade:live_share{grade="4"}', GRADE_LIVE["4"] / sum(GRADE_LIVE.values()), {"grade": "4"}),
-                close_to('credit_pd:unseen_category:ratio{feature="merchant_group"}', UNSEEN_PER_MIN / SCORED_PER_MIN, {"feature": "merchant_group"}),
-            ],
-            "alert_rule_test": [
-                {"eval_time": "2h", "alertname": "CreditPDFeatureDriftCritical", "exp_alerts": [alert(
-                    "CreditPDFeatureDriftCritical", "critical", {"feature": "age"},
-                    {"summary": f"Severe input drift on age (PSI {expected['age']:.3f} over 1h)",
-                     "description": "PSI of feature age against the training reference of credit_pd_model:v1 is above 0.25: "
-                                    "the model scores a population it was not trained on; review or retrain."})]},
-                {"eval_time": "2h", "alertname": "CreditPDFeatureDriftWarning", "exp_alerts": []},
-                {"eval_time": "2h", "alertname": "CreditPDPredictionDriftWarning", "exp_alerts": []},
-                {"eval_time": "2h", "alertname": "CreditPDGradeDriftCritical", "exp_alerts": [alert(
-                    "CreditPDGradeDriftCritical", "critical", {},
-                    {"summary": f"Severe rating-grade mix drift (PSI {grade_psi:.3f} over 1h)",
-                     "description": "PSI of the served master-scale grades of credit_pd_model:v1 against training is above 0.25: "
-                                    "review the model and the policy cut-offs."})]},
-                {"eval_time": "2h", "alertname": "CreditPDGradeDriftWarning", "exp_alerts": []},
-                {"eval_time": "2h", "alertname": "CreditPDUnseenCategories", "exp_alerts": [alert(
-                    "CreditPDUnseenCategories", "warning", {"feature": "merchant_group"},
-                    {"summary": "Unseen categories in merchant_group (5% of applications over 1h)",
-                     "description": "Values of merchant_group that the model never saw are scored as missing; "
-                                    "a new upstream code or a broken mapping is likely."})]},
-                {"eval_time": "2h", "alertname": "CreditPDOutOfRangeValues", "exp_alerts": []},
-                {"eval_time": "2h", "alertname": "CreditPDMeanPDShift", "exp_alerts": [alert(
-                    "CreditPDMeanPDShift", "warning", {},
-                    {"summary": f"Mean PD moved {mean_shift_points:.2f} percentage points from training (over 1h)",
-                     "description": "The mean served PD of credit_pd_model:v1 differs from the training mean by more than 1 percentage points."})]},
-                # Before `for: 15m` has passed, nothing fires.
-                {"eval_time": "10m", "alertname": "CreditPDFeatureDriftCritical", "exp_alerts": []},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series(),
+                "promql_expr_test": [
+                    close_to('credit_pd:feature:psi{feature="age"}', expected["age"], {"feature": "age"}),
+                    close_to(
+                        'credit_pd:feature:psi{feature="merchant_group"}',
+                        expected["merchant_group"],
+                        {"feature": "merchant_group"},
+                    ),
+                    close_to("credit_pd:prediction:psi", pd_psi, {}),
+                    close_to("credit_pd:grade:psi", grade_psi, {}),
+                    close_to(
+                        'credit_pd:grade:live_share{grade="4"}',
+                        GRADE_LIVE["4"] / sum(GRADE_LIVE.values()),
+                        {"grade": "4"},
+                    ),
+                    close_to(
+                        'credit_pd:unseen_category:ratio{feature="merchant_group"}',
+                        UNSEEN_PER_MIN / SCORED_PER_MIN,
+                        {"feature": "merchant_group"},
+                    ),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "2h",
+                        "alertname": "CreditPDFeatureDriftCritical",
+                        "exp_alerts": [
+                            alert(
+                                "CreditPDFeatureDriftCritical",
+                                "critical",
+                                {"feature": "age"},
+                                {
+                                    "summary": f"Severe input drift on age (PSI {expected['age']:.3f} over 1h)",
+                                    "description": "PSI of feature age against the training reference of credit_pd_model:v1 is above 0.25: "
+                                    "the model scores a population it was not trained on; review or retrain.",
+                                },
+                            )
+                        ],
+                    },
+                    {"eval_time": "2h", "alertname": "CreditPDFeatureDriftWarning", "exp_alerts": []},
+                    {"eval_time": "2h", "alertname": "CreditPDPredictionDriftWarning", "exp_alerts": []},
+                    {
+                        "eval_time": "2h",
+                        "alertname": "CreditPDGradeDriftCritical",
+                        "exp_alerts": [
+                            alert(
+                                "CreditPDGradeDriftCritical",
+                                "critical",
+                                {},
+                                {
+                                    "summary": f"Severe rating-grade mix drift (PSI {grade_psi:.3f} over 1h)",
+                                    "description": "PSI of the served master-scale grades of credit_pd_model:v1 against "
+                                    "training is above 0.25: "
+                                    "review the model and the policy cut-offs.",
+                                },
+                            )
+                        ],
+                    },
+                    {"eval_time": "2h", "alertname": "CreditPDGradeDriftWarning", "exp_alerts": []},
+                    {
+                        "eval_time": "2h",
+                        "alertname": "CreditPDUnseenCategories",
+                        "exp_alerts": [
+                            alert(
+                                "CreditPDUnseenCategories",
+                                "warning",
+                                {"feature": "merchant_group"},
+                                {
+                                    "summary": "Unseen categories in merchant_group (5% of applications over 1h)",
+                                    "description": "Values of merchant_group that the model never saw are scored as missing; "
+                                    "a new upstream code or a broken mapping is likely.",
+                                },
+                            )
+                        ],
+                    },
+                    {"eval_time": "2h", "alertname": "CreditPDOutOfRangeValues", "exp_alerts": []},
+                    {
+                        "eval_time": "2h",
+                        "alertname": "CreditPDMeanPDShift",
+                        "exp_alerts": [
+                            alert(
+                                "CreditPDMeanPDShift",
+                                "warning",
+                                {},
+                                {
+                                    "summary": f"Mean PD moved {mean_shift_points:.2f} percentage points from training (over 1h)",
+                                    "description": "The mean served PD of credit_pd_model:v1 differs from the training mean "
+                                    "by more than 1 percentage points.",
+                                },
+                            )
+                        ],
+                    },
+                    # Before `for: 15m` has passed, nothing fires.
+                    {"eval_time": "10m", "alertname": "CreditPDFeatureDriftCritical", "exp_alerts": []},
+                ],
+            }
+        ],
     }
     test_file = rules_file.with_name("credit-pd-rules.test.yaml")
     test_file.write_text(yaml.safe_dump(tests, sort_keys=False))

@@ -26,8 +26,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.testclient import TestClient
 
-from tests.serving.conftest import isolated_metrics
-
 from credit_pd.serving.auth import (
     AuthConfig,
     AuthConfigError,
@@ -35,6 +33,7 @@ from credit_pd.serving.auth import (
     JWKSCache,
     auth_config,
 )
+from tests.serving.conftest import isolated_metrics
 
 ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"
 AUDIENCE = "checkout-backend"
@@ -57,8 +56,9 @@ class Key:
         self.jwk = {**jwk, "kid": self.kid, "use": "sig", "alg": self.algorithm}
 
     def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def token(self, kid: str | None = "", **claims: Any) -> str:
         now = int(time.time())
@@ -180,14 +180,18 @@ def test_health_paths_stay_open(client: TestClient) -> None:
     assert_refused(client.get("/docs.json"), error="")
 
 
-@pytest.mark.parametrize("claims, reason", [
-    ({"exp": int(time.time()) - 120}, "expired"),
-    ({"nbf": int(time.time()) + 600}, "not yet valid"),
-    ({"iss": "https://issuer.example.com"}, "wrong issuer"),
-    ({"aud": "another-api"}, "wrong audience"),
-    ({"exp": None}, "no expiry"),
-    ({"token_use": "id"}, "an ID token, not an access token"),
-], ids=["expired", "not-yet-valid", "wrong-iss", "wrong-aud", "no-exp", "id-token"])
+@pytest.mark.parametrize(
+    "claims, reason",
+    [
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        ({"iss": "https://issuer.example.com"}, "wrong issuer"),
+        ({"aud": "another-api"}, "wrong audience"),
+        ({"exp": None}, "no expiry"),
+        ({"token_use": "id"}, "an ID token, not an access token"),
+    ],
+    ids=["expired", "not-yet-valid", "wrong-iss", "wrong-aud", "no-exp", "id-token"],
+)
 def test_invalid_claims_are_401(client: TestClient, rsa_key: Key, claims: dict, reason: str) -> None:
     assert_refused(call(client, rsa_key.token(**claims)))
 
@@ -308,13 +312,17 @@ def test_auth_is_off_without_a_jwks_url() -> None:
     assert client.post("/predict").status_code == 200
 
 
-@pytest.mark.parametrize("args, setting", [
-    (("https://issuer.example.com/jwks.json", None, AUDIENCE), "CREDIT_PD_AUTH_ISSUER"),
-    (("https://issuer.example.com/jwks.json", ISSUER, " , "), "CREDIT_PD_AUTH_AUDIENCE"),
-    (("http://issuer.example.com/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
-    (("file:relative/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
-    (("ftp://issuer.example.com/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
-], ids=["no-issuer", "no-audience", "plain-http-remote", "relative-file", "other-scheme"])
+@pytest.mark.parametrize(
+    "args, setting",
+    [
+        (("https://issuer.example.com/jwks.json", None, AUDIENCE), "CREDIT_PD_AUTH_ISSUER"),
+        (("https://issuer.example.com/jwks.json", ISSUER, " , "), "CREDIT_PD_AUTH_AUDIENCE"),
+        (("http://issuer.example.com/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
+        (("file:relative/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
+        (("ftp://issuer.example.com/jwks.json", ISSUER, AUDIENCE), "CREDIT_PD_AUTH_JWKS_URL"),
+    ],
+    ids=["no-issuer", "no-audience", "plain-http-remote", "relative-file", "other-scheme"],
+)
 def test_incomplete_settings_name_the_setting(args: tuple, setting: str) -> None:
     with pytest.raises(AuthConfigError, match=setting):
         auth_config(*args)
@@ -322,11 +330,13 @@ def test_incomplete_settings_name_the_setting(args: tuple, setting: str) -> None
 
 def test_audience_list_and_scopes_parse() -> None:
     config = auth_config("https://issuer.example.com/jwks.json", ISSUER, "a, b", "x y")
-    assert config == AuthConfig("https://issuer.example.com/jwks.json", ISSUER, frozenset({"a", "b"}),
-                                frozenset({"x", "y"}))
+    assert config == AuthConfig(
+        "https://issuer.example.com/jwks.json", ISSUER, frozenset({"a", "b"}), frozenset({"x", "y"})
+    )
 
 
 # ------------------------------------------------ the real service, in process (ASGI) ---------
+
 
 @pytest.fixture(scope="module")
 def authed_service(trained_run: Any, rsa_key: Key, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
@@ -336,8 +346,13 @@ def authed_service(trained_run: Any, rsa_key: Key, tmp_path_factory: pytest.Temp
 
     jwks_file = tmp_path_factory.mktemp("jwks") / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": [rsa_key.jwk]}))
-    env = {"CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_AUTH_JWKS_URL": jwks_file.as_uri(),
-           "CREDIT_PD_AUTH_ISSUER": ISSUER, "CREDIT_PD_AUTH_AUDIENCE": AUDIENCE, "CREDIT_PD_AUTH_SCOPE": SCOPE}
+    env = {
+        "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
+        "CREDIT_PD_AUTH_JWKS_URL": jwks_file.as_uri(),
+        "CREDIT_PD_AUTH_ISSUER": ISSUER,
+        "CREDIT_PD_AUTH_AUDIENCE": AUDIENCE,
+        "CREDIT_PD_AUTH_SCOPE": SCOPE,
+    }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -348,8 +363,9 @@ def authed_service(trained_run: Any, rsa_key: Key, tmp_path_factory: pytest.Temp
         sys.modules.pop("service", None)
 
 
-def test_service_with_auth_on_needs_a_token_for_predict_only(authed_service: TestClient, rsa_key: Key,
-                                                             small_sample_path: Path, schema: Any) -> None:
+def test_service_with_auth_on_needs_a_token_for_predict_only(
+    authed_service: TestClient, rsa_key: Key, small_sample_path: Path, schema: Any
+) -> None:
     from credit_pd.client import requests_from_frame
     from credit_pd.dataset import labelled_mask, load_dataset
 

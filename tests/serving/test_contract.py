@@ -27,7 +27,11 @@ def errors_of(model, record: dict) -> list[dict]:
 
 
 def test_request_model_comes_from_the_stored_model(application_model, model):
-    features = [name for name in application_model.model_fields if name not in ("unseen_categories", "uuid", "explain", "top_k", "max_reasons")]
+    features = [
+        name
+        for name in application_model.model_fields
+        if name not in ("unseen_categories", "uuid", "explain", "top_k", "max_reasons")
+    ]
     assert features == list(model.schema.feature_names)
     description = application_model.model_fields[TEXT].description
     assert all(label in description for label in model.encoder.categorical[TEXT])
@@ -65,8 +69,14 @@ def test_unseen_category_is_rejected_by_default_naming_field_and_allowed_values(
 
 
 def test_per_request_score_as_missing_scores_unseen_as_missing_with_a_warning(application_model, scorer, example):
-    unseen = application_model.model_validate(example | {TEXT: "Spaceships", "unseen_categories": "score_as_missing", "explain": False})
-    missing = application_model.model_validate(example | {TEXT: None, "explain": False}) if scorer.model.schema.feature(TEXT).nullable else None
+    unseen = application_model.model_validate(
+        example | {TEXT: "Spaceships", "unseen_categories": "score_as_missing", "explain": False}
+    )
+    missing = (
+        application_model.model_validate(example | {TEXT: None, "explain": False})
+        if scorer.model.schema.feature(TEXT).nullable
+        else None
+    )
     [result] = scorer.score([unseen])
     assert any(TEXT in w and "not seen in training" in w for w in result.warnings)
     matrix = scorer.model.encoder.encode_records([unseen.model_dump()])
@@ -76,7 +86,9 @@ def test_per_request_score_as_missing_scores_unseen_as_missing_with_a_warning(ap
 
 
 def test_deployment_default_and_per_request_override(model, example):
-    lenient = build_application_model(model.schema, model.encoder, ServingSettings(unseen_categories="score_as_missing"))
+    lenient = build_application_model(
+        model.schema, model.encoder, ServingSettings(unseen_categories="score_as_missing")
+    )
     assert getattr(lenient.model_validate(example | {TEXT: "Spaceships"}), TEXT) == "Spaceships"
     [error] = errors_of(lenient, example | {TEXT: "Spaceships", "unseen_categories": "reject"})
     assert error["type"] == "unseen_category"
@@ -107,7 +119,14 @@ def test_reserved_option_names_cannot_be_features(model, settings):
     from credit_pd.schema import DatasetSchema
 
     clashing = DatasetSchema.model_validate(
-        model.schema.model_dump() | {"features": [*model.schema.model_dump()["features"], {"name": "unseen_categories", "type": "numeric", "never_a_reason": True}], "example": None}
+        model.schema.model_dump()
+        | {
+            "features": [
+                *model.schema.model_dump()["features"],
+                {"name": "unseen_categories", "type": "numeric", "never_a_reason": True},
+            ],
+            "example": None,
+        }
     )
     with pytest.raises(ValueError, match="reserved request field"):
         build_application_model(clashing, model.encoder, settings)

@@ -15,8 +15,12 @@ TEXT = "merchant_group"  # trained as labels
 
 @pytest.fixture(scope="module")
 def document(application_model, model, settings) -> dict:
-    base = {"openapi": "3.0.2", "info": {"title": "t", "version": "1"}, "paths": {"/predict": {"post": {"operationId": "op"}}},
-            "components": {"schemas": {}}}
+    base = {
+        "openapi": "3.0.2",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/predict": {"post": {"operationId": "op"}}},
+        "components": {"schemas": {}},
+    }
     return openapi_document(base, application_model, model.schema, model.encoder, settings).document
 
 

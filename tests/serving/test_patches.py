@@ -23,7 +23,6 @@ import pytest
 
 from credit_pd.serving.patches import BENTOML_WORKER_MODULE, balance_worker_accepts, own_listener
 from credit_pd.serving.settings import ServingSettings
-
 from tests.conftest import REPO_ROOT
 from tests.serving_process import bentoml_serve
 
@@ -96,8 +95,11 @@ def test_bentoml_worker_still_hands_its_listener_to_uvicorn_server_run():
 
 def worker_processes(base: str) -> list[psutil.Process]:
     port = base.rsplit(":", 1)[1]
-    [server] = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "serve" in p.info["cmdline"]
-                and port in p.info["cmdline"] and p.pid != os.getpid()]
+    [server] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and "serve" in p.info["cmdline"] and port in p.info["cmdline"] and p.pid != os.getpid()
+    ]
     return [c for c in server.children(recursive=True) if BENTOML_WORKER_MODULE in " ".join(c.cmdline())]
 
 
@@ -148,8 +150,9 @@ def bentoml_error_record(exc: BaseException) -> logging.LogRecord:
         raise exc
     except type(exc):
         exc_info = sys.exc_info()
-    return logging.LogRecord(BENTOML_EXCEPTION_LOGGER, logging.ERROR, __file__, 1, BENTOML_EXCEPTION_MESSAGE,
-                             ("/predict", "POST"), exc_info)
+    return logging.LogRecord(
+        BENTOML_EXCEPTION_LOGGER, logging.ERROR, __file__, 1, BENTOML_EXCEPTION_MESSAGE, ("/predict", "POST"), exc_info
+    )
 
 
 def test_shed_requests_are_counted_not_logged_one_traceback_each(monkeypatch):
@@ -212,7 +215,9 @@ def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applicat
     from credit_pd.serving.patches import prediction_output_spec
 
     spec, in_effect = prediction_output_spec(PredictionOut)
-    assert in_effect, "BentoML's api_endpoint no longer renders results with output_spec.to_http_response(output, serde)"
+    assert in_effect, (
+        "BentoML's api_endpoint no longer renders results with output_spec.to_http_response(output, serde)"
+    )
     answers = scorer.answers(applications[:5])
     response = asyncio.run(spec.to_http_response(answers, JSONSerde()))
     assert response.body == orjson.dumps(answers) and response.media_type == "application/json"
@@ -226,7 +231,13 @@ def test_orjson_output_spec_is_in_effect_and_writes_the_answers(scorer, applicat
 # uvicorn with the bounded protocol, in a thread of this process, in front of a small ASGI app:
 # raw sockets then play the hostile clients of issue 19.
 
-LIMITS = dict(keepalive_timeout_s=1.0, header_timeout_s=0.5, body_timeout_s=0.5, max_header_bytes=8_192, max_header_field_bytes=4_096)
+LIMITS = dict(
+    keepalive_timeout_s=1.0,
+    header_timeout_s=0.5,
+    body_timeout_s=0.5,
+    max_header_bytes=8_192,
+    max_header_field_bytes=4_096,
+)
 
 
 class BodyApp:
@@ -252,7 +263,9 @@ class BodyApp:
                 break
         self.outcomes.append(f"body {size}")
         payload = str(size).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]}
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -291,7 +304,7 @@ def answer(sock: socket.socket, timeout_s: float = 5.0) -> tuple[str, bytes, boo
     while b"\r\n\r\n" not in data or not closed:
         try:
             chunk = sock.recv(65_536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             break
         except ConnectionResetError:
             closed = True
@@ -320,10 +333,14 @@ def test_a_request_within_the_limits_is_served_and_kept_alive(bounded_server):
             assert status == "HTTP/1.1 200 OK" and rest.endswith(b"5") and not closed
 
 
-@pytest.mark.parametrize("extra, why", [
-    ("X-Big: " + "x" * 5_000 + "\r\n", "header 'X-Big' over 4096 bytes"),
-    ("".join(f"X-{i}: {'y' * 50}\r\n" for i in range(200)), "request head over 8192 bytes"),
-], ids=["one-field", "many-fields"])
+@pytest.mark.parametrize(
+    "extra, why",
+    [
+        ("X-Big: " + "x" * 5_000 + "\r\n", "header 'X-Big' over 4096 bytes"),
+        ("".join(f"X-{i}: {'y' * 50}\r\n" for i in range(200)), "request head over 8192 bytes"),
+    ],
+    ids=["one-field", "many-fields"],
+)
 def test_an_oversized_head_gets_431_and_a_closed_connection(bounded_server, extra, why):
     (host, port), app = bounded_server
     before = len(app.outcomes)
@@ -421,8 +438,14 @@ def test_bentoml_worker_still_builds_uvicorn_config_without_a_keep_alive_setting
 @pytest.mark.slow
 def test_a_real_server_bounds_heads_bodies_and_idle_connections_by_its_settings(trained_run, tmp_path):
     """The settings reach uvicorn under `bentoml serve` (BentoML's own keep-alive default is 5 s)."""
-    env = {**os.environ, "CREDIT_PD_MODEL_TAG": trained_run.model_tag, "CREDIT_PD_WORKERS": "1",
-           "CREDIT_PD_KEEPALIVE_TIMEOUT_S": "2", "CREDIT_PD_HEADER_TIMEOUT_S": "1", "CREDIT_PD_BODY_TIMEOUT_S": "1"}
+    env = {
+        **os.environ,
+        "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
+        "CREDIT_PD_WORKERS": "1",
+        "CREDIT_PD_KEEPALIVE_TIMEOUT_S": "2",
+        "CREDIT_PD_HEADER_TIMEOUT_S": "1",
+        "CREDIT_PD_BODY_TIMEOUT_S": "1",
+    }
     with bentoml_serve("service:CreditPDService", env, REPO_ROOT, tmp_path / "serve.log") as base:
         host, port = base.removeprefix("http://").split(":")
         address = (host, int(port))

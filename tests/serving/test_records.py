@@ -10,7 +10,13 @@ import orjson
 import pytest
 
 from credit_pd.replay import RECORD_FIELDS, canonical_input, input_sha256
-from credit_pd.serving.records import DECISION_LOGGER, DecisionRecorder, NullRecorder, RequestIdMiddleware, current_request_id
+from credit_pd.serving.records import (
+    DECISION_LOGGER,
+    DecisionRecorder,
+    NullRecorder,
+    RequestIdMiddleware,
+    current_request_id,
+)
 from credit_pd.serving.scorer import PDScorer
 
 
@@ -18,16 +24,20 @@ def recording_scorer(model, tag: str, include_input: bool = True) -> tuple[PDSco
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    return PDScorer(model, tag, recorder=DecisionRecorder(tag, model.schema, include_input=include_input, handler=handler)), out
+    return PDScorer(
+        model, tag, recorder=DecisionRecorder(tag, model.schema, include_input=include_input, handler=handler)
+    ), out
 
 
 def test_one_record_per_application_with_the_answer_and_the_hashed_input(model, trained_run, applications):
     scorer, out = recording_scorer(model, trained_run.model_tag)
-    apps = [a.model_copy(update={"max_reasons": limit}) for a, limit in zip(applications[:30], [0, 2, 4] * 10)]
+    apps = [
+        a.model_copy(update={"max_reasons": limit}) for a, limit in zip(applications[:30], [0, 2, 4] * 10, strict=False)
+    ]
     answers = scorer.answers(apps)
     lines = out.getvalue().splitlines()
     assert len(lines) == len(apps)
-    for line, app, answer in zip(lines, apps, answers):
+    for line, app, answer in zip(lines, apps, answers, strict=False):
         record = orjson.loads(line)
         assert list(record) == list(RECORD_FIELDS)
         assert record["uuid"] == app.uuid and record["model_tag"] == trained_run.model_tag
@@ -45,7 +55,9 @@ def test_hash_only_records_keep_the_hash_and_drop_the_input(model, trained_run, 
     scorer.answers(applications[:3])
     records = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert [r["input"] for r in records] == [None] * 3
-    assert [r["input_sha256"] for r in records] == [input_sha256(canonical_input(vars(a), model.schema)) for a in applications[:3]]
+    assert [r["input_sha256"] for r in records] == [
+        input_sha256(canonical_input(vars(a), model.schema)) for a in applications[:3]
+    ]
 
 
 def test_the_hash_is_of_the_features_only_and_changes_with_any_of_them(model, applications):

@@ -17,14 +17,18 @@ def test_pd_matches_training_predictions_file(scorer, applications, trained_run)
     csv = pd.read_csv(trained_run.predictions_path, dtype={"uuid": str}).set_index("uuid")["pd"]
     results = scorer.score(applications)
     assert [r.uuid for r in results] == [a.uuid for a in applications]
-    np.testing.assert_allclose([r.pd for r in results], csv.loc[[a.uuid for a in applications]].to_numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        [r.pd for r in results], csv.loc[[a.uuid for a in applications]].to_numpy(), rtol=0, atol=1e-9
+    )
 
 
 def test_contributions_add_up_to_the_raw_score(scorer, applications):
     for result in scorer.score(applications[:50]):
         total = result.explanation.base_value + sum(c.contribution for c in result.explanation.contributions)
         assert total == pytest.approx(result.explanation.raw_score, abs=1e-9)
-        assert scorer.model.calibrator.apply(np.array([result.explanation.raw_score]))[0] == pytest.approx(result.pd, abs=1e-12)
+        assert scorer.model.calibrator.apply(np.array([result.explanation.raw_score]))[0] == pytest.approx(
+            result.pd, abs=1e-12
+        )
 
 
 def test_contributions_agree_with_shap_tree_explainer(scorer, unlabelled):
@@ -35,7 +39,7 @@ def test_contributions_agree_with_shap_tree_explainer(scorer, unlabelled):
     weights = model.weights
     theirs = np.zeros_like(ours.contributions)
     base = weights.offset
-    for weight, booster in zip(weights.trees, model.boosters):
+    for weight, booster in zip(weights.trees, model.boosters, strict=False):
         if booster.num_trees():
             explainer = shap.TreeExplainer(booster)
             theirs += weight * explainer.shap_values(matrix)
@@ -57,7 +61,9 @@ def test_contributions_sorted_and_top_k_respected(scorer, applications):
     assert len(magnitudes) == 3 and magnitudes == sorted(magnitudes, reverse=True)
     full = scorer.score([applications[0]])[0]
     assert len(full.explanation.contributions) == len(scorer.feature_names)
-    assert [c.feature for c in full.explanation.contributions[:3]] == [c.feature for c in result.explanation.contributions]
+    assert [c.feature for c in full.explanation.contributions[:3]] == [
+        c.feature for c in result.explanation.contributions
+    ]
 
 
 def test_explain_false_returns_same_pd_without_explanation(scorer, applications):
@@ -81,6 +87,7 @@ def test_unseen_category_is_scored_as_missing_with_a_warning(scorer, application
 
 
 # ---------------------------------------------------------------- the fast answer path ----------
+
 
 def _mixed_batch(applications):
     """Explained and unexplained rows, default / small / "all" top_k, an unseen category and an
@@ -112,7 +119,7 @@ def test_answers_on_the_wire_are_the_documented_contract(scorer, applications):
         f"age: value 99.0 is outside the training range [{scorer.model.encoder.numeric_ranges['age'][0]:g}, "
         f"{scorer.model.encoder.numeric_ranges['age'][1]:g}]; scored as the nearest seen value",
     ]
-    assert all(a["explanation"] is None for a, b in zip(answers, batch) if not b.explain)
+    assert all(a["explanation"] is None for a, b in zip(answers, batch, strict=False) if not b.explain)
 
 
 def test_whole_batch_ranking_equals_ranking_each_row_alone(scorer, applications):
@@ -120,7 +127,7 @@ def test_whole_batch_ranking_equals_ranking_each_row_alone(scorer, applications)
 
     batch = _mixed_batch(applications)
     answers = scorer.answers(batch)
-    for application, answer in zip(batch, answers):
+    for application, answer in zip(batch, answers, strict=False):
         if not application.explain:
             continue
         record = vars(application)
@@ -191,7 +198,9 @@ def test_small_batches_are_scored_on_the_event_loop_large_ones_in_a_thread(score
 def test_large_batches_run_lightgbm_on_more_threads_with_identical_answers(trained_run, applications, monkeypatch):
     import lightgbm as lgb
 
-    threaded = PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag, large_batch_rows=50, large_batch_threads=2)
+    threaded = PDScorer(
+        load_from_store(trained_run.model_tag), trained_run.model_tag, large_batch_rows=50, large_batch_threads=2
+    )
     calls: list[int] = []
     predict = lgb.Booster.predict
 
@@ -205,6 +214,8 @@ def test_large_batches_run_lightgbm_on_more_threads_with_identical_answers(train
     large = threaded.answers(applications[:120])
     # Every LightGBM call of a batch on the same count (a blend has two boosters, a GLM none).
     assert set(small_calls) <= {1} and set(calls) <= {2}, "49 rows on the model's one thread, 120 (>= 50) on two"
-    assert calls or not any(b.num_trees() for b in threaded.model.boosters) or getattr(threaded.model, "tree_tables", ())
+    assert (
+        calls or not any(b.num_trees() for b in threaded.model.boosters) or getattr(threaded.model, "tree_tables", ())
+    )
     single = PDScorer(load_from_store(trained_run.model_tag), trained_run.model_tag)
     assert large == single.answers(applications[:120]) and small == single.answers(applications[:49])

@@ -29,7 +29,6 @@ import pytest
 
 from credit_pd.client import requests_from_frame
 from credit_pd.dataset import labelled_mask, load_dataset
-
 from tests.conftest import REPO_ROOT, SHARED_REAL_ROWS
 from tests.serving.conftest import isolated_metrics
 from tests.serving_process import bentoml_serve
@@ -64,13 +63,17 @@ def import_service(env: dict[str, str | None], patch: pytest.MonkeyPatch):
 
 # ---------------------------------------------------------------- in-process (ASGI) -----------
 
+
 @pytest.fixture(scope="module")
 def asgi_service(trained_run, monkeypatch_module):
-    service = import_service({
-        "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
-        "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST": str(MAX_PER_REQUEST),
-        "CREDIT_PD_MAX_REQUEST_BYTES": str(ASGI_MAX_BYTES),
-    }, monkeypatch_module)
+    service = import_service(
+        {
+            "CREDIT_PD_MODEL_TAG": trained_run.model_tag,
+            "CREDIT_PD_MAX_APPLICATIONS_PER_REQUEST": str(MAX_PER_REQUEST),
+            "CREDIT_PD_MAX_REQUEST_BYTES": str(ASGI_MAX_BYTES),
+        },
+        monkeypatch_module,
+    )
     yield service
     sys.modules.pop("service", None)
 
@@ -115,12 +118,17 @@ def test_asgi_single_application_object(asgi_client, example_requests, trained_r
 
 
 def test_asgi_reasons_and_grade_come_also_without_explanation_and_max_reasons_cuts_them(asgi_client, example_requests):
-    batch = [r | {"explain": False, "max_reasons": limit} for r, limit in zip(example_requests[:30], [0, 1, 2, 4, 13] * 6)]
-    full = asgi_client.post("/predict", json={"applications": [r | {"max_reasons": 13} for r in example_requests[:30]]}).json()
+    batch = [
+        r | {"explain": False, "max_reasons": limit}
+        for r, limit in zip(example_requests[:30], [0, 1, 2, 4, 13] * 6, strict=False)
+    ]
+    full = asgi_client.post(
+        "/predict", json={"applications": [r | {"max_reasons": 13} for r in example_requests[:30]]}
+    ).json()
     results = asgi_client.post("/predict", json={"applications": batch}).json()
-    for sent, result, unlimited in zip(batch, results, full):
+    for sent, result, unlimited in zip(batch, results, full, strict=False):
         assert result["explanation"] is None and result["grade"] == unlimited["grade"]
-        assert result["reasons"] == unlimited["reasons"][:sent["max_reasons"]]
+        assert result["reasons"] == unlimited["reasons"][: sent["max_reasons"]]
     assert any(len(r["reasons"]) == 4 for r in results)
     negative = asgi_client.post("/predict", json={"applications": [example_requests[0] | {"max_reasons": -1}]})
     assert negative.status_code == 400 and negative.json()["detail"][0]["loc"][-1] == "max_reasons"
@@ -138,8 +146,12 @@ def test_asgi_pd_equals_predictions_csv(asgi_client, example_requests, trained_r
 def test_asgi_four_spellings_of_a_status_code_give_identical_pds(asgi_client, example_requests):
     base = example_requests[0] | {"explain": False}
     spellings = [1, 1.0, "1", "1.0"]
-    answers = [asgi_client.post("/predict", json={"applications": base | {"status_last_archived_0_24m": s, "account_status": s}})
-               for s in spellings]
+    answers = [
+        asgi_client.post(
+            "/predict", json={"applications": base | {"status_last_archived_0_24m": s, "account_status": s}}
+        )
+        for s in spellings
+    ]
     assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
     pds = [a.json()[0]["pd"] for a in answers]
     assert len(set(pds)) == 1, pds
@@ -165,17 +177,27 @@ def test_asgi_openapi_is_the_contracts_document(asgi_client, asgi_service):
     text = json.dumps(spec)
     assert '"const"' not in text
     assert "Days the account spent in debt collection" in text
-    assert spec["components"]["schemas"]["PredictRequest"]["properties"]["applications"]["anyOf"][1]["maxItems"] == MAX_PER_REQUEST
+    assert (
+        spec["components"]["schemas"]["PredictRequest"]["properties"]["applications"]["anyOf"][1]["maxItems"]
+        == MAX_PER_REQUEST
+    )
     assert spec["components"]["schemas"]["Application"]["example"] == asgi_service.Application.example_application
 
 
-@pytest.mark.parametrize("headers, body", [
-    ({"content-type": "text/plain"}, b'{"applications": {}}'),
-    ({"content-type": "application/x-www-form-urlencoded"}, b"applications=1"),
-    ({"content-type": "multipart/form-data"}, b"--x\r\n"),  # no boundary: was a 500
-    ({"content-type": "multipart/form-data; boundary=x"}, b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n"),
-    ({}, b'{"applications": {}}'),
-], ids=["text-plain", "form", "multipart-no-boundary", "multipart", "no-content-type"])
+@pytest.mark.parametrize(
+    "headers, body",
+    [
+        ({"content-type": "text/plain"}, b'{"applications": {}}'),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"applications=1"),
+        ({"content-type": "multipart/form-data"}, b"--x\r\n"),  # no boundary: was a 500
+        (
+            {"content-type": "multipart/form-data; boundary=x"},
+            b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n',
+        ),
+        ({}, b'{"applications": {}}'),
+    ],
+    ids=["text-plain", "form", "multipart-no-boundary", "multipart", "no-content-type"],
+)
 def test_asgi_non_json_content_type_is_415(asgi_client, headers, body):
     response = asgi_client.post("/predict", content=body, headers=headers)
     assert response.status_code == 415, response.text
@@ -190,12 +212,17 @@ def test_asgi_body_over_the_limit_is_413_with_or_without_content_length(asgi_cli
 
     def chunks():
         for start in range(0, len(big), 65_536):
-            yield big[start:start + 65_536]
+            yield big[start : start + 65_536]
 
     chunked = asgi_client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
     small = json.dumps({"applications": example_requests[:2]}).encode()
-    assert asgi_client.post("/predict", content=iter([small[:100], small[100:]]), headers={"content-type": "application/json"}).status_code == 200
+    assert (
+        asgi_client.post(
+            "/predict", content=iter([small[:100], small[100:]]), headers={"content-type": "application/json"}
+        ).status_code
+        == 200
+    )
 
 
 def test_asgi_duplicate_key_is_400_naming_its_path(asgi_client, example_requests):
@@ -212,7 +239,9 @@ def test_asgi_duplicate_key_is_400_naming_its_path(asgi_client, example_requests
 def test_asgi_unknown_top_level_key_is_400(asgi_client, example_requests):
     response = asgi_client.post("/predict", json={"applications": example_requests[0], "explain": False})
     assert response.status_code == 400
-    assert response.json()["detail"][0]["loc"] == ["explain"] and response.json()["detail"][0]["type"] == "extra_forbidden"
+    assert (
+        response.json()["detail"][0]["loc"] == ["explain"] and response.json()["detail"][0]["type"] == "extra_forbidden"
+    )
 
 
 def test_asgi_too_many_applications_rejected_before_validating_them(asgi_client):
@@ -221,14 +250,19 @@ def test_asgi_too_many_applications_rejected_before_validating_them(asgi_client)
     assert [d["type"] for d in response.json()["detail"]] == ["too_long"]
 
 
-def test_client_errors_log_one_warning_with_locations_and_no_values(asgi_client, example_requests, bentoml_exception_log):
+def test_client_errors_log_one_warning_with_locations_and_no_values(
+    asgi_client, example_requests, bentoml_exception_log
+):
     secret = "SECRET-VALUE-1234"
     bad = [example_requests[0] | {"uuid": secret, "age": -5, "merchant_group": secret}] * 3
     assert asgi_client.post("/predict", json={"applications": bad}).status_code == 400
     [record] = bentoml_exception_log
     assert record.levelno == logging.WARNING and record.exc_info is None
     message = record.getMessage()
-    assert "applications.0.age (greater_than_equal)" in message and "applications.2.merchant_group (unseen_category)" in message
+    assert (
+        "applications.0.age (greater_than_equal)" in message
+        and "applications.2.merchant_group (unseen_category)" in message
+    )
     assert secret not in message and "-5" not in message
 
 
@@ -266,8 +300,14 @@ def german_run(tmp_path_factory, fast_training_config):
 
     out = tmp_path_factory.mktemp("german")
     write_german_credit(out / "german.csv")
-    return run_training(out / "german.csv", FIXTURES / "german_credit_schema.yaml", out / "pred.csv", out / "reports",
-                        fast_training_config, progress=False)
+    return run_training(
+        out / "german.csv",
+        FIXTURES / "german_credit_schema.yaml",
+        out / "pred.csv",
+        out / "reports",
+        fast_training_config,
+        progress=False,
+    )
 
 
 @pytest.mark.integration
@@ -279,7 +319,13 @@ def test_a_model_of_another_schema_is_served_with_its_own_request_model(german_r
         application = httpx.get(f"{base}/docs.json").json()["components"]["schemas"]["Application"]
         assert {"duration_months", "checking_status", "purpose", "foreign_worker"} <= set(application["properties"])
         assert "age" not in application["properties"]
-        row = {"duration_months": 24, "credit_amount": 2500.0, "checking_status": "<0", "purpose": "car", "foreign_worker": True}
+        row = {
+            "duration_months": 24,
+            "credit_amount": 2500.0,
+            "checking_status": "<0",
+            "purpose": "car",
+            "foreign_worker": True,
+        }
         answer = httpx.post(f"{base}/predict", json={"applications": row}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()[0]["model_tag"] == german_run.model_tag
@@ -288,6 +334,7 @@ def test_a_model_of_another_schema_is_served_with_its_own_request_model(german_r
 
 
 # ---------------------------------------------------------------- real server ----------------
+
 
 @pytest.fixture(scope="module")
 def real_rows_run(small_sample_path, tmp_path_factory, fast_training_config):
@@ -306,7 +353,14 @@ def real_rows_run(small_sample_path, tmp_path_factory, fast_training_config):
     real = SHARED_REAL_ROWS.read_text().splitlines(keepends=True)
     assert real[0] == sample.splitlines(keepends=True)[0], "real rows and sample differ in their header"
     (out / "dataset.csv").write_text(sample + ("" if sample.endswith("\n") else "\n") + "".join(real[1:]))
-    return run_training(out / "dataset.csv", DEFAULT_SCHEMA_PATH, out / "pred.csv", out / "reports", fast_training_config, progress=False)
+    return run_training(
+        out / "dataset.csv",
+        DEFAULT_SCHEMA_PATH,
+        out / "pred.csv",
+        out / "reports",
+        fast_training_config,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -327,15 +381,20 @@ def server(real_rows_run, tmp_path_factory, served_records):
         # default 500 ms budget sheds some of 200 concurrent requests (503 + Retry-After).
         "CREDIT_PD_MAX_LATENCY_MS": "10000",
     }
-    with bentoml_serve("service:CreditPDService", env, REPO_ROOT, tmp_path_factory.mktemp("serve") / "serve.log") as base:
+    with bentoml_serve(
+        "service:CreditPDService", env, REPO_ROOT, tmp_path_factory.mktemp("serve") / "serve.log"
+    ) as base:
         yield base
 
 
 def worker_of(base: str) -> psutil.Process:
     """The service worker behind `base` (the process that loaded the model)."""
     port = base.rsplit(":", 1)[1]
-    [server] = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "serve" in p.info["cmdline"]
-                and port in p.info["cmdline"] and p.pid != os.getpid()]
+    [server] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and "serve" in p.info["cmdline"] and port in p.info["cmdline"] and p.pid != os.getpid()
+    ]
     [worker] = [c for c in server.children(recursive=True) if "worker" in " ".join(c.cmdline())]
     return worker
 
@@ -386,8 +445,12 @@ def bad_body(example: dict, change) -> bytes:
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
 def test_bad_input_gets_4xx_naming_the_field(server, example_requests, case):
     change, field = BAD_REQUESTS[case]
-    response = httpx.post(server + "/predict", content=bad_body(example_requests[0], change),
-                          headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        server + "/predict",
+        content=bad_body(example_requests[0], change),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 400, response.text
     text = response.text
     assert field in text
@@ -425,7 +488,9 @@ def test_concurrent_requests_are_merged_into_batches(server, example_requests):
 
     async def fire() -> list[int]:
         async with httpx.AsyncClient(base_url=server, timeout=60) as client:
-            calls = [client.post("/predict", json={"applications": example_requests[i % 300]}) for i in range(n_requests)]
+            calls = [
+                client.post("/predict", json={"applications": example_requests[i % 300]}) for i in range(n_requests)
+            ]
             return [r.status_code for r in await asyncio.gather(*calls)]
 
     statuses = asyncio.run(fire())
@@ -450,8 +515,10 @@ def test_60_mb_body_gets_413_before_it_is_read_and_the_worker_does_not_grow(serv
     # Only the headers are sent: the 413 can only arrive if the server answers without the body.
     with socket.create_connection((host, int(port))) as sock:
         started = time.perf_counter()
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {60 * 1024 * 1024}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {60 * 1024 * 1024}\r\n\r\n".encode()
+        )
         status = read_status_line(sock, timeout_s=10)
         elapsed = time.perf_counter() - started
     assert status.startswith("HTTP/1.1 413"), status
@@ -461,8 +528,10 @@ def test_60_mb_body_gets_413_before_it_is_read_and_the_worker_does_not_grow(serv
     assert grown < 1_000_000, f"worker RSS grew by {grown / 1e6:.1f} MB on a refused 60 MB body"
     # Chunked: the server counts bytes as they arrive and stops at its limit (8 MiB), not at 60 MB.
     with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         chunk = b"[" * 1_048_576
         status = ""
         for _ in range(60):
@@ -482,8 +551,10 @@ def applications_as_pandas_reads_them(path: Path) -> list[dict]:
     """What any client does: read the CSV with pandas, post the rows as JSON (NaN -> null)."""
     frame = pd.read_csv(path, sep=";")  # "NA" is read as NaN; numbers (status codes too) as numbers
     features = frame.drop(columns=["default"])
-    return [{key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
-            for row in features.to_dict("records")]
+    return [
+        {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
+        for row in features.to_dict("records")
+    ]
 
 
 @pytest.mark.integration
@@ -495,14 +566,19 @@ def test_real_rows_as_pandas_reads_them_score_as_training_scored_them(server, re
     from credit_pd.model_store import load_from_store
 
     stored = load_from_store(real_rows_run.model_tag)  # the reason codes and grades travel in the store entry
-    texts, grades = dict(zip(stored.reason_codes.codes, stored.reason_codes.texts)), set(stored.master_scale.names)
+    texts, grades = (
+        dict(zip(stored.reason_codes.codes, stored.reason_codes.texts, strict=False)),
+        set(stored.master_scale.names),
+    )
     got: dict[str, float] = {}
     with httpx.Client(base_url=server, timeout=60) as client:
         for start in range(0, len(applications), MAX_PER_REQUEST):
-            chunk = [a | {"top_k": 3} for a in applications[start:start + MAX_PER_REQUEST]]
-            response = client.post("/predict", content=json.dumps({"applications": chunk}), headers={"content-type": "application/json"})
+            chunk = [a | {"top_k": 3} for a in applications[start : start + MAX_PER_REQUEST]]
+            response = client.post(
+                "/predict", content=json.dumps({"applications": chunk}), headers={"content-type": "application/json"}
+            )
             assert response.status_code == 200, response.text[:500]
-            for sent, result in zip(chunk, response.json()):
+            for sent, result in zip(chunk, response.json(), strict=False):
                 assert result["uuid"] == sent["uuid"]
                 assert result["warnings"] == [], (sent["uuid"], result["warnings"])
                 assert len(result["explanation"]["contributions"]) == 3
@@ -523,16 +599,41 @@ SCHEMATHESIS_EXAMPLES = 300
 @pytest.mark.slow
 def test_schemathesis_finds_the_openapi_document_true_to_the_server(server, tmp_path):
     """schemathesis: every check, examples + coverage + fuzzing phases, zero failures."""
-    command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server}/docs.json", "--checks", "all",
-               "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--seed", "20261125", "--generation-database", "none",
-               "--workers", "2", "--no-color", "--report", "junit", "--report-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its .schemathesis/ cache
-                            env={**os.environ, "NO_COLOR": "1"})
+    command = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{server}/docs.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(SCHEMATHESIS_EXAMPLES),
+        "--seed",
+        "20261125",
+        "--generation-database",
+        "none",
+        "--workers",
+        "2",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # its .schemathesis/ cache
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", output)
-    assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) >= SCHEMATHESIS_EXAMPLES, output[-3000:]
-    print(output[output.find("SUMMARY"):])  # the counts, in the -s / -rA output
+    assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) >= SCHEMATHESIS_EXAMPLES, output[
+        -3000:
+    ]
+    print(output[output.find("SUMMARY") :])  # the counts, in the -s / -rA output
 
 
 def test_predict_is_not_traced_unless_asked_for(trained_run):
@@ -560,15 +661,24 @@ def test_the_real_servers_decision_records_replay_identically(server, served_rec
     """Every answer the real server gave in this module (real rows, schemathesis, bad requests) left a record; all replay."""
     from credit_pd.replay import replay
 
-    response = httpx.post(server + "/predict", json={"applications": example_requests[:5]}, headers={"x-request-id": "replay-test-1"}, timeout=30)
+    response = httpx.post(
+        server + "/predict",
+        json={"applications": example_requests[:5]},
+        headers={"x-request-id": "replay-test-1"},
+        timeout=30,
+    )
     assert response.status_code == 200 and response.headers["x-request-id"] == "replay-test-1"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and served_records.read_text().count('"replay-test-1"') < 5:
         time.sleep(0.2)
-    lines = served_records.read_text(encoding="utf-8").split("\n")  # records end in \n only; U+2028 etc. may be inside values
+    lines = served_records.read_text(encoding="utf-8").split(
+        "\n"
+    )  # records end in \n only; U+2028 etc. may be inside values
     assert sum('"request_id":"replay-test-1"' in line for line in lines) == 5
     summary = replay(lines)
-    assert summary.all_identical and summary.counts["identical"] == len([line for line in lines if line]), summary.report()
+    assert summary.all_identical and summary.counts["identical"] == len([line for line in lines if line]), (
+        summary.report()
+    )
     print(f"{len(lines):,} records of the real server replayed identically")
 
 
@@ -588,4 +698,6 @@ def test_the_readme_request_gets_the_readme_answer(server):
         assert got["uuid"] == documented["uuid"]
         assert sorted(got["explanation"]) == sorted(documented["explanation"])
         assert len(got["explanation"]["contributions"]) == len(documented["explanation"]["contributions"])
-        assert all(sorted(r) == ["code", "contribution", "features", "text"] and r["contribution"] > 0 for r in got["reasons"])
+        assert all(
+            sorted(r) == ["code", "contribution", "features", "text"] and r["contribution"] > 0 for r in got["reasons"]
+        )
