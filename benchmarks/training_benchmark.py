@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
@@ -42,14 +42,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from benchmarks.real_datasets import REAL_DATASETS
+from benchmarks.results import command_line, recorded  # noqa: E402
 from credit_pd.config import SampleConfig, TrainingConfig
+from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
-from credit_pd.dataset import labelled_mask, load_dataset
-from credit_pd.training.fit import choose_shape, cross_validate, explained_rows_per_s, fit_final_model, model_explained_rows_per_s
+from credit_pd.training.fit import (
+    choose_shape,
+    cross_validate,
+    explained_rows_per_s,
+    fit_final_model,
+    model_explained_rows_per_s,
+)
 from credit_pd.training.metrics import ForecastMetrics, score_forecast
 from credit_pd.training.sample import true_pd_path_for, write_sample
-from benchmarks.results import command_line, recorded  # noqa: E402
 
 EXPLAIN_BATCH = 1_000
 EXPLAIN_REPEATS = 5
@@ -109,7 +115,9 @@ def load_labelled(name: str, data_path: Path, schema: DatasetSchema) -> Labelled
     mask = labelled_mask(frame, schema)
     labelled = frame[mask].reset_index(drop=True)
     encoder = FeatureEncoder.fit(frame, schema)
-    return Labelled(name, schema, labelled, encoder.encode_frame(labelled), labelled[schema.target_column].to_numpy(), encoder)
+    return Labelled(
+        name, schema, labelled, encoder.encode_frame(labelled), labelled[schema.target_column].to_numpy(), encoder
+    )
 
 
 def project_model(data: Labelled, config: TrainingConfig) -> Row:
@@ -120,9 +128,14 @@ def project_model(data: Labelled, config: TrainingConfig) -> Row:
     model = fit_final_model(data.matrix, data.y, data.encoder, cv, config, data.schema, choice)
     rate = model_explained_rows_per_s(model, data.matrix, config, repeats=EXPLAIN_REPEATS)
     chosen = "; ".join(f.chosen.name for f in cv.folds)
-    return Row("project model", cv.pooled, seconds, rate,
-               f"final: {model.describe()} ({choice.candidate.name}); folds: {chosen}; "
-               f"inner CVs {cv.selection_seconds:.0f} s of {seconds:.0f} s")
+    return Row(
+        "project model",
+        cv.pooled,
+        seconds,
+        rate,
+        f"final: {model.describe()} ({choice.candidate.name}); folds: {chosen}; "
+        f"inner CVs {cv.selection_seconds:.0f} s of {seconds:.0f} s",
+    )
 
 
 def lightgbm_defaults(data: Labelled, config: TrainingConfig) -> Row:
@@ -130,7 +143,9 @@ def lightgbm_defaults(data: Labelled, config: TrainingConfig) -> Row:
     oof = np.zeros(len(data.y))
     started = time.perf_counter()
     for train_idx, valid_idx in folds_of(data.y, config):
-        train_set = lgb.Dataset(data.matrix[train_idx], data.y[train_idx], categorical_feature=data.encoder.categorical_indices)
+        train_set = lgb.Dataset(
+            data.matrix[train_idx], data.y[train_idx], categorical_feature=data.encoder.categorical_indices
+        )
         booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": config.num_threads}, train_set)
         oof[valid_idx] = booster.predict(data.matrix[valid_idx])
     seconds = time.perf_counter() - started
@@ -145,20 +160,43 @@ def tuned_lightgbm(data: Labelled, config: TrainingConfig) -> Row:
     started = time.perf_counter()
     for fold, (train_idx, valid_idx) in enumerate(folds_of(data.y, config), start=1):
         x, y = data.matrix[train_idx], data.y[train_idx]
-        fit_idx, stop_idx = train_test_split(np.arange(len(y)), test_size=TUNED_INNER_SHARE, stratify=y,
-                                             random_state=config.seed + fold)
+        fit_idx, stop_idx = train_test_split(
+            np.arange(len(y)), test_size=TUNED_INNER_SHARE, stratify=y, random_state=config.seed + fold
+        )
         cats = data.encoder.categorical_indices
-        train_set = lgb.Dataset(x[fit_idx], y[fit_idx], categorical_feature=cats, free_raw_data=False,
-                                params={"feature_pre_filter": False})
-        stop_set = lgb.Dataset(x[stop_idx], y[stop_idx], categorical_feature=cats, reference=train_set,
-                               params={"feature_pre_filter": False})
+        train_set = lgb.Dataset(
+            x[fit_idx], y[fit_idx], categorical_feature=cats, free_raw_data=False, params={"feature_pre_filter": False}
+        )
+        stop_set = lgb.Dataset(
+            x[stop_idx],
+            y[stop_idx],
+            categorical_feature=cats,
+            reference=train_set,
+            params={"feature_pre_filter": False},
+        )
         best: tuple[float, lgb.Booster, int, str] | None = None
         for leaves, child, l2 in TUNED_GRID:
-            params = {"objective": "binary", "metric": "binary_logloss", "learning_rate": TUNED_LEARNING_RATE, "num_leaves": leaves,
-                      "min_child_samples": child, "lambda_l2": l2, "feature_fraction": 0.8, "bagging_fraction": 0.8,
-                      "bagging_freq": 1, "seed": config.seed, "verbosity": -1, "num_threads": config.num_threads}
-            booster = lgb.train(params, train_set, num_boost_round=config.lightgbm.max_boost_rounds, valid_sets=[stop_set],
-                                callbacks=[lgb.early_stopping(TUNED_EARLY_STOPPING_ROUNDS, verbose=False)])
+            params = {
+                "objective": "binary",
+                "metric": "binary_logloss",
+                "learning_rate": TUNED_LEARNING_RATE,
+                "num_leaves": leaves,
+                "min_child_samples": child,
+                "lambda_l2": l2,
+                "feature_fraction": 0.8,
+                "bagging_fraction": 0.8,
+                "bagging_freq": 1,
+                "seed": config.seed,
+                "verbosity": -1,
+                "num_threads": config.num_threads,
+            }
+            booster = lgb.train(
+                params,
+                train_set,
+                num_boost_round=config.lightgbm.max_boost_rounds,
+                valid_sets=[stop_set],
+                callbacks=[lgb.early_stopping(TUNED_EARLY_STOPPING_ROUNDS, verbose=False)],
+            )
             loss = booster.best_score["valid_0"]["binary_logloss"]
             if best is None or loss < best[0]:
                 best = (loss, booster, booster.best_iteration, f"{leaves} leaves/min {child}/L2 {l2:g}")
@@ -167,7 +205,9 @@ def tuned_lightgbm(data: Labelled, config: TrainingConfig) -> Row:
         chosen.append(label)
     seconds = time.perf_counter() - started
     rate = explained_rows_per_s(booster, data.matrix, config, num_iteration=rounds, repeats=EXPLAIN_REPEATS)
-    return Row("tuned LightGBM", score_forecast(data.y, oof, config.ece_bins), seconds, rate, "folds: " + "; ".join(chosen))
+    return Row(
+        "tuned LightGBM", score_forecast(data.y, oof, config.ece_bins), seconds, rate, "folds: " + "; ".join(chosen)
+    )
 
 
 def logistic_pipeline(schema: DatasetSchema):
@@ -201,7 +241,9 @@ def logistic_regression(data: Labelled, config: TrainingConfig) -> Row:
     prep, lr = model[:-1], model[-1]
     batch = features.iloc[np.resize(np.arange(len(features)), EXPLAIN_BATCH)]
     explainer = shap.LinearExplainer(lr, prep.transform(batch))
-    rate = EXPLAIN_BATCH / best_of(EXPLAIN_REPEATS, lambda: (lr.predict_proba(prep.transform(batch)), explainer.shap_values(prep.transform(batch))))
+    rate = EXPLAIN_BATCH / best_of(
+        EXPLAIN_REPEATS, lambda: (lr.predict_proba(prep.transform(batch)), explainer.shap_values(prep.transform(batch)))
+    )
     return Row("logistic regression", score_forecast(data.y, oof, config.ece_bins), seconds, rate)
 
 
@@ -211,7 +253,9 @@ def print_table(title: str, rows: list[Row]) -> None:
     for r in rows:
         rate = f"{r.explained_rows_per_s:,.0f}" if r.explained_rows_per_s else "-"
         m = r.metrics
-        print(f"{r.name:<22}{m.log_loss:>10.5f}{m.roc_auc:>9.4f}{m.pr_auc:>8.4f}{m.brier:>10.6f}{m.ece:>9.5f}{r.train_seconds:>9.1f}{rate:>13}")
+        print(
+            f"{r.name:<22}{m.log_loss:>10.5f}{m.roc_auc:>9.4f}{m.pr_auc:>8.4f}{m.brier:>10.6f}{m.ece:>9.5f}{r.train_seconds:>9.1f}{rate:>13}"
+        )
     for r in rows:
         if r.note:
             print(f"  {r.name}: {r.note}")
@@ -222,10 +266,15 @@ def print_goal(project: Row, baselines: list[Row], config: TrainingConfig) -> bo
     best = min(baselines, key=lambda r: r.metrics.log_loss)
     ratio = project.metrics.log_loss / best.metrics.log_loss
     met = ratio <= 1.0
-    print(f"  {'PASS' if met else 'MISS'}  log loss no worse than the best baseline ({best.name}): "
-          f"ratio {ratio:.4f} ({(ratio - 1):+.2%})")
+    print(
+        f"  {'PASS' if met else 'MISS'}  log loss no worse than the best baseline ({best.name}): "
+        f"ratio {ratio:.4f} ({(ratio - 1):+.2%})"
+    )
     rate_ok = project.explained_rows_per_s >= config.min_explained_rows_per_s
-    print(f"  {'PASS' if rate_ok else 'MISS'}  >= {config.min_explained_rows_per_s:,.0f} explained rows/s: {project.explained_rows_per_s:,.0f}")
+    print(
+        f"  {'PASS' if rate_ok else 'MISS'}  >= {config.min_explained_rows_per_s:,.0f} explained rows/s: "
+        f"{project.explained_rows_per_s:,.0f}"
+    )
     return met
 
 
@@ -243,8 +292,10 @@ def print_oracle_bars(project: Row, oracle_row: Row) -> None:
 
 def benchmark_dataset(data: Labelled, config: TrainingConfig, truth: np.ndarray | None = None) -> bool:
     positives = int(data.y.sum())
-    print(f"\n=== {data.name}: {len(data.y):,} labelled rows, {positives:,} defaults ({data.y.mean():.3%}), "
-          f"{len(data.schema.features)} features; {config.n_folds}-fold CV, same folds for every model")
+    print(
+        f"\n=== {data.name}: {len(data.y):,} labelled rows, {positives:,} defaults ({data.y.mean():.3%}), "
+        f"{len(data.schema.features)} features; {config.n_folds}-fold CV, same folds for every model"
+    )
     project = project_model(data, config)
     baselines = [logistic_regression(data, config), lightgbm_defaults(data, config), tuned_lightgbm(data, config)]
     rows = [project, *baselines]
@@ -259,8 +310,12 @@ def benchmark_dataset(data: Labelled, config: TrainingConfig, truth: np.ndarray 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=SampleConfig.n_rows, help="embedded sample size (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SampleConfig.seed, help="embedded sample seed (default: %(default)s)")
+    parser.add_argument(
+        "--rows", type=int, default=SampleConfig.n_rows, help="embedded sample size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=SampleConfig.seed, help="embedded sample seed (default: %(default)s)"
+    )
     names = [SAMPLE, *(d.name for d in REAL_DATASETS)]
     parser.add_argument("--datasets", default=",".join(names), help="comma-separated subset of: " + ", ".join(names))
     args = parser.parse_args(argv)
@@ -278,7 +333,10 @@ def main(argv: list[str] | None = None) -> None:
             if dataset.name in wanted:
                 data = load_labelled(dataset.name, dataset.write_csv(Path(tmp)), load_schema(dataset.schema_path))
                 outcome[dataset.name] = benchmark_dataset(data, config)
-    print("\ngoal (log loss no worse than the best baseline): " + ", ".join(f"{n} {'PASS' if ok else 'MISS'}" for n, ok in outcome.items()))
+    print(
+        "\ngoal (log loss no worse than the best baseline): "
+        + ", ".join(f"{n} {'PASS' if ok else 'MISS'}" for n, ok in outcome.items())
+    )
 
 
 if __name__ == "__main__":

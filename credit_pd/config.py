@@ -67,11 +67,19 @@ class TreeShape:
         return 50.0 if self.min_child_samples >= 200 else 10.0
 
     def describe(self) -> str:
-        sampling = "".join(f", {label} {value:g}" for label, value in (("feature fraction", self.feature_fraction),
-                                                                      ("bagging fraction", self.bagging_fraction)) if value is not None)
+        sampling = "".join(
+            f", {label} {value:g}"
+            for label, value in (
+                ("feature fraction", self.feature_fraction),
+                ("bagging fraction", self.bagging_fraction),
+            )
+            if value is not None
+        )
         start = "boosted from the GLM's logit, " if self.glm_offset else ""
-        return (f"{self.name}: {start}{self.num_leaves} leaves, depth {self.max_depth}, min {self.min_child_samples} rows per leaf, "
-                f"L2 {self.lambda_l2:g}, learning rate {self.learning_rate:g}{sampling}")
+        return (
+            f"{self.name}: {start}{self.num_leaves} leaves, depth {self.max_depth}, min {self.min_child_samples} rows per leaf, "
+            f"L2 {self.lambda_l2:g}, learning rate {self.learning_rate:g}{sampling}"
+        )
 
 
 # The candidate grid. Depth is what the data decides (1 = additive stumps, as close as trees get
@@ -89,16 +97,44 @@ class TreeShape:
 # row/column subsampling; GLM-offset shapes start from the GLM's logit, so the trees only add
 # what the logistic regression misses (interactions, thresholds), in few small trees.
 DEFAULT_SHAPES: tuple[TreeShape, ...] = (
-    TreeShape("GLM-offset, depth 2", num_leaves=4, max_depth=2, min_child_samples=50, lambda_l2=10.0, learning_rate=0.05,
-              glm_offset=True),
-    TreeShape("GLM-offset, 8 leaves", num_leaves=8, max_depth=4, min_child_samples=50, lambda_l2=10.0, learning_rate=0.05,
-              glm_offset=True, feature_fraction=0.7, bagging_fraction=0.7),
+    TreeShape(
+        "GLM-offset, depth 2",
+        num_leaves=4,
+        max_depth=2,
+        min_child_samples=50,
+        lambda_l2=10.0,
+        learning_rate=0.05,
+        glm_offset=True,
+    ),
+    TreeShape(
+        "GLM-offset, 8 leaves",
+        num_leaves=8,
+        max_depth=4,
+        min_child_samples=50,
+        lambda_l2=10.0,
+        learning_rate=0.05,
+        glm_offset=True,
+        feature_fraction=0.7,
+        bagging_fraction=0.7,
+    ),
     TreeShape("stumps", num_leaves=2, max_depth=1, min_child_samples=20, lambda_l2=10.0, learning_rate=0.2),
     TreeShape("depth 2", num_leaves=4, max_depth=2, min_child_samples=20, lambda_l2=10.0, learning_rate=0.1),
-    TreeShape("depth 2, large leaves", num_leaves=4, max_depth=2, min_child_samples=200, lambda_l2=10.0, learning_rate=0.08),
-    TreeShape("depth 3, large leaves", num_leaves=8, max_depth=3, min_child_samples=100, lambda_l2=10.0, learning_rate=0.1),
-    TreeShape("leaf-wise 8", num_leaves=8, max_depth=5, min_child_samples=50, lambda_l2=5.0, learning_rate=0.1,
-              feature_fraction=0.7, bagging_fraction=0.7),
+    TreeShape(
+        "depth 2, large leaves", num_leaves=4, max_depth=2, min_child_samples=200, lambda_l2=10.0, learning_rate=0.08
+    ),
+    TreeShape(
+        "depth 3, large leaves", num_leaves=8, max_depth=3, min_child_samples=100, lambda_l2=10.0, learning_rate=0.1
+    ),
+    TreeShape(
+        "leaf-wise 8",
+        num_leaves=8,
+        max_depth=5,
+        min_child_samples=50,
+        lambda_l2=5.0,
+        learning_rate=0.1,
+        feature_fraction=0.7,
+        bagging_fraction=0.7,
+    ),
 )
 
 
@@ -183,8 +219,15 @@ class TrainingConfig:
     min_explained_rows_per_s: float = 5_000.0
     explain_timing_rows: int = 1_000
 
-    def quick(self) -> "TrainingConfig":
+    def quick(self) -> TrainingConfig:
         """A rough, fast variant for smoke tests (`train.py --quick`): the figures mean little."""
         shapes = tuple(s for s in self.shapes if s.name in ("GLM-offset, depth 2", "depth 2")) or self.shapes[:1]
-        return replace(self, n_folds=2, inner_folds=2, shap_summary_rows=200, shapes=shapes, max_blend_trees=1,
-                       lightgbm=replace(self.lightgbm, max_boost_rounds=60, early_stopping_rounds=15))
+        return replace(
+            self,
+            n_folds=2,
+            inner_folds=2,
+            shap_summary_rows=200,
+            shapes=shapes,
+            max_blend_trees=1,
+            lightgbm=replace(self.lightgbm, max_boost_rounds=60, early_stopping_rounds=15),
+        )

@@ -24,8 +24,9 @@ raw score exactly (up to floating-point rounding). Fitting lives in the training
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class DesignColumn:
             return (x == self.codes[0]).astype(np.float64)
         return np.isin(x, self.codes).astype(np.float64)
 
-    def standardised(self, x: np.ndarray) -> "DesignColumn":
+    def standardised(self, x: np.ndarray) -> DesignColumn:
         """This column with the training mean and standard deviation of `raw(x)` as center and scale."""
         v = self.raw(x)
         scale = float(v.std())
@@ -93,13 +94,18 @@ class DesignColumn:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DesignColumn":
+    def from_dict(cls, data: Mapping[str, Any]) -> DesignColumn:
         kind = data["kind"]
         if kind not in (VALUE, MISSING, LEVEL, RARE):
             raise ValueError(f"design column of feature {data.get('feature')}: unknown kind {kind!r}")
         extra = {k: data[k] for k in ("median", "low", "high", "center", "scale") if k in data}
-        return cls(feature=int(data["feature"]), kind=kind, log1p=bool(data.get("log1p", False)),
-                   codes=tuple(int(c) for c in data.get("codes", ())), **{k: float(v) for k, v in extra.items()})
+        return cls(
+            feature=int(data["feature"]),
+            kind=kind,
+            log1p=bool(data.get("log1p", False)),
+            codes=tuple(int(c) for c in data.get("codes", ())),
+            **{k: float(v) for k, v in extra.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ class LinearDesign:
     columns: tuple[DesignColumn, ...]
 
     @classmethod
-    def fit(cls, matrix: np.ndarray, encoder: FeatureEncoder, log1p: Mapping[str, bool | None] | None = None) -> "LinearDesign":
+    def fit(
+        cls, matrix: np.ndarray, encoder: FeatureEncoder, log1p: Mapping[str, bool | None] | None = None
+    ) -> LinearDesign:
         """Learn medians, ranges, transforms, scales and frequent levels from the training matrix.
 
         `log1p` maps feature names to an override (True/False); None or absent: the rule. (Training
@@ -157,8 +165,10 @@ class LinearDesign:
         return {"n_features": self.n_features, "columns": [c.to_dict() for c in self.columns]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LinearDesign":
-        return cls(n_features=int(data["n_features"]), columns=tuple(DesignColumn.from_dict(c) for c in data["columns"]))
+    def from_dict(cls, data: Mapping[str, Any]) -> LinearDesign:
+        return cls(
+            n_features=int(data["n_features"]), columns=tuple(DesignColumn.from_dict(c) for c in data["columns"])
+        )
 
 
 def _numeric_columns(j: int, x: np.ndarray, log1p_flag: bool | None) -> list[DesignColumn]:
@@ -187,8 +197,8 @@ def log1p_rule(present: np.ndarray) -> bool:
 
 def _categorical_columns(j: int, x: np.ndarray) -> list[DesignColumn]:
     codes, counts = np.unique(x[~np.isnan(x)].astype(np.int64), return_counts=True)
-    frequent = [int(c) for c, n in zip(codes, counts) if n >= MIN_LEVEL_ROWS]
-    rare = tuple(int(c) for c, n in zip(codes, counts) if n < MIN_LEVEL_ROWS)
+    frequent = [int(c) for c, n in zip(codes, counts, strict=False) if n >= MIN_LEVEL_ROWS]
+    rare = tuple(int(c) for c, n in zip(codes, counts, strict=False) if n < MIN_LEVEL_ROWS)
     columns = [DesignColumn(j, LEVEL, codes=(code,)) for code in frequent]
     if rare:
         columns.append(DesignColumn(j, RARE, codes=rare))
@@ -216,8 +226,10 @@ class LinearModel:
     def __post_init__(self) -> None:
         n = len(self.design.columns)
         if self.coefficients.shape != (n,) or self.means.shape != (n,):
-            raise ValueError(f"linear model: {n} design columns but {self.coefficients.shape} coefficients "
-                             f"and {self.means.shape} means")
+            raise ValueError(
+                f"linear model: {n} design columns but {self.coefficients.shape} coefficients "
+                f"and {self.means.shape} means"
+            )
 
     def raw_score(self, matrix: np.ndarray) -> np.ndarray:
         return self.intercept + self.design.transform(matrix) @ self.coefficients
@@ -232,7 +244,9 @@ class LinearModel:
 
     def signed_value_coefficients(self) -> dict[int, float]:
         """Feature index -> coefficient of its value column (the monotone direction of the GLM)."""
-        return {c.feature: float(b) for c, b in zip(self.design.columns, self.coefficients) if c.kind == VALUE}
+        return {
+            c.feature: float(b) for c, b in zip(self.design.columns, self.coefficients, strict=False) if c.kind == VALUE
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -245,7 +259,12 @@ class LinearModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LinearModel":
-        return cls(design=LinearDesign.from_dict(data["design"]), coefficients=np.asarray(data["coefficients"], dtype=np.float64),
-                   intercept=float(data["intercept"]), means=np.asarray(data["means"], dtype=np.float64),
-                   constrained=tuple(data.get("constrained", ())), penalty_c=data.get("penalty_c"))
+    def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
+        return cls(
+            design=LinearDesign.from_dict(data["design"]),
+            coefficients=np.asarray(data["coefficients"], dtype=np.float64),
+            intercept=float(data["intercept"]),
+            means=np.asarray(data["means"], dtype=np.float64),
+            constrained=tuple(data.get("constrained", ())),
+            penalty_c=data.get("penalty_c"),
+        )

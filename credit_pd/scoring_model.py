@@ -19,9 +19,10 @@ Non-negative weights keep the monotone features' direction of every member.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -29,8 +30,8 @@ from scipy.special import expit
 
 from credit_pd.explanation import DEFAULT_MAX_REASONS, RankedReasons, ReasonCodes
 from credit_pd.features import FeatureEncoder
-from credit_pd.master_scale import MasterScale
 from credit_pd.linear import LinearModel
+from credit_pd.master_scale import MasterScale
 from credit_pd.schema import DatasetSchema
 from credit_pd.treeshap import TableCheck, TablesTooLarge, TreeShapTables, UnsupportedModel, verify_tables
 
@@ -67,12 +68,19 @@ class BlendWeights:
         return {"offset": self.offset, "linear": self.linear, "trees": list(self.trees)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BlendWeights":
-        return cls(offset=float(data["offset"]), linear=float(data["linear"]), trees=tuple(float(w) for w in data["trees"]))
+    def from_dict(cls, data: Mapping[str, Any]) -> BlendWeights:
+        return cls(
+            offset=float(data["offset"]), linear=float(data["linear"]), trees=tuple(float(w) for w in data["trees"])
+        )
 
 
-def combined_raw_score(matrix: np.ndarray, linear: LinearModel | None, boosters: Sequence[lgb.Booster], weights: BlendWeights,
-                       num_threads: int) -> np.ndarray:
+def combined_raw_score(
+    matrix: np.ndarray,
+    linear: LinearModel | None,
+    boosters: Sequence[lgb.Booster],
+    weights: BlendWeights,
+    num_threads: int,
+) -> np.ndarray:
     """offset + w_linear x GLM log-odds + sum_k w_k x booster_k log-odds: the raw score of every family.
 
     `ScoringModel.raw_score` is this; training scores its out-of-fold models with it before a
@@ -81,9 +89,9 @@ def combined_raw_score(matrix: np.ndarray, linear: LinearModel | None, boosters:
     raw = np.full(len(matrix), weights.offset)
     if linear is not None:
         raw += weights.linear * linear.raw_score(matrix)
-    for weight, booster in zip(weights.trees, boosters):
+    for weight, booster in zip(weights.trees, boosters, strict=False):
         if booster.num_trees():
-            raw += weight * booster.predict(matrix, raw_score=True, num_threads=num_threads)
+            raw += weight * np.asarray(booster.predict(matrix, raw_score=True, num_threads=num_threads))
     return raw
 
 
@@ -159,8 +167,10 @@ class ScoringModel:
             raise ValueError(f"a {self.family} model needs its GLM part")
         for booster in self.boosters:
             if tuple(booster.feature_name()) != self.encoder.feature_names:
-                raise ValueError("booster and encoder disagree on feature order: "
-                                 f"{booster.feature_name()[:3]}... vs {list(self.encoder.feature_names)[:3]}...")
+                raise ValueError(
+                    "booster and encoder disagree on feature order: "
+                    f"{booster.feature_name()[:3]}... vs {list(self.encoder.feature_names)[:3]}..."
+                )
 
     @property
     def boosters(self) -> tuple[lgb.Booster, ...]:
@@ -177,7 +187,9 @@ class ScoringModel:
         if self.family == "GLM":
             return "GLM (logistic regression), no trees"
         if self.family == "blend":
-            members = [f"GLM x {self.weights.linear:.3f}"] + [f"trees x {w:.3f} ({n} trees)" for w, n in zip(self.weights.trees, trees)]
+            members = [f"GLM x {self.weights.linear:.3f}"] + [
+                f"trees x {w:.3f} ({n} trees)" for w, n in zip(self.weights.trees, trees, strict=False)
+            ]
             return "blend of " + " + ".join(members)
         return f"{self.family}, {trees[0]} trees"
 
@@ -224,7 +236,7 @@ class ScoringModel:
         if tables is not None:
             tree_base, contributions = tables.explain(matrix)
             return np.full(len(contributions), tree_base), contributions
-        contrib = self.boosters[index].predict(matrix, pred_contrib=True, num_threads=threads)
+        contrib = np.asarray(self.boosters[index].predict(matrix, pred_contrib=True, num_threads=threads))
         return contrib[:, -1], contrib[:, :-1]
 
     def with_tree_tables(self) -> ScoringModel:
@@ -241,15 +253,19 @@ class ScoringModel:
                 tables.append(None)
         return replace(self, tree_tables=tuple(tables))
 
-    def verify_tree_tables(self, matrix: np.ndarray, tol: float = 1e-9,
-                           num_threads: int | None = None) -> list[TableCheck]:
+    def verify_tree_tables(
+        self, matrix: np.ndarray, tol: float = 1e-9, num_threads: int | None = None
+    ) -> list[TableCheck]:
         """Check every booster's tables against its pred_contrib on `matrix` (contributions, base value,
         base + sum = raw score); raises `credit_pd.treeshap.TableMismatchError` beyond `tol`."""
         if not self.tree_tables:
             return []  # no tables: every booster is explained by pred_contrib itself
         threads = num_threads or self.num_threads
-        return [verify_tables(tables, booster, matrix, tol=tol, num_threads=threads)
-                for booster, tables in zip(self.boosters, self.tree_tables, strict=True) if tables is not None]
+        return [
+            verify_tables(tables, booster, matrix, tol=tol, num_threads=threads)
+            for booster, tables in zip(self.boosters, self.tree_tables, strict=True)
+            if tables is not None
+        ]
 
     def self_check(self) -> list[TableCheck]:
         """The start-up check of a loaded model: its tables reproduce pred_contrib on the stored
@@ -266,8 +282,9 @@ class ScoringModel:
     def master_scale(self) -> MasterScale:
         return self.schema.resolved_master_scale()
 
-    def decide(self, matrix: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS,
-               num_threads: int | None = None) -> Decision:
+    def decide(
+        self, matrix: np.ndarray, max_reasons: int | Sequence[int] = DEFAULT_MAX_REASONS, num_threads: int | None = None
+    ) -> Decision:
         """PD, grade and reasons of every row: the one path the service, the batch job and replay share.
 
         Reasons need the explanation, so every row is explained (exact TreeSHAP), and the PD is
@@ -275,9 +292,14 @@ class ScoringModel:
         """
         explanation = self.explain(matrix, num_threads)
         pds = self.calibrator.apply(explanation.raw_score)
-        return Decision(explanation=explanation, pd=pds, grade_index=self.master_scale.grade_index(pds),
-                        ranked=self.reason_codes.ranked(explanation.contributions, max_reasons),
-                        scale=self.master_scale, codes=self.reason_codes)
+        return Decision(
+            explanation=explanation,
+            pd=pds,
+            grade_index=self.master_scale.grade_index(pds),
+            ranked=self.reason_codes.ranked(explanation.contributions, max_reasons),
+            scale=self.master_scale,
+            codes=self.reason_codes,
+        )
 
     def scoring_spec(self) -> dict[str, Any]:
         """The non-booster parts as plain data, stored beside the booster in the model store."""
@@ -300,7 +322,7 @@ class ScoringModel:
         return spec
 
     @classmethod
-    def from_parts(cls, booster: lgb.Booster, spec: Mapping[str, Any], num_threads: int = 1) -> "ScoringModel":
+    def from_parts(cls, booster: lgb.Booster, spec: Mapping[str, Any], num_threads: int = 1) -> ScoringModel:
         """Rebuild from a booster and `scoring_spec()`; checks the two agree on the columns."""
         encoder = FeatureEncoder.from_dict(spec["encoder"])
         if tuple(booster.feature_name()) != encoder.feature_names:
@@ -317,11 +339,23 @@ class ScoringModel:
         calibrator = PlattCalibrator(slope=calibration["slope"], intercept=calibration["intercept"])
         linear = LinearModel.from_dict(spec["linear"]) if "linear" in spec else None
         if linear is not None and linear.design.n_features != len(encoder.feature_names):
-            raise ValueError(f"stored GLM part expects {linear.design.n_features} features, the encoder has {len(encoder.feature_names)}")
+            raise ValueError(
+                f"stored GLM part expects {linear.design.n_features} features, the encoder has {len(encoder.feature_names)}"
+            )
         extra = tuple(lgb.Booster(model_str=text) for text in spec.get("extra_boosters", ()))
         weights = BlendWeights.from_dict(spec["blend"]) if "blend" in spec else BlendWeights()
-        tables = tuple(None if arrays is None else TreeShapTables.from_arrays(arrays)
-                       for arrays in spec.get("treeshap_tables", ()))
-        return cls(booster=booster, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads,
-                   linear=linear, extra_boosters=extra, weights=weights, family=spec.get("family", "trees"),
-                   tree_tables=tables)
+        tables = tuple(
+            None if arrays is None else TreeShapTables.from_arrays(arrays) for arrays in spec.get("treeshap_tables", ())
+        )
+        return cls(
+            booster=booster,
+            encoder=encoder,
+            calibrator=calibrator,
+            schema=schema,
+            num_threads=num_threads,
+            linear=linear,
+            extra_boosters=extra,
+            weights=weights,
+            family=spec.get("family", "trees"),
+            tree_tables=tables,
+        )

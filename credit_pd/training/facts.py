@@ -91,7 +91,7 @@ class ModelFacts:
     # The master-scale back-test of the out-of-fold PDs, one dict per grade (GradeBacktest.as_dict).
     grade_backtest: list[dict[str, Any]] = field(default_factory=list)
 
-    def with_tag(self, tag: str) -> "ModelFacts":
+    def with_tag(self, tag: str) -> ModelFacts:
         return replace(self, model_tag=tag)
 
     def as_metadata(self) -> dict[str, Any]:
@@ -109,8 +109,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, labelled: np.ndarray, cv: CrossValidationResult,
-                 choice: ShapeChoice, model: ScoringModel, matrix: np.ndarray, config: TrainingConfig, seconds: float) -> ModelFacts:
+def describe_run(
+    schema: DatasetSchema,
+    data_path: Path,
+    frame: pd.DataFrame,
+    labelled: np.ndarray,
+    cv: CrossValidationResult,
+    choice: ShapeChoice,
+    model: ScoringModel,
+    matrix: np.ndarray,
+    config: TrainingConfig,
+    seconds: float,
+) -> ModelFacts:
     """Collect the run's facts; `matrix` supplies rows for timing the final model's explanations."""
     y = frame.loc[labelled, schema.target_column]
     return ModelFacts(
@@ -120,8 +130,15 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
         n_features=len(schema.features),
         feature_types={t.value: len(schema.names_of(t)) for t in FeatureType},
         monotone_features=[f.name for f in schema.features if f.monotone is not None],
-        data=DataFacts(file_name=data_path.name, sha256=file_sha256(data_path), n_rows=int(len(frame)), n_labelled=int(labelled.sum()),
-                       n_unlabelled=int((~labelled).sum()), n_positives=int(y.sum()), default_rate=float(y.mean())),
+        data=DataFacts(
+            file_name=data_path.name,
+            sha256=file_sha256(data_path),
+            n_rows=int(len(frame)),
+            n_labelled=int(labelled.sum()),
+            n_unlabelled=int((~labelled).sum()),
+            n_positives=int(y.sum()),
+            default_rate=float(y.mean()),
+        ),
         n_folds=config.n_folds,
         ece_bins=config.ece_bins,
         shape=choice_facts(cv, choice, model, config),
@@ -139,22 +156,34 @@ def describe_run(schema: DatasetSchema, data_path: Path, frame: pd.DataFrame, la
         explain_timing_rows=config.explain_timing_rows,
         num_threads=config.num_threads,
         library_versions={name: version(name) for name in LIBRARIES},
-        grade_backtest=[row.as_dict() for row in grade_backtest(y.to_numpy(dtype=np.float64), cv.oof_pd, schema.resolved_master_scale())],
+        grade_backtest=[
+            row.as_dict()
+            for row in grade_backtest(y.to_numpy(dtype=np.float64), cv.oof_pd, schema.resolved_master_scale())
+        ],
     )
 
 
-def choice_facts(cv: CrossValidationResult, choice: ShapeChoice, model: ScoringModel, config: TrainingConfig) -> ShapeFacts:
+def choice_facts(
+    cv: CrossValidationResult, choice: ShapeChoice, model: ScoringModel, config: TrainingConfig
+) -> ShapeFacts:
     """What was chosen and why, from the final inner CV and the fitted model."""
     candidate = choice.candidate
     shapes = {shape.name: shape for shape in config.shapes}
     used = [candidate.name] if candidate.shape is not None and model.n_trees else list(candidate.members)
     tree_shapes = [shapes[name].describe() for name in used if name in shapes]
     description = model.describe() + "".join(f"; {text}" for text in tree_shapes)
-    return ShapeFacts(name=candidate.name, family=model.family, description=description, tree_shapes=tree_shapes,
-                      reason=choice.reason, chosen_per_fold=[f.chosen.name for f in cv.folds],
-                      candidates_inner_log_loss=choice.mean_inner_log_loss,
-                      candidates_explained_rows_per_s=choice.explained_rows_per_s,
-                      candidates_fit_seconds=choice.fit_seconds,
-                      glm_constrained=list(model.linear.constrained) if model.linear is not None else [],
-                      blend_weights=model.weights.to_dict() if model.family == "blend" else {},
-                      inner_folds=config.inner_folds, selection_seconds=cv.selection_seconds)
+    return ShapeFacts(
+        name=candidate.name,
+        family=model.family,
+        description=description,
+        tree_shapes=tree_shapes,
+        reason=choice.reason,
+        chosen_per_fold=[f.chosen.name for f in cv.folds],
+        candidates_inner_log_loss=choice.mean_inner_log_loss,
+        candidates_explained_rows_per_s=choice.explained_rows_per_s,
+        candidates_fit_seconds=choice.fit_seconds,
+        glm_constrained=list(model.linear.constrained) if model.linear is not None else [],
+        blend_weights=model.weights.to_dict() if model.family == "blend" else {},
+        inner_folds=config.inner_folds,
+        selection_seconds=cv.selection_seconds,
+    )

@@ -30,8 +30,8 @@ calibrated probabilities, which a lender needs for pricing and provisioning, not
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
@@ -144,10 +144,20 @@ class FittedParts:
     boosters: tuple[lgb.Booster, ...]
     weights: BlendWeights
 
-    def as_scoring_model(self, encoder: FeatureEncoder, calibrator: PlattCalibrator, schema: DatasetSchema,
-                         num_threads: int) -> ScoringModel:
-        return ScoringModel(booster=self.boosters[0], extra_boosters=self.boosters[1:], linear=self.linear, weights=self.weights,
-                            family=self.family, encoder=encoder, calibrator=calibrator, schema=schema, num_threads=num_threads)
+    def as_scoring_model(
+        self, encoder: FeatureEncoder, calibrator: PlattCalibrator, schema: DatasetSchema, num_threads: int
+    ) -> ScoringModel:
+        return ScoringModel(
+            booster=self.boosters[0],
+            extra_boosters=self.boosters[1:],
+            linear=self.linear,
+            weights=self.weights,
+            family=self.family,
+            encoder=encoder,
+            calibrator=calibrator,
+            schema=schema,
+            num_threads=num_threads,
+        )
 
 
 @dataclass
@@ -180,8 +190,13 @@ def booster_params(encoder: FeatureEncoder, config: TrainingConfig, shape: TreeS
     return params
 
 
-def make_dataset(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, reference: lgb.Dataset | None = None,
-                 init_score: np.ndarray | None = None) -> lgb.Dataset:
+def make_dataset(
+    matrix: np.ndarray,
+    y: np.ndarray,
+    encoder: FeatureEncoder,
+    reference: lgb.Dataset | None = None,
+    init_score: np.ndarray | None = None,
+) -> lgb.Dataset:
     """LightGBM dataset with the encoder's names and native categorical columns (`init_score`: the GLM's logit)."""
     return lgb.Dataset(
         matrix,
@@ -201,7 +216,9 @@ def empty_booster(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder) ->
     return lgb.Booster({"objective": "binary", "verbosity": -1}, make_dataset(matrix[:2], y[:2], encoder))
 
 
-def _seconds_per_row(work: Callable[[np.ndarray], object], matrix: np.ndarray, config: TrainingConfig, repeats: int) -> float:
+def _seconds_per_row(
+    work: Callable[[np.ndarray], object], matrix: np.ndarray, config: TrainingConfig, repeats: int
+) -> float:
     """CPU seconds per row and thread of `work` on a batch of `explain_timing_rows` rows (best of `repeats`).
 
     CPU time of this process divided by the thread count: wall-clock time on a shared machine
@@ -218,25 +235,32 @@ def _seconds_per_row(work: Callable[[np.ndarray], object], matrix: np.ndarray, c
     return max(fastest, 1e-9) / max(len(batch), 1)
 
 
-def explained_rows_per_s(booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None = None,
-                         repeats: int = 3) -> float:
+def explained_rows_per_s(
+    booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None = None, repeats: int = 3
+) -> float:
     """Booster + exact TreeSHAP throughput on `num_threads` cores (see `_seconds_per_row`)."""
     return 1.0 / _booster_seconds_per_row(booster, matrix, config, num_iteration, repeats)
 
 
-def model_explained_rows_per_s(model: ScoringModel, matrix: np.ndarray, config: TrainingConfig, repeats: int = 3) -> float:
+def model_explained_rows_per_s(
+    model: ScoringModel, matrix: np.ndarray, config: TrainingConfig, repeats: int = 3
+) -> float:
     """A scoring model's raw score + exact explanation throughput, every part of it included."""
+
     def work(batch: np.ndarray) -> None:
         model.raw_score(batch, num_threads=config.num_threads)
         model.explain(batch, num_threads=config.num_threads)
+
     return 1.0 / _seconds_per_row(work, matrix, config, repeats)
 
 
-def _booster_seconds_per_row(booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None,
-                             repeats: int = 3) -> float:
+def _booster_seconds_per_row(
+    booster: lgb.Booster, matrix: np.ndarray, config: TrainingConfig, num_iteration: int | None, repeats: int = 3
+) -> float:
     def work(batch: np.ndarray) -> None:
         booster.predict(batch, raw_score=True, num_iteration=num_iteration, num_threads=config.num_threads)
         booster.predict(batch, pred_contrib=True, num_iteration=num_iteration, num_threads=config.num_threads)
+
     return _seconds_per_row(work, matrix, config, repeats)
 
 
@@ -244,21 +268,36 @@ def _glm_seconds_per_row(linear: LinearModel, matrix: np.ndarray, config: Traini
     def work(batch: np.ndarray) -> None:
         linear.raw_score(batch)
         linear.explain(batch)
+
     return _seconds_per_row(work, matrix, config, repeats=3)
 
 
-def fit_glm_part(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig,
-                 log1p: dict[str, bool | None] | None = None) -> LinearModel:
+def fit_glm_part(
+    matrix: np.ndarray,
+    y: np.ndarray,
+    encoder: FeatureEncoder,
+    config: TrainingConfig,
+    log1p: dict[str, bool | None] | None = None,
+) -> LinearModel:
     """The GLM on its design, both learned from these rows only."""
     return fit_glm(matrix, y, LinearDesign.fit(matrix, encoder, log1p), encoder, penalty_c=config.glm_penalty_c)
 
 
-def train_early_stopped(params: dict, train_set: lgb.Dataset, valid_set: lgb.Dataset, config: TrainingConfig) -> tuple[lgb.Booster, np.ndarray]:
+def train_early_stopped(
+    params: dict, train_set: lgb.Dataset, valid_set: lgb.Dataset, config: TrainingConfig
+) -> tuple[lgb.Booster, np.ndarray]:
     """Boost until the validation loss has not improved for `early_stopping_rounds`; the booster and its curve."""
     evals: dict = {}
-    booster = lgb.train(params, train_set, num_boost_round=config.lightgbm.max_boost_rounds, valid_sets=[valid_set],
-                        callbacks=[lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False),
-                                   lgb.record_evaluation(evals)])
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.lightgbm.max_boost_rounds,
+        valid_sets=[valid_set],
+        callbacks=[
+            lgb.early_stopping(config.lightgbm.early_stopping_rounds, verbose=False),
+            lgb.record_evaluation(evals),
+        ],
+    )
     return booster, np.asarray(evals["valid_0"]["binary_logloss"])
 
 
@@ -271,7 +310,7 @@ def common_rounds(runs: list[_TreeRun], floor_loss: float | None) -> int:
     """
     length = min(len(run.curve) for run in runs)
     sizes = np.array([len(run.valid_idx) for run in runs], dtype=np.float64)
-    mean_curve = sum(size * run.curve[:length] for size, run in zip(sizes, runs)) / sizes.sum()
+    mean_curve = sum(size * run.curve[:length] for size, run in zip(sizes, runs, strict=False)) / sizes.sum()
     best = int(np.argmin(mean_curve))
     if floor_loss is not None and floor_loss <= mean_curve[best]:
         return 0
@@ -284,6 +323,7 @@ def fit_blend_weights(members: np.ndarray, y: np.ndarray) -> BlendWeights:
     A bounded logistic regression (scipy L-BFGS-B): weights >= 0 keep every member's monotone
     directions, and with an intercept and free scale the blend needs no convex constraint.
     """
+
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         raw = theta[0] + members @ theta[1:]
         residual = (1.0 / (1.0 + np.exp(-raw))) - y
@@ -299,7 +339,9 @@ def blend_raw(members: np.ndarray, weights: BlendWeights) -> np.ndarray:
     return weights.offset + weights.linear * members[:, 0] + members[:, 1:] @ np.asarray(weights.trees)
 
 
-def inner_choice(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, seed: int) -> InnerChoice:
+def inner_choice(
+    matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, seed: int
+) -> InnerChoice:
     """Score every candidate by inner k-fold CV on these rows and choose within the explanation budget."""
     started = time.perf_counter()
     splits = list(StratifiedKFold(config.inner_folds, shuffle=True, random_state=seed).split(matrix, y))
@@ -320,16 +362,30 @@ def inner_choice(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, con
         for shape in config.shapes:
             if shape.glm_offset and offset_sets is None:
                 offset_train = make_dataset(matrix[fit_idx], y[fit_idx], encoder, init_score=fit_offset)
-                offset_sets = (offset_train, make_dataset(matrix[valid_idx], y[valid_idx], encoder, reference=offset_train,
-                                                          init_score=valid_offset))
-            train_set, valid_set = offset_sets if shape.glm_offset else (plain_train, plain_valid)
+                offset_sets = (
+                    offset_train,
+                    make_dataset(
+                        matrix[valid_idx], y[valid_idx], encoder, reference=offset_train, init_score=valid_offset
+                    ),
+                )
+            train_set, valid_set = (plain_train, plain_valid) if offset_sets is None or not shape.glm_offset else offset_sets
             shape_started = time.perf_counter()
-            booster, curve = train_early_stopped(booster_params(encoder, config, shape, seed + k), train_set, valid_set, config)
-            runs[shape.name].append(_TreeRun(booster, curve, valid_idx, valid_offset if shape.glm_offset else None,
-                                             time.perf_counter() - shape_started))
+            booster, curve = train_early_stopped(
+                booster_params(encoder, config, shape, seed + k), train_set, valid_set, config
+            )
+            runs[shape.name].append(
+                _TreeRun(
+                    booster,
+                    curve,
+                    valid_idx,
+                    valid_offset if shape.glm_offset else None,
+                    time.perf_counter() - shape_started,
+                )
+            )
     glm_loss = log_loss_of_raw(y, glm_oof)
     scored: list[tuple[CandidateResult, np.ndarray]] = [
-        (_result(GLM, GLM, glm_loss, 0, glm_cost, config, fit_seconds=glm_seconds), glm_oof)]
+        (_result(GLM, GLM, glm_loss, 0, glm_cost, config, fit_seconds=glm_seconds), glm_oof)
+    ]
     costs = {GLM: glm_cost}
     for shape in config.shapes:
         result, oof, cost = _score_shape(shape, runs[shape.name], y, glm_oof, glm_loss, glm_cost, matrix, config)
@@ -343,43 +399,92 @@ def inner_choice(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, con
         members = np.column_stack([glm_oof, *(dict((r.name, o) for r, o in scored)[m] for m in chosen.members)])
         weights = fit_blend_weights(members, y)
         oof = blend_raw(members, weights)
-    return InnerChoice(chosen=chosen, candidates=tuple(result for result, _ in scored), oof_raw=oof, weights=weights,
-                       calibrator=fit_platt(oof, y), reason=reason, seconds=time.perf_counter() - started)
+    return InnerChoice(
+        chosen=chosen,
+        candidates=tuple(result for result, _ in scored),
+        oof_raw=oof,
+        weights=weights,
+        calibrator=fit_platt(oof, y),
+        reason=reason,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def _result(name: str, family: str, loss: float, rounds: int, seconds_per_row: float, config: TrainingConfig,
-            shape: TreeShape | None = None, members: tuple[str, ...] = (), member_rounds: tuple[int, ...] = (),
-            fit_seconds: float = 0.0) -> CandidateResult:
+def _result(
+    name: str,
+    family: str,
+    loss: float,
+    rounds: int,
+    seconds_per_row: float,
+    config: TrainingConfig,
+    shape: TreeShape | None = None,
+    members: tuple[str, ...] = (),
+    member_rounds: tuple[int, ...] = (),
+    fit_seconds: float = 0.0,
+) -> CandidateResult:
     rate = 1.0 / seconds_per_row
-    return CandidateResult(name=name, family=family, inner_log_loss=loss, rounds=rounds, explained_rows_per_s=rate,
-                           within_budget=rate >= config.min_explained_rows_per_s, shape=shape, members=members,
-                           member_rounds=member_rounds, fit_seconds=fit_seconds)
+    return CandidateResult(
+        name=name,
+        family=family,
+        inner_log_loss=loss,
+        rounds=rounds,
+        explained_rows_per_s=rate,
+        within_budget=rate >= config.min_explained_rows_per_s,
+        shape=shape,
+        members=members,
+        member_rounds=member_rounds,
+        fit_seconds=fit_seconds,
+    )
 
 
-def _score_shape(shape: TreeShape, runs: list[_TreeRun], y: np.ndarray, glm_oof: np.ndarray, glm_loss: float, glm_cost: float,
-                 matrix: np.ndarray, config: TrainingConfig) -> tuple[CandidateResult, np.ndarray, float]:
+def _score_shape(
+    shape: TreeShape,
+    runs: list[_TreeRun],
+    y: np.ndarray,
+    glm_oof: np.ndarray,
+    glm_loss: float,
+    glm_cost: float,
+    matrix: np.ndarray,
+    config: TrainingConfig,
+) -> tuple[CandidateResult, np.ndarray, float]:
     """A shape's common round count, pooled inner out-of-fold log-odds, loss and explanation cost."""
     rounds = common_rounds(runs, glm_loss if shape.glm_offset else None)
     oof = glm_oof.copy() if shape.glm_offset else np.zeros(len(y))
     if rounds:
         for run in runs:
-            oof[run.valid_idx] += run.booster.predict(matrix[run.valid_idx], raw_score=True, num_iteration=rounds,
-                                                      num_threads=config.num_threads)
+            oof[run.valid_idx] += run.booster.predict(
+                matrix[run.valid_idx], raw_score=True, num_iteration=rounds, num_threads=config.num_threads
+            )
     first = runs[0]
     cost = _booster_seconds_per_row(first.booster, matrix[first.valid_idx], config, rounds) if rounds else 0.0
     if shape.glm_offset:
         cost += glm_cost
     family = "GLM-offset" if shape.glm_offset else "trees"
-    result = _result(shape.name, family, log_loss_of_raw(y, oof), rounds, cost, config, shape=shape,
-                     fit_seconds=sum(run.seconds for run in runs))
+    result = _result(
+        shape.name,
+        family,
+        log_loss_of_raw(y, oof),
+        rounds,
+        cost,
+        config,
+        shape=shape,
+        fit_seconds=sum(run.seconds for run in runs),
+    )
     return result, oof, cost
 
 
-def _score_blends(scored: list[tuple[CandidateResult, np.ndarray]], costs: dict[str, float], y: np.ndarray,
-                  splits: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig) -> list[tuple[CandidateResult, np.ndarray]]:
+def _score_blends(
+    scored: list[tuple[CandidateResult, np.ndarray]],
+    costs: dict[str, float],
+    y: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    config: TrainingConfig,
+) -> list[tuple[CandidateResult, np.ndarray]]:
     """GLM + the best one (and two) affordable plain tree candidates, with cross-fitted weights."""
-    trees = sorted((item for item in scored if item[0].family == "trees" and item[0].within_budget and item[0].rounds > 0),
-                   key=lambda item: item[0].inner_log_loss)
+    trees = sorted(
+        (item for item in scored if item[0].family == "trees" and item[0].within_budget and item[0].rounds > 0),
+        key=lambda item: item[0].inner_log_loss,
+    )
     glm_oof = scored[0][1]
     blends = []
     for size in range(1, min(config.max_blend_trees, len(trees)) + 1):
@@ -390,8 +495,21 @@ def _score_blends(scored: list[tuple[CandidateResult, np.ndarray]], costs: dict[
             crossfit[valid_idx] = blend_raw(stacked[valid_idx], fit_blend_weights(stacked[fit_idx], y[fit_idx]))
         names = tuple(result.name for result, _ in members)
         cost = costs[GLM] + sum(costs[name] for name in names)
-        blends.append((_result("blend: GLM + " + " + ".join(names), "blend", log_loss_of_raw(y, crossfit), 0, cost, config,
-                               members=names, member_rounds=tuple(result.rounds for result, _ in members)), crossfit))
+        blends.append(
+            (
+                _result(
+                    "blend: GLM + " + " + ".join(names),
+                    "blend",
+                    log_loss_of_raw(y, crossfit),
+                    0,
+                    cost,
+                    config,
+                    members=names,
+                    member_rounds=tuple(result.rounds for result, _ in members),
+                ),
+                crossfit,
+            )
+        )
     return blends
 
 
@@ -404,43 +522,70 @@ def pick_candidate(results: list[CandidateResult], config: TrainingConfig) -> tu
         return cheapest, f"no candidate met the budget of {floor}; the cheapest was taken"
     best = min(affordable, key=lambda i: results[i].inner_log_loss)
     chosen = results[best]
-    beaten = sorted((r for r in results if not r.within_budget and r.inner_log_loss < chosen.inner_log_loss),
-                    key=lambda r: r.inner_log_loss)
+    beaten = sorted(
+        (r for r in results if not r.within_budget and r.inner_log_loss < chosen.inner_log_loss),
+        key=lambda r: r.inner_log_loss,
+    )
     glm = next((r for r in results if r.name == GLM), None)
-    versus = (f"; {(chosen.inner_log_loss / glm.inner_log_loss - 1):+.2%} against the GLM alone"
-              if glm is not None and chosen is not glm else "")
-    reason = (f"lowest inner-CV log loss ({chosen.inner_log_loss:.5f}) of {len(affordable)} candidates within the budget of "
-              f"{floor}{versus}" + (f"; over budget with lower loss: {', '.join(r.name for r in beaten)}" if beaten else ""))
+    versus = (
+        f"; {(chosen.inner_log_loss / glm.inner_log_loss - 1):+.2%} against the GLM alone"
+        if glm is not None and chosen is not glm
+        else ""
+    )
+    reason = (
+        f"lowest inner-CV log loss ({chosen.inner_log_loss:.5f}) of {len(affordable)} candidates within the budget of "
+        f"{floor}{versus}" + (f"; over budget with lower loss: {', '.join(r.name for r in beaten)}" if beaten else "")
+    )
     if chosen.family == "GLM-offset" and chosen.rounds == 0:
         reason += "; early stopping kept no tree, so the model is the GLM"
     return best, reason
 
 
-def refit_candidate(candidate: CandidateResult, weights: BlendWeights | None, matrix: np.ndarray, y: np.ndarray,
-                    encoder: FeatureEncoder, config: TrainingConfig, seed: int, all_shapes: tuple[TreeShape, ...]) -> FittedParts:
+def refit_candidate(
+    candidate: CandidateResult,
+    weights: BlendWeights | None,
+    matrix: np.ndarray,
+    y: np.ndarray,
+    encoder: FeatureEncoder,
+    config: TrainingConfig,
+    seed: int,
+    all_shapes: tuple[TreeShape, ...],
+) -> FittedParts:
     """Fit the chosen candidate on all these rows with its cross-validated round counts."""
+
     def rounds_of(rounds: int) -> int:
         return max(1, int(round(rounds * config.final_rounds_multiplier)))
 
     def trees(shape: TreeShape, rounds: int, init_score: np.ndarray | None = None) -> lgb.Booster:
-        return lgb.train(booster_params(encoder, config, shape, seed), make_dataset(matrix, y, encoder, init_score=init_score),
-                         num_boost_round=rounds_of(rounds))
+        return lgb.train(
+            booster_params(encoder, config, shape, seed),
+            make_dataset(matrix, y, encoder, init_score=init_score),
+            num_boost_round=rounds_of(rounds),
+        )
 
     if candidate.family == "trees":
+        assert candidate.shape is not None, "a tree candidate names its shape"
         return FittedParts("trees", None, (trees(candidate.shape, candidate.rounds),), BlendWeights())
     glm = fit_glm_part(matrix, y, encoder, config)
     if candidate.family == GLM or (candidate.family == "GLM-offset" and candidate.rounds == 0):
         return FittedParts(GLM, glm, (empty_booster(matrix, y, encoder),), BlendWeights())
     if candidate.family == "GLM-offset":
-        return FittedParts("GLM-offset", glm, (trees(candidate.shape, candidate.rounds, glm.raw_score(matrix)),), BlendWeights())
+        assert candidate.shape is not None, "a GLM-offset candidate names its tree shape"
+        return FittedParts(
+            "GLM-offset", glm, (trees(candidate.shape, candidate.rounds, glm.raw_score(matrix)),), BlendWeights()
+        )
     if weights is None or len(weights.trees) != len(candidate.members):
         raise ValueError(f"blend {candidate.name!r} needs one weight per tree member")
     shapes = {shape.name: shape for shape in all_shapes}
-    members = tuple(trees(shapes[name], rounds) for name, rounds in zip(candidate.members, candidate.member_rounds))
+    members = tuple(
+        trees(shapes[name], rounds) for name, rounds in zip(candidate.members, candidate.member_rounds, strict=False)
+    )
     return FittedParts("blend", glm, members, weights)
 
 
-def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, progress: bool = True) -> CrossValidationResult:
+def cross_validate(
+    matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, progress: bool = True
+) -> CrossValidationResult:
     """Stratified K-fold with out-of-fold, calibrated forecasts for every labelled row.
 
     Each training fold chooses its candidate by inner CV and scores its validation fold with it;
@@ -456,20 +601,30 @@ def cross_validate(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, c
         x_train, y_train = matrix[train_idx], y[train_idx]
         inner = inner_choice(x_train, y_train, encoder, config, seed=config.seed + fold)
         selection_seconds += inner.seconds
-        parts = refit_candidate(inner.chosen, inner.weights, x_train, y_train, encoder, config, config.seed + fold, config.shapes)
+        parts = refit_candidate(
+            inner.chosen, inner.weights, x_train, y_train, encoder, config, config.seed + fold, config.shapes
+        )
         oof_raw[valid_idx] = parts_raw_score(parts, matrix[valid_idx], config.num_threads)
         oof_pd[valid_idx] = inner.calibrator.apply(oof_raw[valid_idx])
         metrics = score_forecast(y[valid_idx], oof_pd[valid_idx], config.ece_bins)
         trees = sum(b.num_trees() for b in parts.boosters)
         folds.append(FoldResult(fold, trees, inner.calibrator, metrics, inner.chosen, inner.candidates))
-        bar.set_postfix(auc=f"{metrics.roc_auc:.4f}", logloss=f"{metrics.log_loss:.5f}", chosen=inner.chosen.name, trees=trees)
+        bar.set_postfix(
+            auc=f"{metrics.roc_auc:.4f}", logloss=f"{metrics.log_loss:.5f}", chosen=inner.chosen.name, trees=trees
+        )
         bar.update()
     bar.set_postfix(stage="final choice on all rows")
     final = inner_choice(matrix, y, encoder, config, seed=config.seed)
     bar.update()
     bar.close()
-    return CrossValidationResult(folds=folds, oof_raw=oof_raw, oof_pd=oof_pd, pooled=score_forecast(y, oof_pd, config.ece_bins),
-                                 final=final, selection_seconds=selection_seconds + final.seconds)
+    return CrossValidationResult(
+        folds=folds,
+        oof_raw=oof_raw,
+        oof_pd=oof_pd,
+        pooled=score_forecast(y, oof_pd, config.ece_bins),
+        final=final,
+        selection_seconds=selection_seconds + final.seconds,
+    )
 
 
 def parts_raw_score(parts: FittedParts, matrix: np.ndarray, num_threads: int) -> np.ndarray:
@@ -485,18 +640,29 @@ def choose_shape(cv: CrossValidationResult, config: TrainingConfig) -> ShapeChoi
     fit_seconds: dict[str, float] = {}
     for result in [c for f in cv.folds for c in f.candidates] + list(final.candidates):
         fit_seconds[result.name] = fit_seconds.get(result.name, 0.0) + result.fit_seconds
-    return ShapeChoice(candidate=candidate, rounds=rounds, reason=final.reason,
-                       mean_inner_log_loss={c.name: c.inner_log_loss for c in final.candidates},
-                       explained_rows_per_s={c.name: c.explained_rows_per_s for c in final.candidates},
-                       weights=final.weights, calibrator=final.calibrator,
-                       selection_seconds=final.seconds, fit_seconds=fit_seconds)
+    return ShapeChoice(
+        candidate=candidate,
+        rounds=rounds,
+        reason=final.reason,
+        mean_inner_log_loss={c.name: c.inner_log_loss for c in final.candidates},
+        explained_rows_per_s={c.name: c.explained_rows_per_s for c in final.candidates},
+        weights=final.weights,
+        calibrator=final.calibrator,
+        selection_seconds=final.seconds,
+        fit_seconds=fit_seconds,
+    )
 
 
-def fit_final_model(matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, cv: CrossValidationResult, config: TrainingConfig,
-                    schema: DatasetSchema, choice: ShapeChoice | None = None) -> ScoringModel:
+def fit_final_model(
+    matrix: np.ndarray,
+    y: np.ndarray,
+    encoder: FeatureEncoder,
+    cv: CrossValidationResult,
+    config: TrainingConfig,
+    schema: DatasetSchema,
+    choice: ShapeChoice | None = None,
+) -> ScoringModel:
     """Refit the chosen candidate on every labelled row; calibrate on its inner-CV out-of-fold log-odds."""
     choice = choice or choose_shape(cv, config)
     parts = refit_candidate(choice.candidate, choice.weights, matrix, y, encoder, config, config.seed, config.shapes)
     return parts.as_scoring_model(encoder, choice.calibrator, schema, config.num_threads)
-
-

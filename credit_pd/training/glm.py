@@ -25,7 +25,9 @@ GLM_MAX_ITER = 1_000
 GLM_GRADIENT_TOLERANCE = 1e-4
 
 
-def fit_glm(matrix: np.ndarray, y: np.ndarray, design: LinearDesign, encoder: FeatureEncoder, penalty_c: float) -> LinearModel:
+def fit_glm(
+    matrix: np.ndarray, y: np.ndarray, design: LinearDesign, encoder: FeatureEncoder, penalty_c: float
+) -> LinearModel:
     """Logistic regression on `design.transform(matrix)` with the monotone signs as bounds."""
     x = design.transform(matrix)
     y = np.asarray(y, dtype=np.float64)
@@ -34,15 +36,30 @@ def fit_glm(matrix: np.ndarray, y: np.ndarray, design: LinearDesign, encoder: Fe
     # One BLAS thread: the products are small, and OpenBLAS threads spinning on a shared 2-core
     # machine made the fit ~3x slower than one thread (measured).
     with threadpool_limits(limits=1, user_api="blas"):
-        result = minimize(_penalised_loss, np.zeros(x.shape[1] + 1), args=(x, y, penalty_c), jac=True, method="L-BFGS-B",
-                          bounds=bounds,
-                          # scikit-learn's lbfgs stopping rule: the gradient, not a relative change of the loss.
-                          options={"maxiter": GLM_MAX_ITER, "gtol": GLM_GRADIENT_TOLERANCE, "ftol": 64 * np.finfo(float).eps})
+        result = minimize(
+            _penalised_loss,
+            np.zeros(x.shape[1] + 1),
+            args=(x, y, penalty_c),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            # scikit-learn's lbfgs stopping rule: the gradient, not a relative change of the loss.
+            options={"maxiter": GLM_MAX_ITER, "gtol": GLM_GRADIENT_TOLERANCE, "ftol": 64 * np.finfo(float).eps},
+        )
     intercept, coefficients = float(result.x[0]), result.x[1:]
-    constrained = tuple(encoder.feature_names[c.feature] for c, b, s in zip(design.columns, coefficients, required)
-                        if s != 0 and b == 0.0)
-    return LinearModel(design=design, coefficients=coefficients, intercept=intercept, means=x.mean(axis=0),
-                       constrained=constrained, penalty_c=penalty_c)
+    constrained = tuple(
+        encoder.feature_names[c.feature]
+        for c, b, s in zip(design.columns, coefficients, required, strict=False)
+        if s != 0 and b == 0.0
+    )
+    return LinearModel(
+        design=design,
+        coefficients=coefficients,
+        intercept=intercept,
+        means=x.mean(axis=0),
+        constrained=constrained,
+        penalty_c=penalty_c,
+    )
 
 
 def _penalised_loss(theta: np.ndarray, x: np.ndarray, y: np.ndarray, penalty_c: float) -> tuple[float, np.ndarray]:

@@ -26,14 +26,22 @@ import os
 import shutil
 import signal
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 import bentoml
 
-from credit_pd.files import (atomic_write, make_temp_dir_beside, normal_dir_mode, owner_pid, pid_is_alive, remove_stale_temp_files,
-                             write_temp_beside)
+from credit_pd.files import (
+    atomic_write,
+    make_temp_dir_beside,
+    normal_dir_mode,
+    owner_pid,
+    pid_is_alive,
+    remove_stale_temp_files,
+    write_temp_beside,
+)
 from credit_pd.model_store import model_store_dir
 
 log = logging.getLogger(__name__)
@@ -46,8 +54,17 @@ JOURNAL = "publish.json"
 REPORT_MARKER = ".published_by"
 LATEST_FILE = "latest"
 # Stages where the fault hook can fire, in the order a run passes them.
-STAGES = ("model_staged", "predictions_staged", "report_partly_staged", "report_staged", "journal_written",
-          "predictions_published", "report_published", "model_published", "latest_published")
+STAGES = (
+    "model_staged",
+    "predictions_staged",
+    "report_partly_staged",
+    "report_staged",
+    "journal_written",
+    "predictions_published",
+    "report_published",
+    "model_published",
+    "latest_published",
+)
 
 
 def fault_point(stage: str) -> None:
@@ -74,7 +91,7 @@ class Journal:
         atomic_write(staging / JOURNAL, lambda out: json.dump(asdict(self), out, indent=1))
 
     @classmethod
-    def load(cls, staging: Path) -> "Journal | None":
+    def load(cls, staging: Path) -> Journal | None:
         try:
             return cls(**json.loads((staging / JOURNAL).read_text()))
         except (OSError, ValueError, TypeError):
@@ -120,12 +137,17 @@ class Publication:
         if self.model is None or self.predictions_tmp is None or self.report_tmp is None:
             raise RuntimeError("commit() before the model, the predictions and the report were staged")
         tag = self.model.tag
+        assert tag.version is not None, "a saved model always has a version"
         journal = Journal(
             run_id=self.run_id,
-            predictions_tmp=str(self.predictions_tmp), predictions=str(self.predictions_path),
-            report_tmp=str(self.report_tmp), report=str(self.report_dir),
-            model_tmp=str(Path(self.model.path)), model=str(self.store_dir / tag.name / tag.version),
-            latest=str(self.store_dir / tag.name / LATEST_FILE), version=str(tag.version),
+            predictions_tmp=str(self.predictions_tmp),
+            predictions=str(self.predictions_path),
+            report_tmp=str(self.report_tmp),
+            report=str(self.report_dir),
+            model_tmp=str(Path(self.model.path)),
+            model=str(self.store_dir / tag.name / str(tag.version)),
+            latest=str(self.store_dir / tag.name / LATEST_FILE),
+            version=str(tag.version),
         )
         journal.save(self.staging)
         fault_point("journal_written")
@@ -203,7 +225,9 @@ def recover(predictions_path: Path, report_dir: Path) -> None:
                 continue
             journal = Journal.load(staging)
             if journal is not None:
-                print(f"completing the publication of an interrupted training run ({journal.run_id}, model version {journal.version})")
+                print(
+                    f"completing the publication of an interrupted training run ({journal.run_id}, model version {journal.version})"
+                )
                 apply_journal(journal)
             else:
                 log.info("removing %s left by an interrupted training run", staging)

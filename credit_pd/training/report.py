@@ -57,7 +57,9 @@ def write_report(report_dir: Path, inputs: ReportInputs) -> Path:
     plot_roc_pr(report_dir / "roc_pr.png", inputs.y, inputs.cv.oof_pd)
     fault_point("report_partly_staged")
     plot_reliability(report_dir / "calibration.png", inputs.y, inputs.cv.oof_pd)
-    top_features = plot_shap_summary(report_dir / "shap_summary.png", inputs.model, inputs.explain_matrix, inputs.explain_frame)
+    top_features = plot_shap_summary(
+        report_dir / "shap_summary.png", inputs.model, inputs.explain_matrix, inputs.explain_frame
+    )
     plot_grade_backtest(report_dir / "grades.png", inputs.facts.grade_backtest)
     card = report_dir / REPORT_CARD
     card.write_text(render_model_card(inputs, top_features))
@@ -110,10 +112,32 @@ def plot_grade_backtest(path: Path, rows: list[dict]) -> None:
     low = observed - np.array([r["interval_low"] for r in shown])
     high = np.array([r["interval_high"] for r in shown]) - observed
     fig, ax = plt.subplots(figsize=FIGURE_SIZE)
-    ax.plot(x, [r["mean_pd"] for r in shown], marker="s", linestyle="--", color="grey", label="mean predicted PD (out-of-fold)")
-    ax.errorbar(x, observed, yerr=[low, high], marker="o", linestyle="none", capsize=3, label="observed default rate, 95% Jeffreys")
-    for xi, r in zip(x, shown):
-        ax.annotate(r["traffic_light"], (xi, r["interval_high"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    ax.plot(
+        x,
+        [r["mean_pd"] for r in shown],
+        marker="s",
+        linestyle="--",
+        color="grey",
+        label="mean predicted PD (out-of-fold)",
+    )
+    ax.errorbar(
+        x,
+        observed,
+        yerr=[low, high],
+        marker="o",
+        linestyle="none",
+        capsize=3,
+        label="observed default rate, 95% Jeffreys",
+    )
+    for xi, r in zip(x, shown, strict=False):
+        ax.annotate(
+            r["traffic_light"],
+            (xi, r["interval_high"]),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=7,
+        )
     ax.set_xticks(x, [r["grade"] for r in shown])
     ax.set(xlabel="grade (empty grades omitted)", ylabel="default rate", title="Master-scale back-test")
     ax.set_yscale("symlog", linthresh=0.001)  # log above 0.1%, linear below: an observed rate of 0 stays on the plot
@@ -124,16 +148,21 @@ def plot_grade_backtest(path: Path, rows: list[dict]) -> None:
 
 def render_grade_table(rows: list[dict]) -> str:
     """The per-grade back-test as a markdown table (every grade of the scale, empty ones too)."""
+
     def pct(value: float | None, digits: int = 2) -> str:
         return "–" if value is None else f"{value:.{digits}%}"
 
-    lines = ["| grade | PD band | count | defaults | mean PD (OOF) | observed rate | 95% Jeffreys interval | p-value | light |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| grade | PD band | count | defaults | mean PD (OOF) | observed rate | 95% Jeffreys interval | p-value | light |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         interval = "–" if r.get("interval_low") is None else f"{pct(r['interval_low'])} – {pct(r['interval_high'])}"
         p_value = "–" if r.get("p_value") is None else f"{r['p_value']:.3f}"
-        lines.append(f"| {r['grade']} | {pct(r['min_pd'], 3)} – {pct(r['max_pd'], 3)} | {r['count']:,} | {r['defaults']:,} | "
-                     f"{pct(r.get('mean_pd'))} | {pct(r.get('observed_rate'))} | {interval} | {p_value} | {r['traffic_light']} |")
+        lines.append(
+            f"| {r['grade']} | {pct(r['min_pd'], 3)} – {pct(r['max_pd'], 3)} | {r['count']:,} | {r['defaults']:,} | "
+            f"{pct(r.get('mean_pd'))} | {pct(r.get('observed_rate'))} | {interval} | {p_value} | {r['traffic_light']} |"
+        )
     return "\n".join(lines)
 
 
@@ -175,9 +204,14 @@ def render_model_card(inputs: ReportInputs, top_features: list[str]) -> str:
     monotone = ", ".join(f"`{name}`" for name in facts.monotone_features) or "none"
     shape, data, calibration = facts.shape, facts.data, facts.calibration
     candidates = render_candidates(shape)
-    constrained = (f"The GLM's coefficients of {', '.join(f'`{n}`' for n in shape.glm_constrained)} had the wrong sign and are "
-                   "constrained to 0 (the feature acts through the trees only, if at all)." if shape.glm_constrained else
-                   "No GLM coefficient of a monotone feature needed constraining." if shape.family != "trees" else "")
+    constrained = (
+        f"The GLM's coefficients of {', '.join(f'`{n}`' for n in shape.glm_constrained)} had the wrong sign and are "
+        "constrained to 0 (the feature acts through the trees only, if at all)."
+        if shape.glm_constrained
+        else "No GLM coefficient of a monotone feature needed constraining."
+        if shape.family != "trees"
+        else ""
+    )
     return f"""# Model card: probability of default ({facts.model_tag})
 
 **What it is.** A model of the probability that a customer defaults, chosen by the data among a logistic
@@ -185,8 +219,8 @@ regression (GLM), LightGBM trees, trees boosted from the GLM's logit and logit-s
 This one: {shape.description}. {facts.n_features} features from schema `{facts.schema_name}` ({types}); `{facts.id_column}` is never a
 feature. The GLM's design: median imputation plus missing indicators, log1p of non-negative amounts and counts,
 scaling, one-hot categories (rare levels pooled). Trees use LightGBM's native categorical splits and learned missing
-branch. No class weights or resampling; a Platt step (slope {calibration['slope']:.4f}, intercept
-{calibration['intercept']:.4f}) fitted on out-of-fold log-odds corrects the refit's residual bias.
+branch. No class weights or resampling; a Platt step (slope {calibration["slope"]:.4f}, intercept
+{calibration["intercept"]:.4f}) fitted on out-of-fold log-odds corrects the refit's residual bias.
 
 **Chosen by inner cross-validation within an explanation budget.** Chosen: {shape.name}, because {shape.reason}.
 Each outer fold chose by its own inner CV ({", ".join(shape.chosen_per_fold)}). Inner-CV log loss on all labelled rows

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from credit_pd.config import DEFAULT_DATASET_PATH, SampleConfig, TrainingConfig
+from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.errors import DatasetError
 from credit_pd.features import FeatureEncoder
 from credit_pd.master_scale import MasterScale
@@ -24,7 +25,6 @@ from credit_pd.model_store import save_to_store
 from credit_pd.monitoring.reference import drift_reference_objects
 from credit_pd.schema import DEFAULT_SCHEMA_PATH, DatasetSchema, FeatureType, load_schema
 from credit_pd.scoring_model import ScoringModel
-from credit_pd.dataset import check_trainable, labelled_mask, load_dataset
 from credit_pd.training.events import check_enough_events
 from credit_pd.training.facts import ModelFacts, describe_run
 from credit_pd.training.fit import CrossValidationResult, choose_shape, cross_validate, fit_final_model
@@ -57,7 +57,9 @@ def ensure_dataset(data_path: Path, schema_path: Path, sample: SampleConfig) -> 
         raise DatasetError(f"dataset file {data_path} does not exist")
     from credit_pd.training.sample import write_sample
 
-    print(f"{data_path} not found: generating the embedded sample dataset ({sample.n_rows:,} rows, seed {sample.seed}) there.")
+    print(
+        f"{data_path} not found: generating the embedded sample dataset ({sample.n_rows:,} rows, seed {sample.seed}) there."
+    )
     write_sample(data_path, sample)
     return data_path
 
@@ -86,8 +88,10 @@ def run_training(
     labelled = labelled_mask(frame, schema)
     y = frame.loc[labelled, schema.target_column].to_numpy(dtype=np.float64)
     if labelled.all():
-        print(f"{data_path.name} has no unlabelled rows (every {schema.target_column!r} is set): nothing to score; "
-              f"{predictions_path} will hold only its header, so it always belongs to the model this run publishes.")
+        print(
+            f"{data_path.name} has no unlabelled rows (every {schema.target_column!r} is set): nothing to score; "
+            f"{predictions_path} will hold only its header, so it always belongs to the model this run publishes."
+        )
     if schema.example is None:
         schema = schema.model_copy(update={"example": example_application(frame.loc[labelled].iloc[0], schema)})
 
@@ -96,24 +100,41 @@ def run_training(
     model = fit_final_model(matrix[labelled], y, encoder, cv, config, schema, choice)
     model = with_verified_tables(model, matrix[labelled], config)
     unlabelled_pd = model.predict_pd(matrix[~labelled])
-    facts = describe_run(schema, data_path, frame, labelled, cv, choice, model, matrix[labelled], config, time.perf_counter() - started)
+    facts = describe_run(
+        schema, data_path, frame, labelled, cv, choice, model, matrix[labelled], config, time.perf_counter() - started
+    )
 
     explain_rows = _summary_sample(labelled, config)
     publishing = publication(predictions_path, report_dir)
     try:
         stored = publishing.stage_model(
-            lambda store_dir: save_to_store(model, metadata=store_metadata(facts, schema), labels=store_labels(schema, facts),
-                                            custom_objects=drift_reference_objects(model, matrix), store_dir=store_dir))
+            lambda store_dir: save_to_store(
+                model,
+                metadata=store_metadata(facts, schema),
+                labels=store_labels(schema, facts),
+                custom_objects=drift_reference_objects(model, matrix),
+                store_dir=store_dir,
+            )
+        )
         facts = facts.with_tag(str(stored.tag))
         ids = frame.loc[~labelled, schema.id_column]
         publishing.stage_predictions(lambda out: write_predictions(out, ids, unlabelled_pd))
-        inputs = ReportInputs(y=y, cv=cv, model=model, explain_matrix=matrix[explain_rows], explain_frame=frame.iloc[explain_rows], facts=facts)
+        inputs = ReportInputs(
+            y=y,
+            cv=cv,
+            model=model,
+            explain_matrix=matrix[explain_rows],
+            explain_frame=frame.iloc[explain_rows],
+            facts=facts,
+        )
         publishing.stage_report(lambda folder: write_report(folder, inputs))
         publishing.commit()
     except BaseException:
         publishing.discard()
         raise
-    return TrainingRun(str(stored.tag), cv, model, facts, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum()))
+    return TrainingRun(
+        str(stored.tag), cv, model, facts, predictions_path, report_dir / REPORT_CARD, int((~labelled).sum())
+    )
 
 
 def with_verified_tables(model: ScoringModel, labelled_matrix: np.ndarray, config: TrainingConfig) -> ScoringModel:
@@ -125,8 +146,13 @@ def with_verified_tables(model: ScoringModel, labelled_matrix: np.ndarray, confi
     """
     model = model.with_tree_tables()
     for check in model.verify_tree_tables(labelled_matrix, num_threads=config.num_threads):
-        log.info("TreeSHAP tables match pred_contrib on %d rows: max |diff| contributions %.2g, base %.2g, raw %.2g",
-                 check.rows, check.contributions, check.base_value, check.raw_score)
+        log.info(
+            "TreeSHAP tables match pred_contrib on %d rows: max |diff| contributions %.2g, base %.2g, raw %.2g",
+            check.rows,
+            check.contributions,
+            check.base_value,
+            check.raw_score,
+        )
     return model
 
 

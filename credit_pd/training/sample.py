@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from credit_pd.categories import TRUE_SPELLINGS
 from credit_pd.config import SampleConfig
 from credit_pd.files import atomic_write
-from credit_pd.categories import TRUE_SPELLINGS
 from credit_pd.schema import DatasetSchema, FeatureType, load_schema
 
 PROFILE_PATH = Path(__file__).parents[1] / "schemas" / "klarna_sample_profile.yaml"
@@ -163,7 +163,9 @@ def write_sample(dataset_path: Path | str, config: SampleConfig = SampleConfig()
     sample = generate_sample(config)
     schema = load_schema()
     truth_path = true_pd_path_for(dataset_path)
-    atomic_write(truth_path, lambda handle: sample.true_pd.reset_index().to_csv(handle, index=False, float_format="%.12g"))
+    atomic_write(
+        truth_path, lambda handle: sample.true_pd.reset_index().to_csv(handle, index=False, float_format="%.12g")
+    )
     text = to_export_format(sample.frame, schema)
     atomic_write(dataset_path, lambda handle: text.to_csv(handle, sep=schema.separator, index=False))
     return truth_path
@@ -270,13 +272,17 @@ def _purchase_context(rng: np.random.Generator, n: int, risk: np.ndarray) -> dic
         "age": age,
         "merchant_category": category.astype(object),
         "merchant_group": np.array([group_of[c] for c in category], dtype=object),
-        "name_in_email": rng.choice(np.array(list(emails), dtype=object), size=n, p=email_weights / email_weights.sum()),
+        "name_in_email": rng.choice(
+            np.array(list(emails), dtype=object), size=n, p=email_weights / email_weights.sum()
+        ),
         "time_hours": seconds / 3600.0,
         "has_paid": (unpaid_score < np.quantile(unpaid_score, 1 - SHAPE.has_paid_false_share)).astype(float),
     }
 
 
-def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _invoice_history(
+    rng: np.random.Generator, engagement: np.ndarray, risk: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Invoice counts, paid sums and payment spans; no history in 12 months leaves NA blocks.
 
     Also returns the reminders of 12-24 months ago: the export has no column for them, but the
@@ -297,8 +303,12 @@ def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.
     invoice_size = np.exp(np.log(3500) + 0.7 * rng.standard_normal(n))
     paid_count = ok_12m + rem_12m
     paid_anything = ~no_history | (rng.random(n) < SHAPE.paid_without_history)
-    sum_paid = np.where(paid_anything, np.round(np.maximum(paid_count, 1) * invoice_size * np.exp(0.3 * rng.standard_normal(n))), 0.0)
-    max_12m = np.where(sum_paid > 0, np.minimum(np.round(invoice_size * np.exp(0.6 + 0.4 * rng.standard_normal(n))), sum_paid), 0.0)
+    sum_paid = np.where(
+        paid_anything, np.round(np.maximum(paid_count, 1) * invoice_size * np.exp(0.3 * rng.standard_normal(n))), 0.0
+    )
+    max_12m = np.where(
+        sum_paid > 0, np.minimum(np.round(invoice_size * np.exp(0.6 + 0.4 * rng.standard_normal(n))), sum_paid), 0.0
+    )
     old_max = np.where(ok_24m > 0, np.round(invoice_size * np.exp(0.5 + 0.5 * rng.standard_normal(n))), 0.0)
     span = np.exp(np.log(14.0) + 0.35 * risk + 0.35 * rng.standard_normal(n))
     invoices_averaged = np.clip(paid_count, 1, 8)
@@ -310,12 +320,26 @@ def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.
     active = np.where(has_active, 1 + rng.poisson(np.exp(0.2 + 0.5 * engagement).clip(0, 20)), 0)
     div_present = ~no_history | (rng.random(n) < SHAPE.active_div_present_without_history)
     active_div = np.where(div_present, np.round(active / np.maximum(paid_count, 1), 6), np.nan)
-    unpaid = np.where(rng.random(n) < 0.5 + 0.2 * (risk > 1), rng.poisson(np.exp(0.9 + 0.9 * rng.standard_normal(n) + 0.3 * risk).clip(0, 200)), 0)
-    write_off_na = np.where(no_history, rng.random(n) < SHAPE.write_off_na_without_history, rng.random(n) < SHAPE.write_off_na_with_history)
+    unpaid = np.where(
+        rng.random(n) < 0.5 + 0.2 * (risk > 1),
+        rng.poisson(np.exp(0.9 + 0.9 * rng.standard_normal(n) + 0.3 * risk).clip(0, 200)),
+        0,
+    )
+    write_off_na = np.where(
+        no_history, rng.random(n) < SHAPE.write_off_na_without_history, rng.random(n) < SHAPE.write_off_na_with_history
+    )
     written_off_12m = np.where(write_off_na, np.nan, (rng.random(n) < 0.0003 * (1 + dc_12m)).astype(float))
     written_off_24m = np.where(write_off_na, np.nan, (rng.random(n) < 0.0003 * (1 + dc_24m)).astype(float))
-    recovery = np.where(rng.random(n) < 0.0015 * (1 + 3 * (dc_12m + dc_24m)), np.round(np.exp(np.log(1500) + 0.8 * rng.standard_normal(n))), 0.0)
-    worst_active = np.where(active > 0, 1.0 + (rng.random(n) < 0.1 * np.exp(0.5 * risk).clip(0, 5)) + (rng.random(n) < 0.004 * np.exp(risk)), np.nan)
+    recovery = np.where(
+        rng.random(n) < 0.0015 * (1 + 3 * (dc_12m + dc_24m)),
+        np.round(np.exp(np.log(1500) + 0.8 * rng.standard_normal(n))),
+        0.0,
+    )
+    worst_active = np.where(
+        active > 0,
+        1.0 + (rng.random(n) < 0.1 * np.exp(0.5 * risk).clip(0, 5)) + (rng.random(n) < 0.004 * np.exp(risk)),
+        np.nan,
+    )
     reminders_12_24m = np.where(had_old, rng.poisson(volume * bad_share * 0.3), 0).astype(float)
     return {
         "num_arch_ok_0_12m": ok_12m.astype(float),
@@ -338,19 +362,25 @@ def _invoice_history(rng: np.random.Generator, engagement: np.ndarray, risk: np.
     }, reminders_12_24m
 
 
-def _archived_statuses(rng: np.random.Generator, columns: dict[str, np.ndarray], reminders_12_24m: np.ndarray) -> dict[str, np.ndarray]:
+def _archived_statuses(
+    rng: np.random.Generator, columns: dict[str, np.ndarray], reminders_12_24m: np.ndarray
+) -> dict[str, np.ndarray]:
     """Statuses of archived invoices: 0 none, 1 paid, 2 reminder, 3 debt collection, 5 written off.
 
     The last three statuses are draws from the customer's own invoice mix; the window maxima are
     consistent with the counts (max over 24 months >= over 12 >= over 6)."""
     ok12, rem12, dc12 = columns["num_arch_ok_0_12m"], columns["num_arch_rem_0_12m"], columns["num_arch_dc_0_12m"]
     ok24, dc24, rem24 = columns["num_arch_ok_12_24m"], columns["num_arch_dc_12_24m"], reminders_12_24m
-    written_off = np.nan_to_num(columns["num_arch_written_off_0_12m"]) + np.nan_to_num(columns["num_arch_written_off_12_24m"])
+    written_off = np.nan_to_num(columns["num_arch_written_off_0_12m"]) + np.nan_to_num(
+        columns["num_arch_written_off_12_24m"]
+    )
     counts = np.stack([ok12 + ok24, rem12 + rem24, dc12 + dc24], axis=1)
     total = counts.sum(axis=1)
     shares = counts / np.maximum(total, 1)[:, None]
     statuses = {}
-    for rank, name in enumerate(("status_last_archived_0_24m", "status_2nd_last_archived_0_24m", "status_3rd_last_archived_0_24m")):
+    for rank, name in enumerate(
+        ("status_last_archived_0_24m", "status_2nd_last_archived_0_24m", "status_3rd_last_archived_0_24m")
+    ):
         drawn = 1 + (rng.random(len(total))[:, None] > np.cumsum(shares, axis=1)).sum(axis=1)
         statuses[name] = np.where(total > rank, np.minimum(drawn, 3), 0)
 
@@ -363,7 +393,9 @@ def _archived_statuses(rng: np.random.Generator, columns: dict[str, np.ndarray],
     statuses["status_max_archived_0_24_months"] = np.maximum(
         _window_max(counts[:, 0], counts[:, 1], counts[:, 2], written_off), statuses["status_last_archived_0_24m"]
     )
-    statuses["status_max_archived_0_12_months"] = np.maximum(statuses["status_max_archived_0_12_months"], statuses["status_max_archived_0_6_months"])
+    statuses["status_max_archived_0_12_months"] = np.maximum(
+        statuses["status_max_archived_0_12_months"], statuses["status_max_archived_0_6_months"]
+    )
     return {name: values.astype(int).astype(str).astype(object) for name, values in statuses.items()}
 
 
@@ -375,19 +407,30 @@ def _account_block(rng: np.random.Generator, engagement: np.ndarray, risk: np.nd
     """The account product's columns: absent, dormant or active, with nested NA windows."""
     n = len(engagement)
     tier_score = 0.8 * engagement + rng.standard_normal(n)
-    cut_none, cut_dormant = np.quantile(tier_score, [SHAPE.no_account_share, SHAPE.no_account_share + SHAPE.dormant_account_share])
+    cut_none, cut_dormant = np.quantile(
+        tier_score, [SHAPE.no_account_share, SHAPE.no_account_share + SHAPE.dormant_account_share]
+    )
     no_account = tier_score < cut_none
     active = tier_score >= cut_dormant
     has_days = ~no_account
-    added = np.where(has_days & (rng.random(n) < np.where(active, 0.5, 0.12)), np.round(np.exp(np.log(20000) + 1.1 * rng.standard_normal(n))), 0.0)
-    rem_days = np.where(rng.random(n) < 0.1 * np.exp(0.6 * risk).clip(0, 6), np.round(rng.gamma(1.5, 25, n)).clip(1, 365), 0.0)
+    added = np.where(
+        has_days & (rng.random(n) < np.where(active, 0.5, 0.12)),
+        np.round(np.exp(np.log(20000) + 1.1 * rng.standard_normal(n))),
+        0.0,
+    )
+    rem_days = np.where(
+        rng.random(n) < 0.1 * np.exp(0.6 * risk).clip(0, 6), np.round(rng.gamma(1.5, 25, n)).clip(1, 365), 0.0
+    )
     dc_days = np.where(rng.random(n) < 0.003 * np.exp(risk), np.round(rng.uniform(1, 365, n)), 0.0)
     term_days = np.where(rng.random(n) < 0.013, np.round(rng.uniform(1, 61, n)), 0.0)
     status_na = ~active
     account_age = rng.random(n)
     worst = {}
     for name, na_share, spread in zip(
-        ("account_worst_status_3_6m", "account_worst_status_6_12m", "account_worst_status_12_24m"), SHAPE.status_window_na, (0.15, 0.2, 0.25)
+        ("account_worst_status_3_6m", "account_worst_status_6_12m", "account_worst_status_12_24m"),
+        SHAPE.status_window_na,
+        (0.15, 0.2, 0.25),
+        strict=False,
     ):
         worst[name] = np.where(status_na | (account_age < na_share), np.nan, _account_status_level(rng, risk, spread))
     recent = _account_status_level(rng, risk, 0.15)
@@ -402,8 +445,12 @@ def _account_block(rng: np.random.Generator, engagement: np.ndarray, risk: np.nd
         "account_status": np.where(status_na, np.nan, 1.0 + (rng.random(n) < 0.04 * np.exp(0.5 * risk).clip(0, 8))),
         "account_worst_status_0_3m": np.where(status_na, np.nan, recent),
         **worst,
-        "sum_capital_paid_account_0_12m": np.where(active & (rng.random(n) < 0.74), np.round(np.exp(np.log(15000) + 1.0 * rng.standard_normal(n))), 0.0),
-        "sum_capital_paid_account_12_24m": np.where(has_days & (rng.random(n) < 0.28), np.round(np.exp(np.log(15000) + 1.0 * rng.standard_normal(n))), 0.0),
+        "sum_capital_paid_account_0_12m": np.where(
+            active & (rng.random(n) < 0.74), np.round(np.exp(np.log(15000) + 1.0 * rng.standard_normal(n))), 0.0
+        ),
+        "sum_capital_paid_account_12_24m": np.where(
+            has_days & (rng.random(n) < 0.28), np.round(np.exp(np.log(15000) + 1.0 * rng.standard_normal(n))), 0.0
+        ),
     }
 
 

@@ -15,8 +15,16 @@ from credit_pd.dataset import labelled_mask, load_dataset
 from credit_pd.features import FeatureEncoder
 from credit_pd.linear import LinearDesign
 from credit_pd.scoring_model import BlendWeights
-from credit_pd.training.fit import (GLM, choose_shape, common_rounds, cross_validate, fit_blend_weights, fit_final_model,
-                                    inner_choice, log_loss_of_raw)
+from credit_pd.training.fit import (
+    GLM,
+    choose_shape,
+    common_rounds,
+    cross_validate,
+    fit_blend_weights,
+    fit_final_model,
+    inner_choice,
+    log_loss_of_raw,
+)
 from credit_pd.training.glm import GLM_GRADIENT_TOLERANCE, fit_glm
 
 OFFSET_STUMPS = TreeShape("GLM-offset, stumps", 2, 1, 50, 10.0, 0.1, glm_offset=True)
@@ -61,7 +69,9 @@ def test_every_candidate_family_is_scored_by_the_inner_cv(hybrid_cv, hybrid_conf
     for blend in blends:
         # A blend costs the sum of its members' explanations.
         members = [names[GLM], *(names[m] for m in blend.members)]
-        assert 1 / blend.explained_rows_per_s == pytest.approx(sum(1 / m.explained_rows_per_s for m in members), rel=1e-9)
+        assert 1 / blend.explained_rows_per_s == pytest.approx(
+            sum(1 / m.explained_rows_per_s for m in members), rel=1e-9
+        )
     offset = names[OFFSET_STUMPS.name]
     assert 1 / offset.explained_rows_per_s >= 1 / names[GLM].explained_rows_per_s
 
@@ -85,8 +95,13 @@ def test_final_model_is_the_candidate_chosen_on_all_rows(hybrid_cv, labelled, hy
     model = fit_final_model(matrix, y, encoder, hybrid_cv, hybrid_config, schema, choice)
     assert choice.candidate == hybrid_cv.final.chosen
     assert choice.mean_inner_log_loss[choice.candidate.name] == min(
-        loss for name, loss in choice.mean_inner_log_loss.items() if choice.explained_rows_per_s[name] >= hybrid_config.min_explained_rows_per_s)
-    expected_family = "GLM" if choice.candidate.family == "GLM-offset" and choice.candidate.rounds == 0 else choice.candidate.family
+        loss
+        for name, loss in choice.mean_inner_log_loss.items()
+        if choice.explained_rows_per_s[name] >= hybrid_config.min_explained_rows_per_s
+    )
+    expected_family = (
+        "GLM" if choice.candidate.family == "GLM-offset" and choice.candidate.rounds == 0 else choice.candidate.family
+    )
     assert model.family == expected_family
     if model.family in ("trees", "GLM-offset"):
         assert model.n_trees == choice.rounds
@@ -100,7 +115,9 @@ def test_each_family_refits_to_an_exact_monotone_model(hybrid_cv, labelled, hybr
     """Force each family as the final choice: it refits, explains exactly and keeps the monotone directions."""
     matrix, y, encoder = labelled
     candidate = next(c for c in hybrid_cv.final.candidates if c.family == family)
-    weights = BlendWeights(offset=-0.1, linear=0.5, trees=(0.4,) * len(candidate.members)) if family == "blend" else None
+    weights = (
+        BlendWeights(offset=-0.1, linear=0.5, trees=(0.4,) * len(candidate.members)) if family == "blend" else None
+    )
     final = replace(hybrid_cv.final, chosen=candidate, weights=weights)
     model = fit_final_model(matrix, y, encoder, replace(hybrid_cv, final=final), hybrid_config, schema)
     rows = matrix[:300]
@@ -164,7 +181,9 @@ def test_glm_fit_matches_scikit_learn_when_no_sign_constraint_binds(labelled):
     def objective(coefficients, intercept):
         return log_loss_of_raw(y, intercept + x @ coefficients) + coefficients @ coefficients / (2 * len(y))
 
-    assert objective(ours.coefficients, ours.intercept) == pytest.approx(objective(theirs.coef_[0], theirs.intercept_[0]), rel=1e-6)
+    assert objective(ours.coefficients, ours.intercept) == pytest.approx(
+        objective(theirs.coef_[0], theirs.intercept_[0]), rel=1e-6
+    )
     np.testing.assert_allclose(ours.coefficients, theirs.coef_[0], atol=0.02)
     assert ours.constrained == ()
 
@@ -185,12 +204,13 @@ def test_glm_constrains_a_wrong_signed_monotone_coefficient_to_zero(labelled):
         assert coefficient * encoder.monotone_constraints[feature] >= 0
 
 
-def test_offset_model_that_keeps_no_tree_is_stored_and_served_as_the_glm(small_sample_path, schema, tmp_path,
-                                                                         fast_training_config):
+def test_offset_model_that_keeps_no_tree_is_stored_and_served_as_the_glm(
+    small_sample_path, schema, tmp_path, fast_training_config
+):
     """Labels drawn from a logistic model: boosting from the GLM keeps no tree; the GLM is stored and served."""
+    from credit_pd.client import requests_from_frame
     from credit_pd.model_store import load_from_store
     from credit_pd.schema import DEFAULT_SCHEMA_PATH
-    from credit_pd.client import requests_from_frame
     from credit_pd.serving.contract import build_application_model
     from credit_pd.serving.scorer import PDScorer
     from credit_pd.serving.settings import ServingSettings
@@ -200,15 +220,20 @@ def test_offset_model_that_keeps_no_tree_is_stored_and_served_as_the_glm(small_s
     frame = load_dataset(small_sample_path, schema)
     encoder = FeatureEncoder.fit(frame, schema)
     matrix = encoder.encode_frame(frame)
-    logit = -3.0 + 0.6 * np.log1p(np.nan_to_num(matrix[:, encoder.feature_names.index("num_arch_dc_0_12m")])) \
+    logit = (
+        -3.0
+        + 0.6 * np.log1p(np.nan_to_num(matrix[:, encoder.feature_names.index("num_arch_dc_0_12m")]))
         - 0.02 * (matrix[:, encoder.feature_names.index("age")] - 40)
+    )
     labels = (np.random.default_rng(3).random(len(raw)) < expit(logit)).astype(int).astype(str)
     raw[schema.target_column] = np.where(raw[schema.target_column] == "NA", "NA", labels)
     path = tmp_path / "logistic.csv"
     raw.to_csv(path, sep=";", index=False)
     offset = TreeShape("GLM-offset, stumps", 2, 1, 200, 100.0, 0.05, glm_offset=True)
     config = replace(fast_training_config, shapes=(offset,), max_blend_trees=0)
-    run = run_training(path, DEFAULT_SCHEMA_PATH, tmp_path / "predictions.csv", tmp_path / "reports", config, progress=False)
+    run = run_training(
+        path, DEFAULT_SCHEMA_PATH, tmp_path / "predictions.csv", tmp_path / "reports", config, progress=False
+    )
     final = {c.name: c for c in run.cv.final.candidates}
     assert final[offset.name].rounds == 0
     assert run.model.family == "GLM" and run.model.n_trees == 0
@@ -220,7 +245,9 @@ def test_offset_model_that_keeps_no_tree_is_stored_and_served_as_the_glm(small_s
     scorer = PDScorer(stored, run.model_tag)
     application_model = build_application_model(stored.schema, stored.encoder, ServingSettings())
     unlabelled = frame[~labelled_mask(frame, schema)].head(20)
-    answers = scorer.score([application_model.model_validate(r | {"top_k": "all"}) for r in requests_from_frame(unlabelled, schema)])
+    answers = scorer.score(
+        [application_model.model_validate(r | {"top_k": "all"}) for r in requests_from_frame(unlabelled, schema)]
+    )
     expected = stored.predict_pd(encoder.encode_frame(unlabelled))
     np.testing.assert_allclose([a.pd for a in answers], expected, rtol=0, atol=1e-12)
     for answer in answers:

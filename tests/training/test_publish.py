@@ -22,7 +22,6 @@ from credit_pd.files import atomic_write, normal_file_mode, remove_stale_temp_fi
 from credit_pd.schema import DEFAULT_SCHEMA_PATH
 from credit_pd.training.publish import FAULT_ENV, REPORT_MARKER, STAGES
 from credit_pd.training.sample import write_sample
-
 from tests.conftest import REPO_ROOT
 
 KILL_SAMPLE_ROWS = 3_000
@@ -54,15 +53,34 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     assert not dead.exists() and not legacy.exists() and live.exists()
 
 
-def run_train(data: Path, out: Path, env: dict[str, str], seed: int, fault: str | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    data: Path, out: Path, env: dict[str, str], seed: int, fault: str | None = None
+) -> subprocess.CompletedProcess:
     run_env = {key: value for key, value in env.items() if key != FAULT_ENV}
     if fault is not None:
         run_env[FAULT_ENV] = fault
     return subprocess.run(
-        [sys.executable, "train.py", "--data", str(data), "--schema", str(DEFAULT_SCHEMA_PATH),
-         "--predictions", str(out / "test_predictions.csv"), "--report-dir", str(out / "reports"),
-         "--quick", "--quiet", "--seed", str(seed)],
-        cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "--data",
+            str(data),
+            "--schema",
+            str(DEFAULT_SCHEMA_PATH),
+            "--predictions",
+            str(out / "test_predictions.csv"),
+            "--report-dir",
+            str(out / "reports"),
+            "--quick",
+            "--quiet",
+            "--seed",
+            str(seed),
+        ],
+        cwd=REPO_ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -78,8 +96,13 @@ def snapshot(out: Path, home: Path) -> dict:
 
 
 def assert_store_lists(env: dict[str, str]) -> None:
-    listed = subprocess.run([str(Path(sys.executable).parent / "bentoml"), "models", "list"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "bentoml"), "models", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
 
 

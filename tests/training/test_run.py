@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from credit_pd.errors import DatasetError
 from credit_pd.dataset import labelled_mask, load_dataset
+from credit_pd.errors import DatasetError
 from credit_pd.model_store import load_from_store
 from credit_pd.training.run import run_training
-
 from tests.conftest import FIXTURES
 
 
@@ -96,7 +95,14 @@ def test_absent_custom_dataset_is_an_error_not_a_sample(tmp_path, fast_training_
     from credit_pd.schema import DEFAULT_SCHEMA_PATH
 
     with pytest.raises(DatasetError, match="does not exist"):
-        run_training(tmp_path / "absent.csv", DEFAULT_SCHEMA_PATH, tmp_path / "p.csv", tmp_path / "r", fast_training_config, progress=False)
+        run_training(
+            tmp_path / "absent.csv",
+            DEFAULT_SCHEMA_PATH,
+            tmp_path / "p.csv",
+            tmp_path / "r",
+            fast_training_config,
+            progress=False,
+        )
 
 
 def write_german_credit(path: Path, n_rows: int = 3_000, seed: int = 3) -> None:
@@ -110,22 +116,30 @@ def write_german_credit(path: Path, n_rows: int = 3_000, seed: int = 3) -> None:
     bad[: n_rows // 10] = ""
     amount_text = amount.astype(str).astype(object)
     amount_text[rng.random(n_rows) < 0.05] = ""
-    pd.DataFrame({
-        "application_id": [f"A{i:05d}" for i in range(n_rows)],
-        "bad_loan": bad,
-        "duration_months": duration,
-        "credit_amount": amount_text,
-        "checking_status": checking,
-        "purpose": rng.choice(["car", "furniture", "education", "business"], n_rows),
-        "foreign_worker": rng.choice(["True", "False"], n_rows),
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "application_id": [f"A{i:05d}" for i in range(n_rows)],
+            "bad_loan": bad,
+            "duration_months": duration,
+            "credit_amount": amount_text,
+            "checking_status": checking,
+            "purpose": rng.choice(["car", "furniture", "education", "business"], n_rows),
+            "foreign_worker": rng.choice(["True", "False"], n_rows),
+        }
+    ).to_csv(path, index=False)
 
 
 def test_another_schema_trains_end_to_end(tmp_path, fast_training_config):
     data = tmp_path / "german.csv"
     write_german_credit(data)
-    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
-                       fast_training_config, progress=False)
+    run = run_training(
+        data,
+        FIXTURES / "german_credit_schema.yaml",
+        tmp_path / "pred.csv",
+        tmp_path / "reports",
+        fast_training_config,
+        progress=False,
+    )
     stored = load_from_store(run.model_tag)
     example = stored.schema.example  # the schema file has none: one is built from a labelled row
     assert example is not None and set(example) == set(stored.feature_names)
@@ -134,7 +148,13 @@ def test_another_schema_trains_end_to_end(tmp_path, fast_training_config):
     assert list(predictions.columns) == ["uuid", "pd"]
     assert len(predictions) == 300 and predictions["uuid"].str.startswith("A").all()
     assert run.cv.pooled.roc_auc > 0.65
-    assert list(run.model.feature_names) == ["duration_months", "credit_amount", "checking_status", "purpose", "foreign_worker"]
+    assert list(run.model.feature_names) == [
+        "duration_months",
+        "credit_amount",
+        "checking_status",
+        "purpose",
+        "foreign_worker",
+    ]
 
 
 def test_no_unlabelled_rows_says_so_and_writes_a_header_only_file(tmp_path, fast_training_config, capsys):
@@ -144,14 +164,19 @@ def test_no_unlabelled_rows_says_so_and_writes_a_header_only_file(tmp_path, fast
     header = text[0].split(",")
     target = header.index("bad_loan")
     rows = [line.split(",") for line in text[1:]]
-    kept = [line for line, cells in zip(text[1:], rows) if cells[target] != ""]
+    kept = [line for line, cells in zip(text[1:], rows, strict=False) if cells[target] != ""]
     data.write_text("\n".join([text[0], *kept]) + "\n")
-    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
-                       fast_training_config, progress=False)
+    run = run_training(
+        data,
+        FIXTURES / "german_credit_schema.yaml",
+        tmp_path / "pred.csv",
+        tmp_path / "reports",
+        fast_training_config,
+        progress=False,
+    )
     said = [line for line in capsys.readouterr().out.splitlines() if "no unlabelled rows" in line]
     assert len(said) == 1 and "header" in said[0]
     assert run.n_scored == 0 and (tmp_path / "pred.csv").read_text() == "uuid,pd\n"
-
 
 
 def test_card_has_the_grade_backtest_of_this_run(trained_run, small_sample_path):
@@ -178,10 +203,21 @@ def test_a_lenders_master_scale_and_the_default_reason_codes_travel_with_the_mod
     data = tmp_path / "german.csv"
     write_german_credit(data)
     lender = geometric_scale(first_max_pd=0.05, ratio=2.0, n_grades=5)
-    run = run_training(data, FIXTURES / "german_credit_schema.yaml", tmp_path / "pred.csv", tmp_path / "reports",
-                       fast_training_config, progress=False, master_scale=lender)
+    run = run_training(
+        data,
+        FIXTURES / "german_credit_schema.yaml",
+        tmp_path / "pred.csv",
+        tmp_path / "reports",
+        fast_training_config,
+        progress=False,
+        master_scale=lender,
+    )
     stored = load_from_store(run.model_tag)
     assert stored.master_scale == lender and [r["grade"] for r in run.facts.grade_backtest] == ["1", "2", "3", "4", "5"]
-    assert stored.schema.reason_codes == {"duration_months": "Loan duration", "credit_amount": "Amount borrowed",
-                                          "checking_status": "Checking account band", "purpose": "Loan purpose",
-                                          "foreign_worker": "Foreign worker flag"}
+    assert stored.schema.reason_codes == {
+        "duration_months": "Loan duration",
+        "credit_amount": "Amount borrowed",
+        "checking_status": "Checking account band",
+        "purpose": "Loan purpose",
+        "foreign_worker": "Foreign worker flag",
+    }

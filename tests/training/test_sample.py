@@ -70,7 +70,12 @@ def test_missing_rates_and_category_sets_follow_the_real_rows(loaded, real_rows_
 
 def test_missingness_is_correlated_as_in_the_real_export(loaded):
     no_account = loaded["account_days_in_dc_12_24m"].isna()
-    for name in ("account_days_in_rem_12_24m", "account_days_in_term_12_24m", "account_status", "account_incoming_debt_vs_paid_0_24m"):
+    for name in (
+        "account_days_in_rem_12_24m",
+        "account_days_in_term_12_24m",
+        "account_status",
+        "account_incoming_debt_vs_paid_0_24m",
+    ):
         assert loaded.loc[no_account, name].isna().all(), f"{name} present although the account block is NA"
     assert (loaded.loc[no_account, "account_amount_added_12_24m"] == 0).all()
     no_status = loaded["account_status"].isna()
