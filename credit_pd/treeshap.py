@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from math import factorial
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -443,10 +443,11 @@ class TreeShapTables:
         missing = [name for name in cls.__dataclass_fields__ if name not in arrays]
         if missing:
             raise TreeShapError(f"stored TreeSHAP tables lack fields {missing}; rebuild them with from_booster")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, spec in cls.__dataclass_fields__.items():
             value = np.asarray(arrays[name])
-            kwargs[name] = value if spec.type == "np.ndarray" else {"int": int, "float": float}[spec.type](value)
+            kind = cast(str, spec.type)  # annotations stay strings under `from __future__ import annotations`
+            kwargs[name] = value if kind == "np.ndarray" else {"int": int, "float": float}[kind](value)
         return cls(**kwargs)
 
 
@@ -518,7 +519,7 @@ def _numeric_arrays(trees: list[_Tree]) -> dict[str, np.ndarray]:
                 node.column = variants.setdefault((node.feature, node.missing_type, fill), len(variants))
     if not variants:
         variants[(0, _MISSING_NONE, 0.0)] = 0  # keeps column 0 valid for padding
-    keys = sorted(variants, key=variants.get)
+    keys = sorted(variants, key=variants.__getitem__)
     return {
         "variant_feature": np.array([k[0] for k in keys], dtype=np.int64),
         "variant_missing": np.array([k[1] for k in keys], dtype=np.int64),
@@ -706,8 +707,11 @@ def verify_tables(
     """
     num_iteration = _resolved_iteration(booster, num_iteration)
     base, contributions = tables.explain(matrix)
-    reference = booster.predict(matrix, pred_contrib=True, num_iteration=num_iteration, num_threads=num_threads)
-    raw = booster.predict(matrix, raw_score=True, num_iteration=num_iteration, num_threads=num_threads)
+    # A dense matrix gets dense answers (LightGBM's annotation also allows sparse ones and lists).
+    reference = np.asarray(
+        booster.predict(matrix, pred_contrib=True, num_iteration=num_iteration, num_threads=num_threads)
+    )
+    raw = np.asarray(booster.predict(matrix, raw_score=True, num_iteration=num_iteration, num_threads=num_threads))
     if reference.shape != (contributions.shape[0], contributions.shape[1] + 1):
         raise TableMismatchError(
             f"pred_contrib has shape {reference.shape}; the tables explain "

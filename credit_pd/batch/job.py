@@ -218,9 +218,11 @@ def take_census(raw: DataFrame, schema: DatasetSchema) -> Census:
     totals = per_id.agg(
         F.sum("rows").alias("rows"), F.sum(F.when(F.col("repeats") > 1, 1).otherwise(0)).alias("repeated")
     ).first()
+    assert totals is not None  # a global aggregate always answers one row, even over no input
     rows, repeated = int(totals["rows"] or 0), int(totals["repeated"] or 0)
     if repeated > MAX_DUPLICATE_IDS:
         example = per_id.where(F.col("repeats") > 1).first()
+        assert example is not None  # repeated > 0 counts at least one such id
         raise BatchInputError(
             f"{repeated:,} ids appear more than once in the input (e.g. {example['id']!r}, {example['repeats']} times), "
             f"more than the {MAX_DUPLICATE_IDS:,} whose rows the job rejects: is the book appended to itself? "
@@ -430,7 +432,9 @@ def _read_csv(spark: SparkSession, path: str, schema: DatasetSchema, multiline: 
 
 def _spread(spark: SparkSession, frame: DataFrame, path: str) -> DataFrame:
     """A multiLine CSV is one task per file: repartition it into INPUT_SPLIT_BYTES pieces (at least one per core)."""
-    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set while the session's context is running, as it is here
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     size = (
         hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         .getContentSummary(hadoop_path)
@@ -535,6 +539,7 @@ def _check_outputs(spark: SparkSession, paths: tuple[str, ...], overwrite: bool)
     if overwrite:
         return
     jvm = spark.sparkContext._jvm  # Hadoop's FileSystem answers for local paths, s3a:// and hdfs:// alike
+    assert jvm is not None  # set while the session's context is running, as it is here
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     for path in paths:
         hadoop_path = jvm.org.apache.hadoop.fs.Path(path)

@@ -192,12 +192,16 @@ class BatchScorer:
         return out
 
 
+# A missing cell for np.where: the object array numpy makes of a bare None (its stubs take arrays only).
+_NONE = np.asarray(None, dtype=object)
+
+
 def _format_values(values: np.ndarray, feature_type: FeatureType) -> np.ndarray:
     """Typed values as text: numbers in shortest round-trip form, booleans true/false, labels as is."""
     if feature_type is FeatureType.NUMERIC:
         return pa.array(values.astype(np.float64), from_pandas=True).cast(pa.string()).to_numpy(zero_copy_only=False)
     if feature_type is FeatureType.BOOLEAN:
         numbers = values.astype(np.float64)
-        return np.where(np.isnan(numbers), None, np.where(numbers == 1.0, "true", "false")).astype(object)
+        return np.where(np.isnan(numbers), _NONE, np.where(numbers == 1.0, "true", "false")).astype(object)
     # pandas 3 infers the `str` dtype for mapped labels, whose missing value is NaN, not None.
-    return np.where(pd.isna(values), None, values).astype(object)
+    return np.where(pd.isna(values), _NONE, values).astype(object)

@@ -73,12 +73,12 @@ class _Problems:
 
     def append(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
-            self.reasons.setdefault(int(i), []).append(reason_of(i))
+            self.reasons.setdefault(int(i), []).append(reason_of(int(i)))
         self.bad |= mask
 
     def replace(self, mask: np.ndarray, reason_of: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
-            self.reasons[int(i)] = [reason_of(i)]
+            self.reasons[int(i)] = [reason_of(int(i))]
         self.bad |= mask
 
     def joined(self) -> list[str]:
@@ -113,9 +113,9 @@ def validate_batch(
     rules = {name: labels_rule(name, vocab) for name, vocab in labels.items()}
     for spec in schema.features:
         typed[spec.name] = _parse_feature(batch[spec.name], spec, schema.missing_marker, problems, rules.get(spec.name))
-    for name, labels in (reject_unseen or {}).items():
-        unseen = typed[name].notna() & ~typed[name].isin(labels)
-        problems.add(unseen, batch[name], name, f"expected a value seen in training ({_allowed(labels)})")
+    for name, seen in (reject_unseen or {}).items():
+        unseen = typed[name].notna() & ~typed[name].isin(seen)
+        problems.add(unseen, batch[name], name, f"expected a value seen in training ({_allowed(seen)})")
     if CORRUPT_RECORD_COLUMN in batch:
         malformed = batch[CORRUPT_RECORD_COLUMN].notna().to_numpy()
         lines = batch[CORRUPT_RECORD_COLUMN].to_numpy(dtype=object)

@@ -340,7 +340,10 @@ class _FileCounters:
         import mmap
 
         # A metric child holds its value in `_value`; a histogram's `_buckets` and `_sum` are values themselves.
-        values = [child if hasattr(child, "_multiprocess") else getattr(child, "_value", None) for child in children]
+        # prometheus_client's values are untyped; the check below rules out a missing (None) one.
+        values: list[Any] = [
+            child if hasattr(child, "_multiprocess") else getattr(child, "_value", None) for child in children
+        ]
         if not all(getattr(v, "_multiprocess", False) for v in values):
             return None  # single-process registry (tests, notebooks): inc() is all there is
         try:

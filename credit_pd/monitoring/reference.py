@@ -289,7 +289,7 @@ def _interval_labels(edges: np.ndarray) -> list[str]:
     return [f"<{text[0]}", *(f"[{a}, {b})" for a, b in zip(text, text[1:], strict=False)), f">={text[-1]}"]
 
 
-def psi(expected: Sequence[float], actual_counts: Sequence[float], epsilon: float = PSI_EPSILON) -> float:
+def psi(expected: Sequence[float], actual_counts: Sequence[float] | np.ndarray, epsilon: float = PSI_EPSILON) -> float:
     """Population stability index of observed counts against reference shares.
 
     PSI = sum over bins of (a - e) * ln(max(a, eps) / max(e, eps)), a and e the live and

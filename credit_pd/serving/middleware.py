@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,16 @@ class ServedModelHeader:
 
 
 JSON_MEDIA_TYPE = "application/json"
+
+
+class _Disconnected(Enum):
+    """A one-member enum rather than `object()`: a type checker can then tell it from a body."""
+
+    DISCONNECTED = "disconnected"
+
+
 # What `_read_bounded` returns when the client went away before the body was complete.
-_DISCONNECTED = object()
+_DISCONNECTED: Final = _Disconnected.DISCONNECTED
 
 
 def _header(scope: dict, name: bytes) -> bytes | None:
@@ -212,7 +221,7 @@ class RequestLimits:
             return
         await self.app(scope, _replay(body), send)
 
-    async def _read_bounded(self, receive: Any) -> bytes | object | None:
+    async def _read_bounded(self, receive: Any) -> bytes | _Disconnected | None:
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -66,7 +66,7 @@ def cap_batcher_hold_time(max_hold_ms: float) -> bool:
         self.wait = min(self.wait, trigger_refresh_capped.capped_hold_s)  # type: ignore[attr-defined]
 
     trigger_refresh_capped.capped_hold_s = cap_s  # type: ignore[attr-defined]
-    Optimizer.trigger_refresh = trigger_refresh_capped
+    Optimizer.trigger_refresh = trigger_refresh_capped  # type: ignore[method-assign]  # the patch itself
     return True
 
 
@@ -105,7 +105,7 @@ def prediction_output_spec(item_model: type) -> tuple[type, bool]:
     return OrjsonPredictions, True
 
 
-def _handler_renders_with_output_spec(app_factory: type) -> bool:
+def _handler_renders_with_output_spec(app_factory: Any) -> bool:
     """True while BentoML's API handler renders a non-Response result with `output_spec.to_http_response`."""
     import inspect
 
@@ -252,10 +252,10 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
     class _Refused(Exception):
         """Raised in a parser callback to stop parsing a refused request (the answer is sent)."""
 
-    class BoundedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
         bounds = limits
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._in_head, self._head_bytes, self._head_exact = True, 0, 0
             self._refused = False

@@ -12,11 +12,10 @@ is the documented contract.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import anyio.to_thread
 import numpy as np
-from pydantic import BaseModel
 
 from credit_pd.explanation import top_contributions
 from credit_pd.monitoring.live import LiveMonitor, NullMonitor
@@ -26,6 +25,30 @@ from credit_pd.serving.records import DecisionRecorder, NullRecorder
 
 # One answer: uuid, pd, grade, reasons, model_tag, explanation (or None), warnings; see contract.PredictionOut.
 Prediction = dict[str, Any]
+
+
+class ValidatedApplication(Protocol):
+    """What the scorer reads of an application besides its features (`vars()` of it gives those).
+
+    The application model is built at start-up from the stored model's schema
+    (contract.build_application_model), so no static class names these options: this says which
+    of its fields, and the request id `contract.ApplicationBase` remembers, the scorer relies on.
+    """
+
+    @property
+    def uuid(self) -> str | None: ...
+
+    @property
+    def explain(self) -> bool: ...
+
+    @property
+    def top_k(self) -> int | Literal["all"]: ...
+
+    @property
+    def max_reasons(self) -> int: ...
+
+    @property
+    def _request_id(self) -> str | None: ...
 
 
 class PDScorer:
@@ -50,11 +73,13 @@ class PDScorer:
         self.large_batch_threads = large_batch_threads
         self.feature_names = list(model.feature_names)
 
-    def score(self, applications: Sequence[BaseModel]) -> list[PredictionOut]:
+    def score(self, applications: Sequence[ValidatedApplication]) -> list[PredictionOut]:
         """`answers`, validated into the response model (checks the contract; not the hot path)."""
         return [PredictionOut.model_validate(answer) for answer in self.answers(applications)]
 
-    async def answers_async(self, applications: Sequence[BaseModel], inline_max_rows: int) -> list[Prediction]:
+    async def answers_async(
+        self, applications: Sequence[ValidatedApplication], inline_max_rows: int
+    ) -> list[Prediction]:
         """`answers` for the async API method: up to `inline_max_rows` rows on the event loop, more in a thread.
 
         A lone application or a small merged batch takes ~0.2-1 ms to score; handing it to a
@@ -67,11 +92,11 @@ class PDScorer:
             return self.answers(applications)
         return await anyio.to_thread.run_sync(self.answers, applications)
 
-    def answers(self, applications: Sequence[BaseModel]) -> list[Prediction]:
+    def answers(self, applications: Sequence[ValidatedApplication]) -> list[Prediction]:
         """One answer per application, in order, as JSON-ready dicts in the `PredictionOut` shape."""
         records = [vars(app) for app in applications]  # the validated fields, read-only (no copy)
         matrix = self.model.encoder.encode_records(records)
-        explained = np.fromiter((app.explain for app in applications), dtype=bool, count=len(records))
+        explained = np.fromiter((app.explain for app in applications), dtype=np.bool_, count=len(records))
         threads = self.large_batch_threads if 0 < self.large_batch_rows <= len(records) else None
         # Capped at the model's number of codes (a JSON integer may exceed int64; asking for more than all means all).
         n_codes = len(self.model.reason_codes.codes)
@@ -99,10 +124,11 @@ class PDScorer:
         self.recorder.record(records, answers, [app._request_id for app in applications], max_reasons)
         if explained.any():
             rows = np.flatnonzero(explained)
+            chosen = rows.tolist()
             self._add_explanations(
-                [answers[i] for i in rows],
-                [records[i] for i in rows],
-                [applications[i] for i in rows],
+                [answers[i] for i in chosen],
+                [records[i] for i in chosen],
+                [applications[i] for i in chosen],
                 explanation.contributions[rows],
                 explanation.base_value[rows],
                 raw[rows],
@@ -113,7 +139,7 @@ class PDScorer:
         self,
         answers: list[Prediction],
         records: list[dict],
-        applications: list[BaseModel],
+        applications: list[ValidatedApplication],
         contributions: np.ndarray,
         base: np.ndarray,
         raw: np.ndarray,
