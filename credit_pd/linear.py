@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from credit_pd.explanation import row_sums
 from credit_pd.features import FeatureEncoder
 
 # Levels of a categorical seen on fewer training rows share one "rare" column: a coefficient
@@ -136,12 +138,22 @@ class LinearDesign:
     def feature_of_column(self) -> np.ndarray:
         return np.array([c.feature for c in self.columns], dtype=np.intp)
 
-    @property
-    def grouping(self) -> np.ndarray:
-        """(n_columns, n_features) 0/1 matrix: design column -> the schema feature it belongs to."""
-        grouping = np.zeros((len(self.columns), self.n_features))
-        grouping[np.arange(len(self.columns)), self.feature_of_column] = 1.0
-        return grouping
+    def sum_per_feature(self, per_column: np.ndarray) -> np.ndarray:
+        """(n_rows, n_features): each feature's design columns summed, row by row in a fixed order.
+
+        Not a matrix product with a 0/1 grouping matrix: BLAS picks kernels and blocking by the number
+        of rows, so the same row could get a last-bit different sum in another batch, and a decision
+        record must replay to the identical PD whatever batch it was scored in (`row_sums`).
+        """
+        out = np.zeros((len(per_column), self.n_features))
+        for feature, columns in self._columns_by_feature:
+            out[:, feature] = row_sums(per_column[:, columns])
+        return out
+
+    @cached_property
+    def _columns_by_feature(self) -> tuple[tuple[int, np.ndarray], ...]:
+        features = np.asarray(self.feature_of_column)
+        return tuple((int(f), np.flatnonzero(features == f)) for f in np.unique(features))
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         """The (n_rows, n_columns) design of an encoded matrix."""
@@ -232,13 +244,14 @@ class LinearModel:
             )
 
     def raw_score(self, matrix: np.ndarray) -> np.ndarray:
-        return self.intercept + self.design.transform(matrix) @ self.coefficients
+        """Log-odds of every row: a per-row sum in a fixed order, so a row's score does not depend on its batch."""
+        return self.intercept + row_sums(self.design.transform(matrix) * self.coefficients)
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(base value per row, contributions (n_rows, n_features)) with base + sum = raw score."""
         design = self.design.transform(matrix)
         per_column = (design - self.means) * self.coefficients
-        contributions = per_column @ self.design.grouping
+        contributions = self.design.sum_per_feature(per_column)
         base = self.intercept + float(self.means @ self.coefficients)
         return np.full(len(design), base), contributions
 

@@ -28,7 +28,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy.special import expit
 
-from credit_pd.explanation import DEFAULT_MAX_REASONS, RankedReasons, ReasonCodes
+from credit_pd.explanation import DEFAULT_MAX_REASONS, RankedReasons, ReasonCodes, row_sums
 from credit_pd.features import FeatureEncoder
 from credit_pd.linear import LinearModel
 from credit_pd.master_scale import MasterScale
@@ -104,7 +104,7 @@ class Explanation:
 
     @property
     def raw_score(self) -> np.ndarray:
-        return self.base_value + self.contributions.sum(axis=1)
+        return self.base_value + row_sums(self.contributions)
 
 
 @dataclass(frozen=True)

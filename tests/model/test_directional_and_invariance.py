@@ -61,3 +61,14 @@ def test_an_applications_pd_does_not_depend_on_the_rest_of_its_batch(trained_run
     shuffled = pds(model, [records[i] for i in shuffled_order])
     np.testing.assert_allclose(alone, together, rtol=0, atol=1e-12)
     np.testing.assert_allclose(shuffled, together[shuffled_order], rtol=0, atol=1e-12)
+
+
+def test_a_decision_is_bit_identical_alone_and_in_any_batch(trained_run, records):
+    """Replay compares PDs exactly: a row's PD, contributions and reasons must not depend on its batch."""
+    model = trained_run.model
+    matrix = model.encoder.encode_records(records)
+    together = model.decide(matrix)
+    for i in range(len(records)):
+        alone = model.decide(matrix[i : i + 1])
+        assert alone.pd[0] == together.pd[i], f"row {i}: {alone.pd[0]!r} alone, {together.pd[i]!r} in the batch"
+        np.testing.assert_array_equal(alone.explanation.contributions[0], together.explanation.contributions[i])
