@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
 #   make run    create .venv, install, train on the embedded sample, build the bento, serve it
-#   make test   create .venv, install, run the test suite (what .ci/run calls)
+#   make test   create .venv, install, lint + type checks (make lint), the test suite (what .ci/run calls)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -39,7 +39,7 @@ serve: install
 
 run: build serve
 
-test: install deploy-tools promtool spark-java
+test: install deploy-tools promtool spark-java lint
 	$(BIN)/python -m pytest
 
 # promtool (Debian package `prometheus`) checks and unit-tests the chart's drift rules

@@ -19,7 +19,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -108,7 +108,13 @@ def decode_text(data: bytes, where: str) -> str:
     return text
 
 
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+class SupportsRead(Protocol):
+    """A binary file, plain or gzip: all `_chunks` needs of it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _chunks(handle: SupportsRead) -> Iterator[bytes]:
     while chunk := handle.read(CHECK_CHUNK_BYTES):
         yield chunk
 
@@ -233,7 +239,9 @@ def _row_lines(content: str, separator: str, n_fields: int, path: Path) -> np.nd
     """
     if '"' not in content:
         physical = [line.rstrip("\r") for line in content.split("\n")]
-        rows = ((number, line.count(separator) + 1) for number, line in enumerate(physical[1:], start=2) if line)
+        rows: Iterator[tuple[int, int]] = (
+            (number, line.count(separator) + 1) for number, line in enumerate(physical[1:], start=2) if line
+        )
     else:
         rows = _csv_row_lengths(content, separator, path)
     lines: list[int] = []

@@ -60,7 +60,7 @@ def owner_pid(name: str, target_name: str) -> int | None:
 
 def remove_stale_temp_files(target: Path) -> list[Path]:
     """Delete temp files/dirs beside `target` left by processes that no longer run."""
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
     for entry in target.parent.glob(f".{target.name}.*"):
