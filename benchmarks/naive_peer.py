@@ -4,7 +4,8 @@
     uvicorn --workers 2 --factory benchmarks.naive_peer:fastapi_app            # FastAPI
 
 The same stored model (`CREDIT_PD_MODEL_TAG`, default the latest), the project's encoder to a
-numpy matrix, `shap.TreeExplainer` built once, the calibrated PD and the top 10 SHAP values per
+numpy matrix, `shap.TreeExplainer` built once per booster (and the GLM part's coefficient x
+centred value when the model has one), the calibrated PD and the top 10 SHAP values per
 row, plain JSON. No validation framework, no batching: what the load benchmark compares the
 service with, on the same request bodies, in the same run (benchmarks/load_benchmark.py). It
 serves the issue's two candidates, Flask under gunicorn and FastAPI under uvicorn; the benchmark
@@ -24,8 +25,24 @@ from credit_pd.model_store import load_from_store
 TOP_K = 10
 
 model = load_from_store(os.environ.get("CREDIT_PD_MODEL_TAG", "credit_pd_model:latest"))
-explainer = shap.TreeExplainer(model.booster)
+# One shap explainer per booster that has trees (a blend has one or two, a GLM none): the peer explains
+# the whole model, as the service does, so both do the same work per row.
+explainers = [
+    (weight, shap.TreeExplainer(booster))
+    for weight, booster in zip(model.weights.trees, model.boosters, strict=True)
+    if booster.num_trees()
+]
 names = list(model.feature_names)
+
+
+def shap_values(matrix: np.ndarray) -> np.ndarray:
+    """Per-feature contributions of the whole model: shap for the trees, coefficient x centred value for a GLM part."""
+    values = np.zeros(matrix.shape)
+    for weight, explainer in explainers:
+        values += weight * np.asarray(explainer.shap_values(matrix))
+    if model.linear is not None:
+        values += model.weights.linear * model.linear.explain(matrix)[1]
+    return values
 
 
 def score(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,9 +52,8 @@ def score(body: dict[str, Any]) -> list[dict[str, Any]]:
         applications = [applications]
     matrix = model.encoder.encode_records(applications)
     pds = model.predict_pd(matrix)
-    shap_values = explainer.shap_values(matrix)
     results = []
-    for application, pd_, row in zip(applications, pds, shap_values, strict=False):
+    for application, pd_, row in zip(applications, pds, shap_values(matrix), strict=False):
         top = np.argsort(-np.abs(row))[:TOP_K]
         results.append(
             {
