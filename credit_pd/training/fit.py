@@ -368,7 +368,9 @@ def inner_choice(
                         matrix[valid_idx], y[valid_idx], encoder, reference=offset_train, init_score=valid_offset
                     ),
                 )
-            train_set, valid_set = (plain_train, plain_valid) if offset_sets is None or not shape.glm_offset else offset_sets
+            train_set, valid_set = (
+                (plain_train, plain_valid) if offset_sets is None or not shape.glm_offset else offset_sets
+            )
             shape_started = time.perf_counter()
             booster, curve = train_early_stopped(
                 booster_params(encoder, config, shape, seed + k), train_set, valid_set, config
