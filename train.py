@@ -1,9 +1,11 @@
 """Train the probability-of-default model: `python train.py --help`.
 
 Reads a dataset (default: data/dataset.csv; the embedded sample is generated there when it is
-absent), validates it against a schema, cross-validates a LightGBM model whose shape is chosen
-from a grid inside the CV within an explanation budget (explained rows/s), refits it, saves it to
-the BentoML model store, writes `uuid,pd` for every unlabelled row and a one-page model report.
+absent), validates it against a schema, chooses the model by nested cross-validation (an inner
+k-fold CV inside each outer fold compares the GLM, GLM-offset boosting, tree shapes and blends
+within an explanation budget), refits the chosen one on every labelled row, verifies its table
+TreeSHAP against LightGBM's, saves it to the BentoML model store, and writes `uuid,pd` for every
+unlabelled row and a one-page model card.
 
 Outputs are published all or nothing: the predictions file, the report folder and the model
 store entry are staged first and moved into place together, the store's `latest` last; a run
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a rough, fast run for smoke tests: 2 folds, few rounds, one shape candidate",
+        help="a rough, fast run for smoke tests: 2 outer and 2 inner folds, few rounds, the GLM and two tree shapes",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
