@@ -14,7 +14,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import yaml
+
+from credit_pd.errors import SchemaError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -110,3 +114,17 @@ def make_temp_dir_beside(path: Path, suffix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix))
     os.chmod(tmp, normal_dir_mode())
     return tmp
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed content of a YAML policy file (a schema, a master scale); one-line errors naming it.
+
+    `what` names the file in the message ("schema file", "master scale file"); the caller validates
+    the content against its own model.
+    """
+    if not path.is_file():
+        raise SchemaError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{what} {path} is not valid YAML: {exc}") from exc

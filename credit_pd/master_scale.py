@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.stats import beta
 
 from credit_pd.errors import SchemaError
+from credit_pd.files import read_yaml
 
 # Traffic-light thresholds of the one-sided Jeffreys p-value. 5% is the level the ECB's reporting
 # instructions use for the PD back-test; below 1% the under-estimation is strong evidence rather
@@ -111,12 +111,7 @@ DEFAULT_MASTER_SCALE = geometric_scale(first_max_pd=0.00125, ratio=2.0, n_grades
 def load_master_scale(path: Path | str) -> MasterScale:
     """Read a lender's scale file: a mapping with `grades: [{name, max_pd}, ...]`."""
     path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"master scale file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"master scale file {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "master scale file")
     try:
         return MasterScale.model_validate(raw)
     except ValidationError as exc:

@@ -11,10 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from credit_pd.errors import SchemaError
+from credit_pd.files import read_yaml
 from credit_pd.master_scale import DEFAULT_MASTER_SCALE, MasterScale
 
 DEFAULT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "klarna.yaml"
@@ -184,12 +184,7 @@ class DatasetSchema(BaseModel):
 def load_schema(path: Path | str = DEFAULT_SCHEMA_PATH) -> DatasetSchema:
     """Read and validate a schema file; a malformed file fails here, not mid-training."""
     path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"schema file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"schema file {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "schema file")
     if not isinstance(raw, dict):
         raise SchemaError(f"schema file {path} must hold a mapping, got {type(raw).__name__}")
     try:
