@@ -9,9 +9,11 @@ library moves under a patch.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import socket
+import termios
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -221,7 +223,20 @@ UVICORN_PROTOCOL_MEMBERS = (
     "send_400_response",
     "timeout_keep_alive_handler",
     "_unset_keepalive_if_required",
+    "shutdown",
 )
+
+
+def unread_bytes(transport: Any) -> int:
+    """Bytes the kernel holds for this connection that the event loop has not read yet (FIONREAD);
+    0 when the transport has no socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"), "little")
+    except OSError:
+        return 0
 
 
 def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
@@ -239,7 +254,11 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
       `body_timeout_s` after its head, gets 408 and a closed connection (the application, still
       waiting for the body, sees a disconnect);
     - a new connection is idle until its first byte: closed after `keepalive_timeout_s`, like a
-      kept-alive one (uvicorn arms that timer only after a response).
+      kept-alive one (uvicorn arms that timer only after a response);
+    - at graceful shutdown, a kept-alive connection whose next request has begun to arrive (bytes
+      parsed, or still unread in the kernel because the loop was busy scoring) is not closed under
+      it: that request is served with `Connection: close`. uvicorn closed every connection without a
+      running request, so a request sent just before SIGTERM was cut with no answer.
     Answers are JSON `{"error": ...}` with `Connection: close`, like the service's other refusals.
     """
     try:
@@ -259,6 +278,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             super().connection_made(transport)
             self._in_head, self._head_bytes, self._head_exact = True, 0, 0
             self._refused = False
+            self._draining = False
             self._timer: Any = None
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
@@ -310,6 +330,8 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             self._cancel_timer()
             self._in_head = False
             super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False  # the last request of a shutting-down server: close after it
             self._timer = self.loop.call_later(
                 self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s
             )
@@ -318,6 +340,13 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             self._cancel_timer()
             self._in_head, self._head_bytes = True, 0  # what follows is the next request's head
             super().on_message_complete()
+
+        def shutdown(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self._refused and (self._head_bytes or unread_bytes(self.transport)):
+                self._draining = True  # a request is arriving: serve it (timers still bound it), then close
+                return
+            super().shutdown()
 
         def _cancel_timer(self) -> None:
             if self._timer is not None:

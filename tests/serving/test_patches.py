@@ -9,6 +9,7 @@ every keep-alive connection can land on one worker again, BentoML issue #5426).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -17,6 +18,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import psutil
 import pytest
@@ -269,15 +271,15 @@ class BodyApp:
         await send({"type": "http.response.body", "body": payload})
 
 
-@pytest.fixture(scope="module")
-def bounded_server():
+@contextlib.contextmanager
+def served_in_a_thread(app):
+    """uvicorn with the bounded protocol and LIMITS, serving `app` from a thread: (address, server)."""
     import threading
 
     import uvicorn
 
     from credit_pd.serving.patches import ConnectionLimits, bounded_http_protocol, configure_uvicorn
 
-    app = BodyApp()
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     limits = ConnectionLimits(**LIMITS)
     protocol = bounded_http_protocol(limits)
@@ -291,9 +293,18 @@ def bounded_server():
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    yield sock.getsockname(), app
-    server.should_exit = True
-    thread.join(timeout=5)
+    try:
+        yield sock.getsockname(), server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def bounded_server():
+    app = BodyApp()
+    with served_in_a_thread(app) as (address, _):
+        yield address, app
 
 
 def answer(sock: socket.socket, timeout_s: float = 5.0) -> tuple[str, bytes, bool]:
@@ -412,6 +423,49 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(bounded_serve
         assert sock.recv(1) == b"", "the server closes an idle connection"
         idle = time.monotonic() - started
     assert LIMITS["keepalive_timeout_s"] - 0.1 < idle < LIMITS["keepalive_timeout_s"] + 1.0, idle
+
+
+class LoopBlockingApp(BodyApp):
+    """POST /block holds the event loop (as inline scoring does) until `release` is set, then starts
+    the server's graceful shutdown from inside the loop, before the loop reads anything else."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self.release, self.blocking = threading.Event(), threading.Event()
+        self.server: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/block":
+            self.blocking.set()
+            self.release.wait(timeout=5)
+            self.server.should_exit = True
+            for connection in list(self.server.server_state.connections):
+                connection.shutdown()  # what uvicorn's Server.shutdown does first
+        await super().__call__(scope, receive, send)
+
+
+def test_a_request_sent_before_shutdown_is_served_not_cut(tmp_path):
+    """A kept-alive connection whose next request sits unread in the kernel when the server starts
+    its graceful shutdown (the loop was busy) gets that request answered, with Connection: close;
+    uvicorn closed it unanswered (the SIGTERM drain test saw a RemoteProtocolError)."""
+    app = LoopBlockingApp()
+    with served_in_a_thread(app) as ((host, port), server):
+        app.server = server
+        with socket.create_connection((host, port)) as idle, socket.create_connection((host, port)) as blocker:
+            idle.sendall(post_head(host, 2) + b"{}")
+            assert answer(idle)[0] == "HTTP/1.1 200 OK"  # now kept alive, between requests
+            blocker.sendall(post_head(host, 2).replace(b"/predict", b"/block") + b"{}")
+            assert app.blocking.wait(timeout=5)
+            idle.sendall(post_head(host, 5) + b"hello")  # arrives while the loop cannot read it
+            time.sleep(0.2)
+            app.release.set()
+            status, rest, closed = answer(idle)
+            assert status == "HTTP/1.1 200 OK" and rest.endswith(b"5"), (status, rest)
+            assert b"connection: close" in rest.lower() and closed
+            assert answer(blocker)[0] == "HTTP/1.1 200 OK"
+    assert app.outcomes.count("body 5") == 1
 
 
 def test_bounded_connections_leave_uvicorn_alone_outside_a_bentoml_worker():
