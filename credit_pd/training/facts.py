@@ -43,8 +43,9 @@ class ShapeFacts:
 
     `description` is the model's own one-line summary ("GLM-offset, 180 trees") plus the tree
     shape(s) it uses; `glm_constrained` names the monotone features whose GLM coefficient was
-    fixed at 0 (wrong sign); `selection_seconds` is the wall time of all inner CVs of the run
-    (the price of the choice), `candidates_fit_seconds` each candidate's share of it.
+    fixed at 0 (wrong sign); `selection_seconds` is the wall time of the nested CV (the price of
+    the choice, its jobs side by side in `cv_processes` processes), `candidates_fit_seconds` each
+    candidate's fit time summed over those jobs.
     """
 
     name: str
@@ -87,6 +88,8 @@ class ModelFacts:
     min_explained_rows_per_s: float
     explain_timing_rows: int
     num_threads: int
+    budget_cores: int
+    cv_processes: int
     library_versions: dict[str, str] = field(default_factory=dict)
     # The master-scale back-test of the out-of-fold PDs, one dict per grade (GradeBacktest.as_dict).
     grade_backtest: list[dict[str, Any]] = field(default_factory=list)
@@ -155,6 +158,8 @@ def describe_run(
         min_explained_rows_per_s=config.min_explained_rows_per_s,
         explain_timing_rows=config.explain_timing_rows,
         num_threads=config.num_threads,
+        budget_cores=config.budget_cores,
+        cv_processes=config.cv_processes,
         library_versions={name: version(name) for name in LIBRARIES},
         grade_backtest=[
             row.as_dict()

@@ -226,11 +226,12 @@ branch. No class weights or resampling; a Platt step (slope {calibration["slope"
 Each outer fold chose by its own inner CV ({", ".join(shape.chosen_per_fold)}). Inner-CV log loss on all labelled rows
 ({shape.inner_folds} folds), explained rows/s and fit time over the run of each candidate: {candidates}. The budget is
 {facts.min_explained_rows_per_s:,.0f} rows/s (model + exact explanation, batch of {facts.explain_timing_rows:,},
-{facts.num_threads} threads; a blend or GLM-offset model costs the sum of its parts); this model explains
-{facts.explained_rows_per_s:,.0f} rows/s measured in this run. The choice cost {shape.selection_seconds:.0f} s of the
-{facts.training_seconds:.0f} s run. `make benchmark` compares the model with logistic regression, LightGBM defaults and a
-tuned LightGBM on the same folds. Features marked monotone in the schema ({monotone}) keep their direction in every
-part: tree constraints, GLM coefficient signs, non-negative blend weights. {constrained}
+{facts.budget_cores} cores; a blend or GLM-offset model costs the sum of its parts); this model explains
+{facts.explained_rows_per_s:,.0f} rows/s measured in this run. The choice (the nested CV, its {facts.n_folds + 1} inner CVs side
+by side in {facts.cv_processes} processes) cost {shape.selection_seconds:.0f} s of the {facts.training_seconds:.0f} s
+run. `make benchmark` compares the model with logistic regression, LightGBM defaults and a tuned LightGBM on the
+same folds. Features marked monotone in the schema ({monotone}) keep their direction in every part:
+tree constraints, GLM coefficient signs, non-negative blend weights. {constrained}
 
 **Data.** `{data.file_name}` (sha256 `{data.sha256[:16]}…`): {data.n_rows:,} rows, {data.n_labelled:,} labelled
 ({data.default_rate:.3%} defaults), {data.n_unlabelled:,} unlabelled rows scored into the predictions file.

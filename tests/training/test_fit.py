@@ -76,6 +76,25 @@ def test_every_candidate_family_is_scored_by_the_inner_cv(hybrid_cv, hybrid_conf
     assert 1 / offset.explained_rows_per_s >= 1 / names[GLM].explained_rows_per_s
 
 
+def test_the_nested_cv_gives_the_same_result_in_one_process_as_in_two(hybrid_cv, labelled, hybrid_config):
+    """The six inner choices run side by side (`cv_processes`), each LightGBM call on one thread,
+    so the process count changes the wall time only: same forecasts, losses and choices."""
+    matrix, y, encoder = labelled
+    assert hybrid_config.cv_processes == 2
+    alone = cross_validate(matrix, y, encoder, replace(hybrid_config, cv_processes=1), progress=False)
+    np.testing.assert_array_equal(alone.oof_raw, hybrid_cv.oof_raw)
+    np.testing.assert_array_equal(alone.oof_pd, hybrid_cv.oof_pd)
+    assert (
+        [f.fold for f in alone.folds] == [f.fold for f in hybrid_cv.folds] == list(range(1, hybrid_config.n_folds + 1))
+    )
+    for ours, theirs in zip(alone.folds, hybrid_cv.folds, strict=True):
+        assert ours.chosen.name == theirs.chosen.name and ours.best_iteration == theirs.best_iteration
+    assert {c.name: c.inner_log_loss for c in alone.final.candidates} == {
+        c.name: c.inner_log_loss for c in hybrid_cv.final.candidates
+    }
+    assert alone.final.chosen.name == hybrid_cv.final.chosen.name
+
+
 def test_shuffled_labels_score_near_chance(labelled, fast_training_config):
     """Leakage control: with the link between rows and labels cut, CV must find nothing."""
     matrix, y, encoder = labelled
