@@ -843,7 +843,16 @@ def report(
         print(f"  {'PASS' if ok else 'MISS'}  {name:<52} {value}")
 
 
+def section_name(argv: list[str]) -> str:
+    """The docs/benchmarks.md section a run writes: a partial run (--records-only, --overload-only)
+    keeps its own, so it never replaces a full run's figures."""
+    if "--records-only" in argv:
+        return "load-records"
+    if "--overload-only" in argv:
+        return "load-overload"
+    return "load"
+
+
 if __name__ == "__main__":
-    # A partial run (--records-only) keeps its own section, so it never replaces a full run's figures.
-    with recorded("load-records" if "--records-only" in sys.argv else "load", command_line("make load-benchmark")):
+    with recorded(section_name(sys.argv), command_line("make load-benchmark")):
         main()

@@ -15,7 +15,7 @@ import logging
 import socket
 import termios
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -126,9 +126,17 @@ def _handler_renders_with_output_spec(app_factory: Any) -> bool:
 BENTOML_WORKER_MODULE = "_bentoml_impl.worker.service"
 
 
-def balance_worker_accepts(enabled: bool = True) -> bool:
-    """Give each BentoML worker its own SO_REUSEPORT listening socket, so the kernel spreads
-    connections across workers instead of the first worker to wake taking them all.
+def _serving_setting(name: str) -> Any:
+    """A ServingSettings value, for a patch that service.py calls without it (one source: settings.py)."""
+    from credit_pd.serving.settings import ServingSettings
+
+    return getattr(ServingSettings(), name)
+
+
+def balance_worker_accepts(enabled: bool = True, listeners: int | None = None) -> bool:
+    """Give each BentoML worker its own SO_REUSEPORT listening sockets (`listeners` of them), so
+    the kernel spreads connections across workers instead of the first worker to wake taking them
+    all, and a busy worker still accepts new connections promptly.
 
     BentoML 1.4 starts every worker on one listening socket inherited from its process manager
     (`uvicorn.Server(config).run(sockets=[socket])` in `_bentoml_impl.worker.service`). Whichever
@@ -136,12 +144,22 @@ def balance_worker_accepts(enabled: bool = True) -> bool:
     landed: `ss` during wrk loads found all 32 (and all 4, and both 2) connections on one of the two
     workers, so one core served while the other idled (BentoML issue #5426; the unmerged fix,
     PR #5557, is this same idea). In the worker process only, this wraps `uvicorn.Server.run`: each
-    inherited TCP listener gets SO_REUSEPORT, the worker binds its own listener to the same address,
+    inherited TCP listener gets SO_REUSEPORT, the worker binds its own listeners to the same address,
     then shuts the shared one (SHUT_RD takes it out of the kernel's reuse-port group, for every
-    holder), and serves its own. The kernel then picks a worker per connection by a hash of the
-    client's address and port. A listener that cannot be replaced is served as before, with a
-    warning. Returns False, changing nothing, outside a BentoML worker or if BentoML's worker
-    module moved; tests/serving/test_runtime.py fails when connections stop spreading.
+    holder), and serves its own. The kernel then picks a listener (so a worker) per connection by a
+    hash of the client's address and port.
+
+    Why more than one listener per worker: uvloop's libuv (1.52) accepts ONE connection per
+    listener per event-loop turn, however many wait in the accept queue. Under overload a turn of a
+    worker's loop took 100-300 ms, so new connections were accepted at ~5-10 per second: ss showed
+    32 waiting on one listener, and a client connected in 0.4 ms waited 2.5-5 s for its first byte
+    (its request was read only after the flood ended). `listeners` sockets accept that many per turn.
+
+    `listeners` defaults to `ServingSettings.listeners_per_worker`. A listener that cannot be
+    replaced is served as before, with a warning. Returns False, changing nothing, outside a
+    BentoML worker or if BentoML's worker module moved. tests/serving/test_patches.py fails when
+    connections stop spreading, and when uvloop accepts more than one connection per turn (then
+    one listener per worker is enough again).
     """
     import sys
 
@@ -155,15 +173,45 @@ def balance_worker_accepts(enabled: bool = True) -> bool:
     run = uvicorn.Server.run
     if getattr(run, "balances_accepts", False):
         return True
+    count = int(_serving_setting("listeners_per_worker")) if listeners is None else listeners
 
     def run_on_own_listeners(self: Any, sockets: list | None = None) -> None:
         if sockets:
-            sockets = [own_listener(sock, self.config.backlog) for sock in sockets]
+            sockets = [own for sock in sockets for own in own_listeners(sock, self.config.backlog, count)]
         return run(self, sockets=sockets)
 
     run_on_own_listeners.balances_accepts = True  # type: ignore[attr-defined]
     uvicorn.Server.run = run_on_own_listeners  # type: ignore[method-assign]
     return True
+
+
+def own_listeners(shared: socket.socket, backlog: int, count: int = 1) -> list[socket.socket]:
+    """`count` new SO_REUSEPORT listeners on `shared`'s address (at least one; fewer, with a
+    warning, if the kernel refuses more); `shared` is shut for accepting. `[shared]` itself where
+    `own_listener` keeps it."""
+    own = [own_listener(shared, backlog)]
+    if own[0] is shared:
+        return own
+    try:
+        while len(own) < count:
+            own.append(_reuse_port_listener(own[0].getsockname(), own[0].family, backlog))
+    except OSError as exc:
+        log.warning("%d of %d listening sockets in this worker (%s): fewer accepts per loop turn", len(own), count, exc)
+    return own
+
+
+def _reuse_port_listener(address: Any, family: int, backlog: int) -> socket.socket:
+    """A listener in `address`'s reuse-port group; OSError if the kernel refuses it."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
@@ -175,15 +223,10 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
     tcp = shared.family in (socket.AF_INET, socket.AF_INET6) and shared.type == socket.SOCK_STREAM
     if not tcp or not hasattr(socket, "SO_REUSEPORT"):
         return shared
-    own = socket.socket(shared.family, socket.SOCK_STREAM)
     try:
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        own.bind(shared.getsockname())
-        own.listen(backlog)
+        own = _reuse_port_listener(shared.getsockname(), shared.family, backlog)
     except OSError as exc:
-        own.close()
         log.warning(
             "workers share one listening socket (own SO_REUSEPORT listener refused: %s); connections may not spread",
             exc,
@@ -201,13 +244,20 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """What one HTTP connection may take (ServingSettings fields of the same names say why)."""
+    """What one HTTP connection may take, and when a worker sheds (ServingSettings fields of the
+    same names say why). The shedding fields default to the settings, so `service.py`'s
+    `ConnectionLimits(...)` of the connection bounds alone sheds as `InFlightLimit` is told to."""
 
     keepalive_timeout_s: float
     header_timeout_s: float
     body_timeout_s: float
     max_header_bytes: int
     max_header_field_bytes: int
+    # Requests to `shed_paths` the worker runs at once (0: no shedding in the protocol); the rest get
+    # 503 + Retry-After from the protocol (bounded_http_protocol). Same cap as InFlightLimit's.
+    max_in_flight: int = field(default_factory=lambda: int(_serving_setting("max_in_flight")))
+    retry_after_s: int = field(default_factory=lambda: int(_serving_setting("retry_after_s")))
+    shed_paths: tuple[str, ...] = ("/predict",)  # the service's API routes (InFlightLimit's `paths`)
 
 
 # HttpToolsProtocol members the bounded protocol relies on; a uvicorn without them is "moved".
@@ -224,7 +274,21 @@ UVICORN_PROTOCOL_MEMBERS = (
     "timeout_keep_alive_handler",
     "_unset_keepalive_if_required",
     "shutdown",
+    "on_body",
+    "_start_asgi_task",
 )
+# What the protocol's shedding reads of uvicorn's per-worker state: every running ASGI task is in
+# `server_state.tasks` from the moment its request head is parsed (the count `limit_concurrency` uses too).
+UVICORN_TASK_ACCOUNTING = (
+    ("__init__", "self.tasks = server_state.tasks"),
+    ("_start_asgi_task", "self.tasks.add(task)"),
+    ("_start_asgi_task", "task.add_done_callback(self.tasks.discard)"),
+    ("on_response_complete", "self.server_state.total_requests += 1"),
+    ("send_400_response", "self.server_state.default_headers"),
+)
+
+# How often the protocol's shedding says how many it shed (one WARNING line, not one per request).
+PROTOCOL_SHED_LOG_INTERVAL_S = 10.0
 
 
 def unread_bytes(transport: Any) -> int:
@@ -239,9 +303,83 @@ def unread_bytes(transport: Any) -> int:
         return 0
 
 
+def uvicorn_accounts_tasks(protocol: type) -> bool:
+    """True while uvicorn's protocol keeps every running ASGI task in `server_state.tasks` (and
+    the other state `UVICORN_TASK_ACCOUNTING` names), as the protocol's shedding reads it."""
+    import inspect
+
+    try:
+        sources = {name: inspect.getsource(getattr(protocol, name)) for name, _ in UVICORN_TASK_ACCOUNTING}
+    except (AttributeError, OSError, TypeError):
+        return False
+    return all(line in sources[name] for name, line in UVICORN_TASK_ACCOUNTING)
+
+
+class _ReadTurnSkipper:
+    """Connections one worker's protocol shed are not read in the event loop's next turn.
+
+    A closed-loop client (wrk at concurrency 2048; a retry loop that ignores Retry-After) sends its
+    next request the moment it reads a 503, so without this every one of a worker's ~1,000 flooding
+    connections cost a read, a parse and a 503 in every turn of the loop, and a turn took long enough
+    that an admitted request, which needs several turns, waited most of a second. Skipping one
+    turn halves that work per turn, which lets the admitted requests through faster (load
+    benchmark, overload phase, 3 alternating runs: 25% more 200s, and a 50 req/s client had 15-22% of its
+    requests answered instead of 2-3%, at the same p99), while a 503 still takes one or two turns.
+    A connection that is not flooding is never paused longer than one turn.
+    """
+
+    def __init__(self) -> None:
+        self.paused: list[Any] = []  # paused in this turn
+        self.skipping: list[Any] = []  # paused in the previous turn: not read in this one
+        self.scheduled = False
+
+    def skip_next_read(self, protocol: Any) -> None:
+        protocol.transport.pause_reading()
+        self.paused.append(protocol)
+        if not self.scheduled:
+            self.scheduled = True
+            protocol.loop.call_soon(self._turn, protocol.loop)
+
+    def _turn(self, loop: Any) -> None:
+        """Once per loop turn while any connection is paused: resume those that skipped a read turn."""
+        for protocol in self.skipping:
+            if not protocol.transport.is_closing():
+                protocol.transport.resume_reading()
+        self.skipping, self.paused = self.paused, []
+        if self.skipping:
+            loop.call_soon(self._turn, loop)
+        else:
+            self.scheduled = False
+
+
+class _ShedCount:
+    """Requests one worker's protocol shed, logged as one WARNING line per interval with their number."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.total = 0
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def add(self, in_flight: int, cap: int) -> None:
+        self.total += 1
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at >= self.interval_s:
+            log.warning(
+                "shed %d request(s) with 503 + Retry-After in the HTTP protocol since the last such line: "
+                "%d in flight in this worker (max_in_flight %d)",
+                self.unlogged,
+                in_flight,
+                cap,
+            )
+            self.unlogged, self.logged_at = 0, now
+
+
 def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
-    """uvicorn's httptools protocol with a bounded request head, head and body timeouts, and an
-    idle timeout from the first connected moment; None when uvicorn's protocol moved.
+    """uvicorn's httptools protocol with a bounded request head, head and body timeouts, an idle
+    timeout from the first connected moment, and load shedding before the application; None when
+    uvicorn's protocol moved.
 
     uvicorn (0.54, httptools, as BentoML runs it) bounds none of these: httptools hands a header to
     uvicorn only when it is complete, so a 64 MiB header was buffered whole (issue 19: 2.7 s and
@@ -258,8 +396,18 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
     - at graceful shutdown, a kept-alive connection whose next request has begun to arrive (bytes
       parsed, or still unread in the kernel because the loop was busy scoring) is not closed under
       it: that request is served with `Connection: close`. uvicorn closed every connection without a
-      running request, so a request sent just before SIGTERM was cut with no answer.
-    Answers are JSON `{"error": ...}` with `Connection: close`, like the service's other refusals.
+      running request, so a request sent just before SIGTERM was cut with no answer;
+    - a POST to `shed_paths` whose head completes while the worker already runs `max_in_flight`
+      requests (uvicorn's running tasks, of any route) is answered 503 + Retry-After from the
+      protocol, as soon as its head is parsed: no ASGI task, no middleware, and so not in BentoML's
+      request metrics (the WARNING line counts them); its body is read and dropped, the connection is kept
+      alive and is read again one loop turn later (`_ReadTurnSkipper`). Shedding in the ASGI
+      middleware (`InFlightLimit`) answered at once too, but cost a task and a dozen middleware
+      layers (~0.3 ms) per shed request: at concurrency 2048 the event loop spent its turns
+      answering 503s, and an admitted request, which needs several turns, waited ~1 s more (load
+      benchmark, overload phase). A request pipelined behind a running one is left to the
+      middleware, which sheds it in order.
+    Answers are JSON `{"error": ...}`; refusals of a malformed or slow request close the connection.
     """
     try:
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -267,18 +415,37 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
         return None
     if not all(hasattr(HttpToolsProtocol, member) for member in UVICORN_PROTOCOL_MEMBERS):
         return None
+    if not uvicorn_accounts_tasks(HttpToolsProtocol):
+        return None
+    from credit_pd.serving.middleware import OVERLOADED_BODY
+
+    shed_paths = frozenset(path.encode() for path in limits.shed_paths)
+    shed_head = b"".join(
+        [
+            b"content-type: application/json\r\ncontent-length: ",
+            str(len(OVERLOADED_BODY)).encode(),
+            b"\r\nretry-after: ",
+            str(limits.retry_after_s).encode(),
+            b"\r\n",
+        ]
+    )
+    shed_count = _ShedCount(PROTOCOL_SHED_LOG_INTERVAL_S)
+    skipper = _ReadTurnSkipper()
 
     class _Refused(Exception):
         """Raised in a parser callback to stop parsing a refused request (the answer is sent)."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         bounds = limits
+        shed = shed_count
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._in_head, self._head_bytes, self._head_exact = True, 0, 0
             self._refused = False
             self._draining = False
+            self._shedding = False  # this request was answered 503 at its head; its body is dropped
+            self._shed_keep_alive = False
             self._timer: Any = None
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
@@ -329,16 +496,26 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
         def on_headers_complete(self) -> None:
             self._cancel_timer()
             self._in_head = False
-            super().on_headers_complete()
-            if self._draining and self.cycle is not None:
-                self.cycle.keep_alive = False  # the last request of a shutting-down server: close after it
+            if self._over_capacity():
+                self._shed_request()
+            else:
+                super().on_headers_complete()
+                if self._draining and self.cycle is not None:
+                    self.cycle.keep_alive = False  # the last request of a shutting-down server: close after it
             self._timer = self.loop.call_later(
                 self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s
             )
 
+        def on_body(self, body: bytes) -> None:
+            if not self._shedding:
+                super().on_body(body)
+
         def on_message_complete(self) -> None:
             self._cancel_timer()
             self._in_head, self._head_bytes = True, 0  # what follows is the next request's head
+            if self._shedding:
+                self._end_shed_request()
+                return
             super().on_message_complete()
 
         def shutdown(self) -> None:
@@ -348,6 +525,51 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                 return
             super().shutdown()
 
+        def _over_capacity(self) -> bool:
+            """A POST to a shed path, on a connection with no running request, in a worker at its cap."""
+            cap = self.bounds.max_in_flight
+            return (
+                0 < cap <= len(self.tasks)
+                and self.url.partition(b"?")[0] in shed_paths
+                and (self.cycle is None or self.cycle.response_complete)
+                and self.parser.get_method() == b"POST"
+            )
+
+        def _shed_request(self) -> None:
+            """Answer 503 + Retry-After now; the body that follows is dropped (`on_body`)."""
+            self._shedding = True
+            self._shed_keep_alive = (
+                self.parser.get_http_version() != "1.0"
+                and self.parser.should_keep_alive()
+                and not self.expect_100_continue  # the client waits to send its body: close instead
+                and not self._draining
+            )
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[503],
+                        *(b"%s: %s\r\n" % header for header in self.server_state.default_headers),
+                        shed_head,
+                        b"\r\n" if self._shed_keep_alive else b"connection: close\r\n\r\n",
+                        OVERLOADED_BODY,
+                    ]
+                )
+            )
+            self.shed.add(len(self.tasks), self.bounds.max_in_flight)
+
+        def _end_shed_request(self) -> None:
+            """The shed request's body is in: idle again (as after a response), or closed."""
+            self._shedding = False
+            self.server_state.total_requests += 1
+            self._unset_keepalive_if_required()
+            if not self._shed_keep_alive or self._draining or self.transport.is_closing():
+                self.transport.close()
+                return
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            skipper.skip_next_read(self)  # a client that retries at once is read again a turn later
+
         def _cancel_timer(self) -> None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -356,6 +578,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
         def _timed_out(self, part: str, seconds: float) -> None:
             self._timer = None
             if self.transport.is_closing():
+                return
+            if self._shedding:  # answered 503 already; a body that does not arrive closes the connection
+                self.transport.close()
                 return
             cycle = self.cycle
             if part == "body" and cycle is not None and cycle.response_started:

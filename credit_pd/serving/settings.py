@@ -39,6 +39,12 @@ class ServingSettings(BaseSettings):
     # workers (serving.patches.balance_worker_accepts). With BentoML's one shared socket, the load
     # benchmark found every keep-alive connection on one worker while the other idled.
     balanced_workers: bool = True
+    # Listening sockets per worker (with balanced_workers). uvloop's libuv accepts one connection
+    # per listener per event-loop turn, and under overload a turn took 100-300 ms: new connections
+    # waited 2.5-5 s to be accepted (the load benchmark's 50 req/s client during the overload phase,
+    # `ss` showed them queued). Each listener accepts one per turn; 16 is 16 per turn, at no cost
+    # while idle (serving.patches.balance_worker_accepts).
+    listeners_per_worker: int = 16
     # LightGBM threads per worker; workers x threads should not exceed the pod's cores.
     lightgbm_threads: int = 1
     # A merged batch of at least `large_batch_rows` rows runs LightGBM (TreeSHAP) on
@@ -115,13 +121,14 @@ class ServingSettings(BaseSettings):
     max_header_bytes: int = 32 * 1024
     # Largest single header line (name + value, bytes), answered with 431: the ALB's own per-header limit.
     max_header_field_bytes: int = 16 * 1024
-    # Requests to the API routes one worker works on at once; more get a 503 + Retry-After at once
-    # (serving.middleware.InFlightLimit) instead of queueing in front of the batcher, where
-    # `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50 593 ms). 256, one
-    # full batch (max_batch_size) queued behind the running one: the load benchmark's overload
-    # phase (`--overload-only`, one run on a busy machine) answered 0.78 x the 200s of 512 at 0.54 x
-    # its p50; 64 starved the batcher (0.25 x the 200s). A shed answer costs ~0.15 ms in-process
-    # against ~9 ms for a lone 200 on that machine.
+    # Requests to the API routes one worker works on at once; more get a 503 + Retry-After at once,
+    # from the HTTP protocol before any task or middleware runs (serving.patches.bounded_http_protocol;
+    # serving.middleware.InFlightLimit is the fallback), instead of queueing in front of the
+    # batcher, where `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50
+    # 593 ms). 256, one full batch (max_batch_size) queued behind the running one: in the load
+    # benchmark's overload phase (`--overload-only`, busy machine) 128 and 64 answered 0.47 x and
+    # 0.29 x the 200s of 256 at about the same latency of the answered ones, which is set by how
+    # long the worker's event loop takes to go round, not by how many requests it holds.
     max_in_flight: int = 256
     # Seconds a shed (503) client is told to wait before retrying.
     retry_after_s: int = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -272,32 +273,36 @@ class BodyApp:
 
 
 @contextlib.contextmanager
-def served_in_a_thread(app):
-    """uvicorn with the bounded protocol and LIMITS, serving `app` from a thread: (address, server)."""
+def served_in_a_thread(app, listeners: int = 1, **limits_overrides):
+    """uvicorn with the bounded protocol and LIMITS (and `limits_overrides`), serving `app` from a
+    thread on `listeners` reuse-port listening sockets (patches.own_listeners): (address, server)."""
     import threading
 
     import uvicorn
 
-    from credit_pd.serving.patches import ConnectionLimits, bounded_http_protocol, configure_uvicorn
+    from credit_pd.serving.patches import ConnectionLimits, bounded_http_protocol, configure_uvicorn, own_listeners
 
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    limits = ConnectionLimits(**LIMITS)
+    limits = ConnectionLimits(**{**LIMITS, **limits_overrides})
     protocol = bounded_http_protocol(limits)
     assert protocol is not None, "uvicorn's httptools protocol moved: revisit bounded_http_protocol"
     assert configure_uvicorn(config, limits, protocol) and config.http is protocol
     assert config.timeout_keep_alive == LIMITS["keepalive_timeout_s"]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sockets = own_listeners(sock, 2048, listeners) if listeners > 1 else [sock]
+    assert len(sockets) == listeners
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
     try:
-        yield sock.getsockname(), server
+        yield sockets[0].getsockname(), server
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -531,3 +536,296 @@ def test_a_real_server_bounds_heads_bodies_and_idle_connections_by_its_settings(
         assert 1.5 < idle < 4, f"idle keep-alive connection closed after {idle:.1f} s, not the configured 2 s"
         log = (tmp_path / "serve.log").read_text()
         assert "bound_connections): in effect" in log
+
+
+# ---------------------------------------------------------------- shedding in the protocol --------
+# Under overload the worker's protocol answers 503 + Retry-After itself (ConnectionLimits.max_in_flight):
+# a shed request never becomes an ASGI task, so it cannot be queued with, or in front of, admitted ones.
+
+
+def response(sock: socket.socket, timeout_s: float = 5.0) -> tuple[str, dict[str, str], bytes]:
+    """One whole HTTP/1.1 response with a Content-Length: (status line, lower-case headers, body)."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65_536)
+        assert chunk, f"connection closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65_536)
+        assert chunk, "connection closed before the whole body"
+        body += chunk
+    assert len(body) == int(headers["content-length"]), "a response must end where its Content-Length says"
+    return line, headers, body
+
+
+class HoldingApp(BodyApp):
+    """Records the path of every request that reaches it; POST /predict waits for `release`, as a
+    request waiting for its batch does."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self.release = threading.Event()
+        self.reached: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+
+        if scope["type"] == "http":
+            self.reached.append(scope["path"])
+            while scope["path"] == "/predict" and not self.release.is_set():
+                await asyncio.sleep(0.005)
+        await super().__call__(scope, receive, send)
+
+
+def test_a_request_over_the_in_flight_cap_gets_503_with_retry_after_without_reaching_the_app(caplog):
+    app = HoldingApp()
+    with served_in_a_thread(app, max_in_flight=2, retry_after_s=3) as ((host, port), server):
+        held = [socket.create_connection((host, port)) for _ in range(2)]
+        for sock in held:
+            sock.sendall(post_head(host, 2) + b"{}")
+        deadline = time.monotonic() + 5
+        while len(app.reached) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with socket.create_connection((host, port)) as extra:
+            started = time.monotonic()
+            extra.sendall(post_head(host, 3_000, "Content-Type: application/json\r\n"))  # the head alone
+            status, headers, body = response(extra)
+            assert status == "HTTP/1.1 503 Service Unavailable" and time.monotonic() - started < 1.0
+            assert headers["retry-after"] == "3" and "connection" not in headers, "kept alive"
+            assert json.loads(body)["error"].startswith("overloaded")
+            # Its body, sent after the answer, is read and dropped: the connection serves what follows.
+            extra.sendall(b"x" * 3_000 + b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert response(extra)[0] == "HTTP/1.1 200 OK", "health routes are never shed"
+            assert app.reached == ["/predict", "/predict", "/readyz"], "the shed request never reached the app"
+            app.release.set()
+            for sock in held:
+                assert response(sock)[0] == "HTTP/1.1 200 OK"
+                sock.close()
+            while server.server_state.tasks:  # the two held requests' tasks end just after their answers
+                time.sleep(0.01)
+            extra.sendall(post_head(host, 2) + b"{}")
+            assert response(extra)[:1] == ("HTTP/1.1 200 OK",), "below the cap again, the same connection is served"
+    assert "shed 1 request(s) with 503 + Retry-After in the HTTP protocol" in caplog.text, "one line per interval"
+
+
+FLOOD_CLIENT = r"""
+import selectors, socket, sys, time
+host, port, connections, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+request = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+selector, statuses, end = selectors.DefaultSelector(), {}, time.monotonic() + seconds
+for _ in range(connections):
+    sock = socket.create_connection((host, port))
+    sock.setblocking(False)
+    sock.send(request)
+    selector.register(sock, selectors.EVENT_READ, [b""])
+outstanding = connections
+while outstanding and time.monotonic() < end + 5:  # then every request sent is answered before the end
+    for key, _ in selector.select(0.1):
+        buffer = key.data[0] + key.fileobj.recv(65536)
+        while b"\r\n\r\n" in buffer:  # every answer here has a Content-Length
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+            if len(rest) < length:
+                break
+            buffer = rest[length:]
+            status = head.split(b" ")[1].decode() + ("+retry-after" if b"retry-after" in head.lower() else "")
+            statuses[status] = statuses.get(status, 0) + 1
+            if time.monotonic() < end:
+                key.fileobj.send(request)  # closed loop, as wrk: the next request the moment an answer is in
+            else:
+                outstanding -= 1
+        key.data[0] = buffer
+print(statuses)
+"""
+
+
+class QuickApp(BodyApp):
+    """POST /predict takes 20 ms of waiting (not of the loop); counts the requests that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+
+        if scope["type"] == "http" and scope["path"] == "/predict":
+            self.reached += 1
+            await asyncio.sleep(0.02)
+        await super().__call__(scope, receive, send)
+
+
+def test_under_a_flood_of_shed_requests_an_admitted_one_is_answered_at_once():
+    """50 connections resend the moment they are answered (a separate process, as wrk); a client of
+    its own meanwhile: the flood gets 503 + Retry-After from the protocol, the app sees only what it
+    answers, and every admitted request of the client is answered in about its own 20 ms."""
+    import ast
+    import subprocess
+
+    app = QuickApp()
+    with served_in_a_thread(app, max_in_flight=8) as ((host, port), _):
+        flood = subprocess.Popen(
+            [sys.executable, "-c", FLOOD_CLIENT, host, str(port), "50", "4"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(0.5)
+        answered, shed, until = [], 0, time.monotonic() + 2.5
+        with socket.create_connection((host, port)) as client:
+            while len(answered) < 5 and time.monotonic() < until:
+                started = time.monotonic()
+                client.sendall(post_head(host, 2) + b"{}")
+                status, headers, _ = response(client)
+                if status == "HTTP/1.1 200 OK":
+                    answered.append(time.monotonic() - started)
+                else:
+                    assert status.startswith("HTTP/1.1 503") and headers["retry-after"]
+                    shed += 1
+                time.sleep(0.005)
+        out, _ = flood.communicate(timeout=30)
+    statuses = ast.literal_eval(out.strip())
+    assert statuses.get("503+retry-after", 0) > 100 and set(statuses) <= {"200", "503+retry-after"}, statuses
+    assert app.reached == statuses.get("200", 0) + len(answered), "shed requests never reach the app"
+    assert answered, f"the client was shed {shed} times and never admitted"
+    assert max(answered) < 0.5, f"admitted requests waited {max(answered):.2f} s behind the flood"
+
+
+def test_a_shed_connection_skips_one_read_turn_then_is_read_again():
+    from credit_pd.serving.patches import _ReadTurnSkipper
+
+    class Transport:
+        def __init__(self) -> None:
+            self.reading, self.closing = True, False
+
+        def pause_reading(self) -> None:
+            self.reading = False
+
+        def resume_reading(self) -> None:
+            self.reading = True
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+    class Loop:
+        def __init__(self) -> None:
+            self.soon: list = []
+
+        def call_soon(self, callback, *args) -> None:
+            self.soon.append((callback, args))
+
+        def turn(self) -> None:
+            due, self.soon = self.soon, []
+            for callback, args in due:
+                callback(*args)
+
+    class Protocol:
+        def __init__(self, loop: Loop) -> None:
+            self.loop, self.transport = loop, Transport()
+
+    loop, skipper = Loop(), _ReadTurnSkipper()
+    first, gone = Protocol(loop), Protocol(loop)
+    skipper.skip_next_read(first)
+    skipper.skip_next_read(gone)
+    gone.transport.closing = True
+    loop.turn()  # the turn after the shed: not read
+    assert not first.transport.reading
+    later = Protocol(loop)
+    skipper.skip_next_read(later)  # shed in that turn
+    loop.turn()
+    assert first.transport.reading and not later.transport.reading and not gone.transport.reading
+    loop.turn()
+    assert later.transport.reading
+    loop.turn()
+    assert not loop.soon and not skipper.scheduled, "nothing runs once no connection is paused"
+
+
+class LoopHoggingApp(BodyApp):
+    """While `busy` is set, every turn of the server's event loop takes 50 ms (as a worker's turn
+    under overload, or scoring a large batch inline)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self.busy = threading.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+
+        if scope["type"] == "lifespan":
+            loop = asyncio.get_running_loop()
+
+            def hog() -> None:
+                if self.busy.is_set():
+                    time.sleep(0.05)
+                    loop.call_soon(hog)
+                else:
+                    loop.call_later(0.01, hog)
+
+            loop.call_soon(hog)
+        await super().__call__(scope, receive, send)
+
+
+def seconds_to_answer_new_connections(address: tuple[str, int], count: int) -> float:
+    started = time.monotonic()
+    clients = [socket.create_connection(address) for _ in range(count)]
+    for sock in clients:
+        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    for sock in clients:
+        assert response(sock, timeout_s=10)[0] == "HTTP/1.1 200 OK"
+        sock.close()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("listeners", [1, 8])
+def test_a_busy_worker_accepts_one_new_connection_per_listener_per_loop_turn(listeners):
+    """Why a worker has ServingSettings.listeners_per_worker listeners: uvloop accepts one
+    connection per listener per loop turn. 20 new connections at 50 ms a turn take ~1 s on one
+    listener and a few turns on 8. If one listener gets fast, uvloop accepts more per turn: the
+    extra listeners are no longer needed (balance_worker_accepts)."""
+    app = LoopHoggingApp()
+    with served_in_a_thread(app, listeners=listeners) as (address, _):
+        app.busy.set()
+        time.sleep(0.2)
+        seconds = seconds_to_answer_new_connections(address, 20)
+        app.busy.clear()
+    if listeners == 1:
+        assert seconds > 0.8, f"20 connections on one listener in {seconds:.2f} s: uvloop accepts more per turn now"
+    else:
+        assert seconds < 0.6, f"20 connections on {listeners} listeners took {seconds:.2f} s"
+
+
+def test_own_listeners_share_the_address_and_all_take_connections():
+    from credit_pd.serving.patches import own_listeners
+
+    shared = listening_socket()
+    address = shared.getsockname()
+    listeners = own_listeners(shared, backlog=256, count=4)
+    assert len(listeners) == 4 and {sock.getsockname() for sock in listeners} == {address}
+    clients = [socket.create_connection(address) for _ in range(200)]
+    time.sleep(0.1)
+    counts = [accepted(sock) for sock in listeners]
+    assert sum(counts) == 200 and min(counts) >= 20, counts
+    assert accepted(shared) == 0
+    for sock in [*clients, *listeners, shared]:
+        sock.close()
+
+
+def test_uvicorn_still_counts_every_running_request_as_a_task():
+    """What the protocol's shedding reads (`server_state.tasks`); if this moves, shedding is off."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from credit_pd.serving.patches import uvicorn_accounts_tasks
+
+    assert uvicorn_accounts_tasks(HttpToolsProtocol)
+
+    class Moved(HttpToolsProtocol):
+        def _start_asgi_task(self, cycle, app) -> None:  # a uvicorn that no longer records its tasks
+            self.loop.create_task(cycle.run_asgi(app))
+
+    assert not uvicorn_accounts_tasks(Moved)
