@@ -112,6 +112,7 @@ class LoadResult:
     no_retry_after: int = 0  # 503 answers without a Retry-After header
     rps_range: tuple[float, float] | None = None  # lowest and highest req/s of the rounds
     p99_answered_ms: float | None = None  # p99 of the 200 answers only (open-loop loads)
+    cpu_s: float | None = None  # the server's CPU seconds (all its processes) over the load (100-app loads)
 
 
 def combine(rounds: list[LoadResult]) -> LoadResult:
@@ -131,6 +132,7 @@ def combine(rounds: list[LoadResult]) -> LoadResult:
         dict(statuses),
         sum(r.no_retry_after for r in rounds),
         (min(rps), max(rps)),
+        cpu_s=None if any(r.cpu_s is None for r in rounds) else sum(r.cpu_s or 0.0 for r in rounds),
     )
 
 
@@ -259,6 +261,28 @@ def run_wrk(server: Server, body_path: Path, concurrency: int, seconds: int, loa
     )
 
 
+def server_cpu_s(server: Server) -> float:
+    """User + system CPU seconds of the server's processes (the manager and its workers) so far."""
+    import psutil  # a BentoML dependency
+
+    total = 0.0
+    for process in [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def run_wrk_with_cpu(server: Server, body_path: Path, concurrency: int, seconds: int, load: str) -> LoadResult:
+    """`run_wrk`, with the CPU the server spent meanwhile: CPU per answered request does not depend on
+    how many cores the shared machine left the server, so it compares servers on a noisy machine."""
+    before = server_cpu_s(server)
+    result = run_wrk(server, body_path, concurrency, seconds, load)
+    return dataclasses.replace(result, cpu_s=server_cpu_s(server) - before)
+
+
 async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> LoadResult:
     """Open loop: one request every 1/rate s regardless of answers, so queueing shows in latency.
 
@@ -369,12 +393,18 @@ def sample_applications(n: int) -> list[dict]:
     return requests_from_frame(load_dataset(path, schema).head(n), schema)
 
 
-def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) -> float:
-    """The service's validation + model + TreeSHAP + answer + JSON, minus HTTP (best of `repeats`)."""
+def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int, as_served: bool = False) -> float:
+    """The service's validation + model + TreeSHAP + answer + JSON, minus HTTP (best of `repeats`).
+
+    `as_served` adds what the service also does per request besides live monitoring: the
+    duplicate-key check of the body and one decision record per application, to a file.
+    """
     import orjson
 
     from credit_pd.model_store import load_from_store
     from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.middleware import duplicate_key_location
+    from credit_pd.serving.records import DecisionRecorder, NullRecorder, decision_recorder
     from credit_pd.serving.scorer import PDScorer
     from credit_pd.serving.settings import ServingSettings
 
@@ -383,13 +413,44 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int) 
     request_model = build_input_spec(
         application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
     )
-    scorer = PDScorer(model, model_tag)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        orjson.dumps(scorer.answers(request_model.model_validate_json(body).applications))
-        best = min(best, time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as records_dir:
+        recorder = (
+            decision_recorder(True, model_tag, model.schema, str(Path(records_dir) / "records.jsonl"), True)
+            if as_served
+            else NullRecorder()
+        )
+        scorer = PDScorer(model, model_tag, recorder=recorder)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            if as_served:
+                duplicate_key_location(body)
+            orjson.dumps(scorer.answers(request_model.model_validate_json(body).applications))
+            best = min(best, time.perf_counter() - started)
+        if isinstance(recorder, DecisionRecorder):
+            for handler in recorder.logger.handlers:
+                handler.close()
     return rows / best
+
+
+def print_cpu_per_request(batch_results: list[LoadResult]) -> None:
+    """CPU per answered 100-app request and the cores it kept busy, per server over its 100-app loads."""
+    by_server: dict[str, list[LoadResult]] = {}
+    for r in batch_results:
+        if r.cpu_s is not None:
+            by_server.setdefault(r.server, []).append(r)
+    parts = []
+    for name, loads in by_server.items():
+        cpu = sum(r.cpu_s or 0.0 for r in loads)
+        answered = sum(r.statuses.get("200", 0) for r in loads)
+        wall = sum(r.statuses.get("200", 0) / r.requests_per_s for r in loads if r.requests_per_s)
+        if answered and wall:
+            parts.append(f"{name} {1000 * cpu / answered:.1f} ms ({cpu / wall:.2f} cores busy)")
+    if parts:
+        print(
+            f"  server CPU per {BATCH_ROWS}-app request (all its processes, over its {BATCH_ROWS}-app loads; independent "
+            "of how many cores the shared machine left it): " + "; ".join(parts)
+        )
 
 
 def connections_per_worker(server: Server, body_path: Path, concurrency: int, seconds: int = 3) -> list[int]:
@@ -610,9 +671,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for body, concurrency, load, names in comparisons:
             rounds: dict[str, list[LoadResult]] = {name: [] for name in names}
+            run = run_wrk_with_cpu if body == batch_body else run_wrk
             for _ in range(args.rounds):
                 for name in names:
-                    rounds[name].append(run_wrk(servers[name], body, concurrency, d, load))
+                    rounds[name].append(run(servers[name], body, concurrency, d, load))
             results += [combine(rounds[name]) for name in names]
         results += [
             run_wrk(project, single_body, c, d, f"1 app, concurrency {c}")
@@ -776,6 +838,12 @@ def report(
         f"  in-process (validation + model + TreeSHAP + answer + JSON, one thread): {inproc_100:,.0f} rows/s at {BATCH_ROWS} per "
         f"request, {inproc_1:,.0f} at 1; service {BATCH_ROWS}-app rows/s / in-process = {rows_project / inproc_100:.2f}"
     )
+    served_100 = in_process_rows_per_s(model_tag, batch_body.read_bytes(), BATCH_ROWS, 20, as_served=True)
+    print(
+        f"  in-process as served (also the duplicate-key check and decision records to a file; no HTTP, no live "
+        f"monitoring): {served_100:,.0f} rows/s at {BATCH_ROWS} per request, one thread"
+    )
+    print_cpu_per_request([r for r in results if r.load in batch_loads])
     print("  what the bars ask against what is possible here (same run):")
     print(
         f"    1 app, concurrency 32: {MIN_SINGLE_VS_PEER:g} x peer = {MIN_SINGLE_VS_PEER * peer32.requests_per_s:,.0f} req/s; "

@@ -111,6 +111,95 @@ class DesignColumn:
 
 
 @dataclass(frozen=True)
+class _DesignPlan:
+    """A design's columns grouped by kind as index arrays, so a batch's design is a few numpy calls.
+
+    A loop over the columns (`DesignColumn.raw` each) cost ~160 small numpy calls per batch: for a
+    100-row request more than the trees' TreeSHAP. Each group below computes exactly what `raw`
+    computes for its columns, element by element (the tests compare the bits).
+    """
+
+    n_columns: int
+    value_pos: np.ndarray  # design positions of the value columns
+    value_feature: np.ndarray
+    value_median: np.ndarray
+    value_low: np.ndarray
+    value_high: np.ndarray
+    value_log1p: np.ndarray  # positions within the value group that take log1p
+    missing_pos: np.ndarray
+    missing_feature: np.ndarray
+    level_pos: np.ndarray
+    level_feature: np.ndarray
+    level_code: np.ndarray  # float64: `x == code` as `raw` compares it
+    rare: tuple[tuple[int, int, tuple[int, ...]], ...]  # (position, feature, codes) per rare column
+    # Per step j: (features that have a j-th column, that column's design position).
+    sum_steps: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @classmethod
+    def of(cls, columns: Sequence[DesignColumn]) -> _DesignPlan:
+        """Group `columns` (in design order) by kind and by feature."""
+
+        def positions(kind: str) -> list[int]:
+            return [i for i, c in enumerate(columns) if c.kind == kind]
+
+        values, missing, levels = positions(VALUE), positions(MISSING), positions(LEVEL)
+        return cls(
+            n_columns=len(columns),
+            value_pos=_ints(values),
+            value_feature=_ints([columns[i].feature for i in values]),
+            value_median=np.array([columns[i].median for i in values], dtype=np.float64),
+            value_low=np.array([columns[i].low for i in values], dtype=np.float64),
+            value_high=np.array([columns[i].high for i in values], dtype=np.float64),
+            value_log1p=_ints([k for k, i in enumerate(values) if columns[i].log1p]),
+            missing_pos=_ints(missing),
+            missing_feature=_ints([columns[i].feature for i in missing]),
+            level_pos=_ints(levels),
+            level_feature=_ints([columns[i].feature for i in levels]),
+            level_code=np.array([columns[i].codes[0] for i in levels], dtype=np.float64),
+            rare=tuple((i, columns[i].feature, columns[i].codes) for i in positions(RARE)),
+            sum_steps=_sum_steps(columns),
+        )
+
+    def raw(self, matrix: np.ndarray) -> np.ndarray:
+        """(n_rows, n_columns): every column before centring and scaling (`DesignColumn.raw`)."""
+        out = np.empty((len(matrix), self.n_columns), dtype=np.float64)
+        if self.value_pos.size:
+            x = matrix[:, self.value_feature]
+            v = np.clip(np.where(np.isnan(x), self.value_median, x), self.value_low, self.value_high)
+            if self.value_log1p.size:
+                w = v[:, self.value_log1p]
+                v[:, self.value_log1p] = np.sign(w) * np.log1p(np.abs(w))
+            out[:, self.value_pos] = v
+        if self.missing_pos.size:
+            out[:, self.missing_pos] = np.isnan(matrix[:, self.missing_feature])
+        if self.level_pos.size:
+            out[:, self.level_pos] = matrix[:, self.level_feature] == self.level_code
+        for position, feature, codes in self.rare:
+            out[:, position] = np.isin(matrix[:, feature], codes)
+        return out
+
+
+def _ints(values: Sequence[int]) -> np.ndarray:
+    return np.array(values, dtype=np.intp)
+
+
+def _sum_steps(columns: Sequence[DesignColumn]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Step j: every feature with more than j columns, and its j-th column (design order)."""
+    by_feature: dict[int, list[int]] = {}
+    for position, column in enumerate(columns):
+        by_feature.setdefault(column.feature, []).append(position)
+    features = sorted(by_feature)
+    width = max((len(p) for p in by_feature.values()), default=0)
+    return tuple(
+        (
+            _ints([f for f in features if len(by_feature[f]) > j]),
+            _ints([by_feature[f][j] for f in features if len(by_feature[f]) > j]),
+        )
+        for j in range(width)
+    )
+
+
+@dataclass(frozen=True)
 class LinearDesign:
     """The design columns over an encoded matrix of `n_features` columns."""
 
@@ -143,33 +232,39 @@ class LinearDesign:
 
         Not a matrix product with a 0/1 grouping matrix: BLAS picks kernels and blocking by the number
         of rows, so the same row could get a last-bit different sum in another batch, and a decision
-        record must replay to the identical PD whatever batch it was scored in (`row_sums`).
+        record must replay to the identical PD whatever batch it was scored in. Every feature's sum is
+        0 + its first column + its second ..., in design order (the bits `row_sums` gives), computed
+        for all features at once: step j adds the j-th column of every feature that has one.
         """
         out = np.zeros((len(per_column), self.n_features))
-        for feature, columns in self._columns_by_feature:
-            out[:, feature] = row_sums(per_column[:, columns])
+        for features, columns in self._plan.sum_steps:
+            out[:, features] += per_column[:, columns]
         return out
 
     @cached_property
-    def _columns_by_feature(self) -> tuple[tuple[int, np.ndarray], ...]:
-        features = np.asarray(self.feature_of_column)
-        return tuple((int(f), np.flatnonzero(features == f)) for f in np.unique(features))
+    def _plan(self) -> _DesignPlan:
+        return _DesignPlan.of(self.columns)
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
-        """The (n_rows, n_columns) design of an encoded matrix."""
+        """The (n_rows, n_columns) design of an encoded matrix: one numpy call per kind of column.
+
+        Element by element the same arithmetic as `DesignColumn.raw` (the reference, which `fit`
+        uses), so a row's design has the same bits whatever the batch.
+        """
+        return (self._plan.raw(self.checked(matrix)) - self.centers) / self.scales
+
+    def checked(self, matrix: np.ndarray) -> np.ndarray:
+        """`matrix` as float64 of this design's width, or a ValueError saying what was expected."""
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
             raise ValueError(f"matrix of shape {matrix.shape} given; the design expects (n_rows, {self.n_features})")
-        out = np.empty((len(matrix), len(self.columns)), dtype=np.float64)
-        for i, column in enumerate(self.columns):
-            out[:, i] = column.raw(matrix[:, column.feature])
-        return (out - self.centers) / self.scales
+        return matrix
 
-    @property
+    @cached_property
     def centers(self) -> np.ndarray:
         return np.array([c.center for c in self.columns], dtype=np.float64)
 
-    @property
+    @cached_property
     def scales(self) -> np.ndarray:
         return np.array([c.scale for c in self.columns], dtype=np.float64)
 
@@ -248,12 +343,48 @@ class LinearModel:
         return self.intercept + row_sums(self.design.transform(matrix) * self.coefficients)
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(base value per row, contributions (n_rows, n_features)) with base + sum = raw score."""
-        design = self.design.transform(matrix)
-        per_column = (design - self.means) * self.coefficients
-        contributions = self.design.sum_per_feature(per_column)
+        """(base value per row, contributions (n_rows, n_features)) with base + sum = raw score.
+
+        The numeric features go through the design (`contributions_by_design`); a categorical
+        feature's contribution depends on its code alone, so it is looked up in a table built from
+        `contributions_by_design` itself (`_CodeTables`): the same bits, without the ~120 indicator
+        columns and their sums per batch.
+        """
+        matrix = self.design.checked(matrix)
+        contributions = self._numeric_part.contributions_by_design(matrix)
+        self._code_tables.fill(matrix, contributions)
         base = self.intercept + float(self.means @ self.coefficients)
-        return np.full(len(design), base), contributions
+        return np.full(len(matrix), base), contributions
+
+    def contributions_by_design(self, matrix: np.ndarray) -> np.ndarray:
+        """(n_rows, n_features): coefficient x (design - training mean), summed per feature; the reference."""
+        per_column = (self.design.transform(matrix) - self.means) * self.coefficients
+        return self.design.sum_per_feature(per_column)
+
+    def check_code_tables(self, matrix: np.ndarray) -> None:
+        """Raise ValueError unless `explain` (code tables) gives `contributions_by_design`'s bits on `matrix`."""
+        fast, reference = self.explain(matrix)[1], self.contributions_by_design(matrix)
+        if not np.array_equal(fast, reference):
+            raise ValueError(
+                "GLM code tables differ from the design's sums by up to "
+                f"{float(np.max(np.abs(fast - reference))):.3g}; the stored GLM part is inconsistent"
+            )
+
+    @cached_property
+    def _numeric_part(self) -> LinearModel:
+        """This model restricted to the columns of the features the code tables do not cover."""
+        tabled = set(_tabled_features(self.design).tolist())
+        keep = [i for i, c in enumerate(self.design.columns) if c.feature not in tabled]
+        return replace(
+            self,
+            design=replace(self.design, columns=tuple(self.design.columns[i] for i in keep)),
+            coefficients=self.coefficients[keep],
+            means=self.means[keep],
+        )
+
+    @cached_property
+    def _code_tables(self) -> _CodeTables:
+        return _CodeTables.of(self, _tabled_features(self.design))
 
     def signed_value_coefficients(self) -> dict[int, float]:
         """Feature index -> coefficient of its value column (the monotone direction of the GLM)."""
@@ -281,3 +412,65 @@ class LinearModel:
             constrained=tuple(data.get("constrained", ())),
             penalty_c=data.get("penalty_c"),
         )
+
+
+# A categorical feature whose largest level code is below this gets a contribution table (8 bytes
+# per code); larger or negative codes (no encoder writes them) go through the design instead.
+MAX_TABLE_CODES = 1 << 16
+
+
+def _tabled_features(design: LinearDesign) -> np.ndarray:
+    """Features whose columns are all indicators of codes in [0, MAX_TABLE_CODES): the categorical ones."""
+    by_feature: dict[int, list[DesignColumn]] = {}
+    for column in design.columns:
+        by_feature.setdefault(column.feature, []).append(column)
+    return _ints(
+        [
+            feature
+            for feature, columns in sorted(by_feature.items())
+            if all(c.kind != VALUE and all(0 <= code < MAX_TABLE_CODES for code in c.codes) for c in columns)
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class _CodeTables:
+    """GLM contributions of categorical features by code, computed once through the design.
+
+    A categorical feature's design columns (one indicator per level, the rare levels, missing)
+    depend on its own encoded value only, so its contribution takes one of K + 2 values: a code
+    0..K-1, any other number (no indicator set), or missing. Each is computed by
+    `LinearModel.contributions_by_design` on a probe matrix, so a look-up gives the bits the
+    design would give for that row, in any batch.
+    """
+
+    features: np.ndarray  # (T,) the tabled features
+    sizes: np.ndarray  # (T,) float64: K, one above the feature's largest level code
+    offsets: np.ndarray  # (T,) where the feature's K + 2 values start in `values`
+    values: np.ndarray  # per feature: codes 0..K-1, then "no level", then missing
+
+    @classmethod
+    def of(cls, model: LinearModel, features: np.ndarray) -> _CodeTables:
+        """Tables for `features` of `model` (see `_tabled_features`)."""
+        columns = model.design.columns
+        sizes = [1 + max((code for c in columns if c.feature == f for code in c.codes), default=-1) for f in features]
+        probe = np.full((max(sizes, default=0) + 2, model.design.n_features), np.nan)
+        for feature, size in zip(features, sizes, strict=True):
+            probe[: size + 1, feature] = np.arange(size + 1)  # codes, then K (no level); NaN after
+        by_design = model.contributions_by_design(probe)
+        blocks = [by_design[: size + 2, feature] for feature, size in zip(features, sizes, strict=True)]
+        return cls(
+            features=features,
+            sizes=np.array(sizes, dtype=np.float64),
+            offsets=_ints(np.cumsum([0] + [size + 2 for size in sizes])[:-1].tolist()),
+            values=np.concatenate(blocks) if blocks else np.zeros(0),
+        )
+
+    def fill(self, matrix: np.ndarray, out: np.ndarray) -> None:
+        """Write the tabled features' contributions of `matrix`'s rows into `out`'s columns."""
+        if not self.features.size:
+            return
+        x = matrix[:, self.features]
+        code = np.where((x >= 0) & (x < self.sizes) & (x == np.floor(x)), x, self.sizes)
+        code = np.where(np.isnan(x), self.sizes + 1, code)
+        out[:, self.features] = self.values[code.astype(np.intp) + self.offsets]

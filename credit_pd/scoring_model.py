@@ -268,10 +268,14 @@ class ScoringModel:
         ]
 
     def self_check(self) -> list[TableCheck]:
-        """The start-up check of a loaded model: its tables reproduce pred_contrib on the stored
-        example application and on an application with every field missing."""
+        """The start-up check of a loaded model: its tables reproduce pred_contrib, and the GLM part's
+        code tables the design's own sums, on the stored example application and on an application
+        with every field missing."""
         example = self.schema.example or {}
-        return self.verify_tree_tables(self.encoder.encode_records([example, {}]))
+        matrix = self.encoder.encode_records([example, {}])
+        if self.linear is not None:
+            self.linear.check_code_tables(matrix)
+        return self.verify_tree_tables(matrix)
 
     @cached_property
     def reason_codes(self) -> ReasonCodes:

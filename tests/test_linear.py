@@ -120,6 +120,52 @@ def test_design_rejects_a_matrix_of_the_wrong_width(data):
         design.transform(matrix[:, :5])
 
 
+def _awkward_rows(matrix: np.ndarray, encoder) -> np.ndarray:
+    """Training rows with what a design must still score bit for bit: NaN, -0.0, codes that are not
+    integers, codes no level has, infinities and huge numbers, in categorical and numeric columns."""
+    rng = np.random.default_rng(7)
+    rows = matrix[:400].copy()
+    for value, share in [(np.nan, 0.1), (-0.0, 0.05), (np.inf, 0.02), (-1e300, 0.02), (999.0, 0.03)]:
+        rows[rng.random(rows.shape) < share] = value
+    categorical = encoder.categorical_indices
+    rows[:40, categorical] += 0.5  # between two codes: no level's indicator is set
+    rows[40:60, categorical] = -1.0
+    return rows
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+
+
+def test_vectorised_design_has_the_bits_of_each_column_computed_alone(glm, data):
+    matrix, _, encoder = data
+    rows = _awkward_rows(matrix, encoder)
+    design = glm.design
+    reference = np.column_stack(
+        [(column.raw(rows[:, column.feature]) - column.center) / column.scale for column in design.columns]
+    )
+    assert {c.kind for c in design.columns} == {VALUE, MISSING, LEVEL, RARE}  # every kind is exercised
+    np.testing.assert_array_equal(_bits(design.transform(rows)), _bits(reference))
+
+
+def test_glm_explanations_have_the_bits_of_the_column_by_column_sums(glm, data):
+    """The code tables and the vectorised sums give what summing each feature's columns left to right
+    gives (the order decision records were scored and are replayed in), row alone or in a batch."""
+    matrix, _, encoder = data
+    rows = _awkward_rows(matrix, encoder)
+    per_column = (glm.design.transform(rows) - glm.means) * glm.coefficients
+    reference = np.zeros((len(rows), glm.design.n_features))
+    for j in range(glm.design.n_features):
+        for i in [i for i, c in enumerate(glm.design.columns) if c.feature == j]:
+            reference[:, j] += per_column[:, i]
+    base, contributions = glm.explain(rows)
+    np.testing.assert_array_equal(_bits(contributions), _bits(reference))
+    np.testing.assert_array_equal(_bits(glm.contributions_by_design(rows)), _bits(reference))
+    alone = np.vstack([glm.explain(rows[i : i + 1])[1] for i in range(0, len(rows), 7)])
+    np.testing.assert_array_equal(_bits(alone), _bits(contributions[::7]))
+    assert base[0] == glm.intercept + float(glm.means @ glm.coefficients)
+
+
 @pytest.mark.parametrize("family", ["trees", "GLM", "GLM-offset", "blend"])
 def test_every_family_is_exactly_additive(families, data, family):
     matrix, _, _ = data
@@ -204,3 +250,12 @@ def test_inconsistent_parts_are_refused(families, data, schema):
     spec["coefficients"] = spec["coefficients"][:-1]
     with pytest.raises(ValueError, match="design columns"):
         LinearModel.from_dict(spec)
+
+
+def test_the_start_up_check_refuses_code_tables_that_differ_from_the_design(glm, data):
+    matrix, _, _ = data
+    glm.check_code_tables(matrix[:50])  # consistent: no error
+    broken = LinearModel.from_dict(glm.to_dict())
+    broken._code_tables.values[:] += 1e-12  # what a table built by other arithmetic would be off by
+    with pytest.raises(ValueError, match="GLM code tables differ"):
+        broken.check_code_tables(matrix[:50])

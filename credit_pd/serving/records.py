@@ -21,18 +21,24 @@ data); such records cannot be re-scored by replay on their own.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import io
 import logging
+import operator
+import os
 import re
+import select
+import stat
 import sys
 import uuid as uuid_module
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from credit_pd.replay import InputCanonicaliser, input_sha256
+from credit_pd.replay import InputCanonicaliser
 from credit_pd.schema import DatasetSchema
 
 DECISION_LOGGER = "credit_pd.decisions"
@@ -103,7 +109,9 @@ class DecisionRecorder:
         handler: logging.Handler | None = None,
     ) -> None:
         self.model_tag = model_tag
-        self.canonical = InputCanonicaliser(schema)
+        self.canonical = InputCanonicaliser(schema)  # the general form, for inputs not validated here
+        self.feature_names = tuple(schema.feature_names)
+        self._feature_values = _values_getter(self.feature_names)
         self.include_input = include_input
         self.logger = logging.getLogger(DECISION_LOGGER)
         self.logger.propagate = False  # records are data, not diagnostics: never mixed into other logs
@@ -117,29 +125,91 @@ class DecisionRecorder:
         request_ids: Sequence[str | None],
         max_reasons: Sequence[int],
     ) -> None:
-        """One line per application; `applications` are the validated fields the batch was scored from."""
+        """One line per application; `applications` are the validated fields the batch was scored from.
+
+        The lines reach the handlers a few at a time (`write_groups`): one log record per line cost
+        more than making the line (a LogRecord, a lock, a write and a flush each).
+        """
         time = datetime.now(UTC).isoformat(timespec="microseconds")
+        lines = []
         for application, answer, request_id, limit in zip(
             applications, answers, request_ids, max_reasons, strict=False
         ):
-            canonical = self.canonical(application)
-            line = orjson.dumps(
-                {
-                    "time": time,
-                    "request_id": request_id,
-                    "uuid": answer["uuid"],
-                    "model_tag": self.model_tag,
-                    "input_sha256": input_sha256(canonical),
-                    "input": canonical if self.include_input else None,
-                    "pd": answer["pd"],
-                    "grade": answer["grade"],
-                    "reasons": [reason["code"] for reason in answer["reasons"]],
-                    "max_reasons": limit,
-                }
+            canonical = self.canonical_bytes(application)
+            lines.append(
+                orjson.dumps(
+                    {
+                        "time": time,
+                        "request_id": request_id,
+                        "uuid": answer["uuid"],
+                        "model_tag": self.model_tag,
+                        "input_sha256": hashlib.sha256(canonical).hexdigest(),  # = replay.input_sha256
+                        "input": orjson.Fragment(canonical) if self.include_input else None,
+                        "pd": answer["pd"],
+                        "grade": answer["grade"],
+                        "reasons": [reason["code"] for reason in answer["reasons"]],
+                        "max_reasons": limit,
+                    }
+                )
             )
+        for group in write_groups(lines, atomic_write_bytes(self.logger.handlers)):
             # A record made directly and handed to the handlers: Logger.info would walk the stack
             # for the caller's file and line, which a record does not show.
-            self.logger.handle(logging.LogRecord(DECISION_LOGGER, logging.INFO, "", 0, line.decode(), None, None))
+            self.logger.handle(logging.LogRecord(DECISION_LOGGER, logging.INFO, "", 0, group, None, None))
+
+    def canonical_bytes(self, application: dict[str, Any]) -> bytes:
+        """The canonical input's JSON bytes (what `replay.input_sha256` hashes) of a validated application.
+
+        The request model hands over every feature already in its canonical type (numbers as
+        floats, strict booleans, categories as their canonical label, None when missing), so
+        `replay.canonical_input` would only rebuild the same dict value by value: here the
+        features are taken in schema order in one step. tests/serving/test_records.py checks the
+        two agree on validated applications of every kind.
+        """
+        return orjson.dumps(dict(zip(self.feature_names, self._feature_values(application), strict=True)))
+
+
+def _values_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function giving a mapping's values of `names` as a tuple, in order (itemgetter runs in C)."""
+    getter = operator.itemgetter(*names)
+    return getter if len(names) > 1 else lambda mapping: (getter(mapping),)
+
+
+# What one write(2) may hold and still never interleave with another worker's lines when both
+# workers write to the same pipe (a container's stdout): POSIX's PIPE_BUF. A regular file (the
+# records file, or stdout redirected to one) takes a whole batch in one write.
+PIPE_BUF = select.PIPE_BUF
+
+
+def atomic_write_bytes(handlers: Sequence[logging.Handler]) -> int | None:
+    """Largest write the handlers' streams take atomically: None (any) for regular files, else PIPE_BUF."""
+    for handler in handlers:
+        try:
+            mode = os.fstat(getattr(handler, "stream").fileno()).st_mode  # noqa: B009 (not every handler has one)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return PIPE_BUF
+        if not stat.S_ISREG(mode):
+            return PIPE_BUF
+    return None
+
+
+def write_groups(lines: Sequence[bytes], limit: int | None) -> list[str]:
+    """`lines` joined by newlines into as few groups as keep each within `limit` bytes (with its
+    newline; a longer line alone), in order; None: one group."""
+    if limit is None:
+        return [b"\n".join(lines).decode()] if lines else []
+    groups: list[str] = []
+    group: list[bytes] = []
+    size = 0
+    for line in lines:
+        if group and size + len(line) + 1 > limit:
+            groups.append(b"\n".join(group).decode())
+            group, size = [], 0
+        group.append(line)
+        size += len(line) + 1
+    if group:
+        groups.append(b"\n".join(group).decode())
+    return groups
 
 
 class NullRecorder:

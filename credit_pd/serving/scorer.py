@@ -72,6 +72,7 @@ class PDScorer:
         self.large_batch_rows = large_batch_rows
         self.large_batch_threads = large_batch_threads
         self.feature_names = list(model.feature_names)
+        self._names = np.array(self.feature_names, dtype=object)
 
     def score(self, applications: Sequence[ValidatedApplication]) -> list[PredictionOut]:
         """`answers`, validated into the response model (checks the contract; not the hot path)."""
@@ -108,18 +109,19 @@ class PDScorer:
         raw = explanation.raw_score
         self.monitor.observe(records, matrix, pds, decision.grade_index)
         warnings = self.model.encoder.input_warnings(matrix, lambda row, name: records[row][name])
-        pd_list = pds.tolist()
         answers = [
             {
                 "uuid": app.uuid,
-                "pd": pd_list[i],
-                "grade": decision.grade[i],
-                "reasons": decision.reasons[i],
+                "pd": pd,
+                "grade": grade,
+                "reasons": reasons,
                 "model_tag": self.model_tag,
                 "explanation": None,
-                "warnings": warnings[i],
+                "warnings": row_warnings,
             }
-            for i, app in enumerate(applications)
+            for app, pd, grade, reasons, row_warnings in zip(
+                applications, pds.tolist(), decision.grade, decision.reasons, warnings, strict=True
+            )
         ]
         self.recorder.record(records, answers, [app._request_id for app in applications], max_reasons)
         if explained.any():
@@ -148,16 +150,17 @@ class PDScorer:
         n_features = contributions.shape[1]
         top_k = [n_features if app.top_k == "all" else min(app.top_k, n_features) for app in applications]
         order, ranked = top_contributions(contributions, max(top_k))
-        names = self.feature_names
-        for answer, record, k, features, values, base_value, raw_score in zip(
-            answers, records, top_k, order.tolist(), ranked.tolist(), base.tolist(), raw.tolist(), strict=False
+        # The ranked feature names of every row in one numpy gather (object array -> lists of str).
+        ranked_names = self._names[order].tolist()
+        for answer, record, k, names, values, base_value, raw_score in zip(
+            answers, records, top_k, ranked_names, ranked.tolist(), base.tolist(), raw.tolist(), strict=False
         ):
             answer["explanation"] = {
                 "unit": "log-odds",
                 "base_value": base_value,
                 "raw_score": raw_score,
                 "contributions": [
-                    {"feature": names[f], "value": record[names[f]], "contribution": c}
-                    for f, c in zip(features[:k], values[:k], strict=False)
+                    {"feature": name, "value": record[name], "contribution": c}
+                    for name, c in zip(names[:k], values[:k], strict=False)
                 ],
             }

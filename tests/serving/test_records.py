@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 
 import orjson
 import pytest
@@ -12,10 +13,13 @@ import pytest
 from credit_pd.replay import RECORD_FIELDS, canonical_input, input_sha256
 from credit_pd.serving.records import (
     DECISION_LOGGER,
+    PIPE_BUF,
     DecisionRecorder,
     NullRecorder,
     RequestIdMiddleware,
+    atomic_write_bytes,
     current_request_id,
+    write_groups,
 )
 from credit_pd.serving.scorer import PDScorer
 
@@ -109,3 +113,62 @@ def test_request_id_middleware_keeps_a_plausible_client_id_or_makes_one(sent, ke
     assert (request_id == sent) is kept and request_id and len(request_id) <= 128
     assert [v for k, v in sent_messages[0]["headers"] if k == b"x-request-id"] == [request_id.encode()]
     assert current_request_id.get() is None
+
+
+def test_canonical_bytes_of_validated_applications_are_the_canonical_input(model, trained_run, applications):
+    """The recorder's one-step canonical form equals replay's, whatever spelling the client used."""
+    recorder = DecisionRecorder(trained_run.model_tag, model.schema, handler=logging.NullHandler())
+    raw = applications[0].model_dump(exclude={"uuid", "explain", "top_k", "max_reasons", "unseen_categories"})
+    coded = next(name for name in model.encoder.categorical if model.encoder.numeric_coded(name))
+    variants = [
+        raw,
+        {**raw, "age": 40, coded: 1},  # an integer for a number, a JSON number for a code
+        {**raw, coded: "1.0", "has_paid": False},
+        {spec.name: raw[spec.name] for spec in model.schema.features if not spec.nullable},  # the rest missing
+    ]
+    validated = [type(applications[0]).model_validate(v) for v in variants] + applications[:20]
+    for app in validated:
+        canonical = canonical_input(vars(app), model.schema)
+        assert recorder.canonical_bytes(vars(app)) == orjson.dumps(canonical)
+    assert orjson.loads(recorder.canonical_bytes(vars(validated[1])))["age"] == 40.0
+
+
+class _Messages(logging.Handler):
+    """Keeps every message it is handed (a handler without a stream: pipe-sized writes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_records_reach_the_handler_in_writes_no_larger_than_a_pipe_takes_atomically(model, trained_run, applications):
+    handler = _Messages()
+    scorer = PDScorer(
+        model, trained_run.model_tag, recorder=DecisionRecorder(trained_run.model_tag, model.schema, handler=handler)
+    )
+    scorer.answers(applications[:30])
+    assert 1 < len(handler.messages) < 30  # grouped, not one write per record
+    assert all(len(message.encode()) + 1 <= PIPE_BUF for message in handler.messages)
+    lines = "\n".join(handler.messages).split("\n")
+    assert [orjson.loads(line)["uuid"] for line in lines] == [app.uuid for app in applications[:30]]
+
+
+def test_write_groups_keep_the_order_and_the_limit():
+    lines = [b"a" * 10, b"b" * 10, b"c" * 25, b"d" * 3, b"e" * 40]
+    groups = write_groups(lines, 30)
+    assert groups == ["a" * 10 + "\n" + "b" * 10, "c" * 25 + "\n" + "d" * 3, "e" * 40]  # a longer line alone
+    assert write_groups(lines, None) == ["\n".join(line.decode() for line in lines)]
+    assert write_groups([], None) == [] and write_groups([], 30) == []
+
+
+def test_only_a_regular_file_takes_a_whole_batch_in_one_write(tmp_path):
+    with (tmp_path / "records.jsonl").open("w") as file:
+        assert atomic_write_bytes([logging.StreamHandler(file)]) is None
+    read, write = os.pipe()
+    with os.fdopen(read), os.fdopen(write, "w") as pipe:
+        assert atomic_write_bytes([logging.StreamHandler(pipe)]) == PIPE_BUF
+    assert atomic_write_bytes([logging.StreamHandler(io.StringIO())]) == PIPE_BUF
+    assert atomic_write_bytes([logging.NullHandler()]) == PIPE_BUF
