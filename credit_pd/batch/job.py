@@ -17,7 +17,7 @@ CSV is read by the core's reading rule (`credit_pd.dataset`): UTF-8 with or with
 CRLF or CR line ends, quoted fields may hold line breaks. A local book is checked before Spark
 starts (`check_before_spark`: encoding errors name the file line); a book with a quote
 character anywhere is parsed in Spark's `multiLine` mode, which reads each file in one task, and
-is then repartitioned into `INPUT_SPLIT_BYTES` pieces so the scoring still uses every core.
+is then repartitioned into `split_count` pieces so the scoring still uses every core.
 Paths that cannot work (input missing, output an existing file, a non-empty directory, an
 unwritable parent) are refused before Spark starts, in one line.
 """
@@ -35,8 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from credit_pd.batch.scoring import BatchScorer, scores_ddl, top_k_count
-from credit_pd.batch.settings import CORRUPT_RECORD_COLUMN, REJECTS_DIR, SCORES_DIR, BatchJobConfig
+from credit_pd.batch.scoring import BatchScorer, distinct_valued_columns, scores_ddl, top_k_count
+from credit_pd.batch.settings import (
+    CORRUPT_RECORD_COLUMN,
+    INPUT_SPLIT_BYTES,
+    PARQUET_NO_DICTIONARY,
+    REJECTS_DIR,
+    SCORES_DIR,
+    BatchJobConfig,
+)
 from credit_pd.batch.shipped import ShippedModel
 from credit_pd.batch.validation import REJECT_REASON_COLUMN, validate_batch
 from credit_pd.dataset import SAVE_AS_UTF8, check_text_file
@@ -47,13 +54,10 @@ if TYPE_CHECKING:
     from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
-# Input splits of at most 32 MB (~140,000 CSV rows): tasks are TreeSHAP-bound for ~10-60 s each,
-# so several per core keep the cores evenly busy to the end (no straggler split). Also the size of
-# the pieces a multiLine CSV (one task per file) is repartitioned into.
-INPUT_SPLIT_BYTES = 32 * 1024 * 1024
 # Ids repeated in one book beyond which the book is refused instead of rejecting their rows: the
 # census collects the repeated ids to the driver and ships them to every task.
 MAX_DUPLICATE_IDS = 10_000
+MAX_PARTITION_BYTES_CONF = "spark.sql.files.maxPartitionBytes"
 # Session settings every batch run needs, each with its reason.
 SPARK_CONF = {
     # pandas <-> Spark through Arrow only. With pandas 3, PySpark 4's non-Arrow path turns a
@@ -62,12 +66,14 @@ SPARK_CONF = {
     # is an error instead of a silent switch to that path.
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
-    # Input splits of INPUT_SPLIT_BYTES (see there).
-    "spark.sql.files.maxPartitionBytes": str(INPUT_SPLIT_BYTES),
+    # Input splits of at most INPUT_SPLIT_BYTES; each run sets its own size (`split_count`).
+    MAX_PARTITION_BYTES_CONF: str(INPUT_SPLIT_BYTES),
     # Spark's own stage progress bar is the job's progress report.
     "spark.ui.showConsoleProgress": "true",
     # Parquet output compressed with zstd: smaller than snappy for these repetitive nested columns.
     "spark.sql.parquet.compression.codec": "zstd",
+    # Python workers fork from a daemon that has the scoring code imported (credit_pd/batch/daemon.py).
+    "spark.python.daemon.module": "credit_pd.batch.daemon",
     # Executors' Python workers: quiet PySpark's blanket pandas-3 FutureWarning (see environment.py).
     "spark.executorEnv.PYTHONWARNINGS": "ignore:PySpark does not yet fully support pandas:FutureWarning",
 }
@@ -175,18 +181,19 @@ def run_job(
     counted = time.perf_counter()
     write_scores(spark, raw, shipped, config, scores_path, census.duplicates)
     scored = time.perf_counter()
-    if spark.read.parquet(scores_path).count() == census.rows:
+    rows_scored = spark.read.parquet(scores_path).count()  # the committed output's Parquet footers
+    if rows_scored == census.rows:
         # Every row scored: validation is deterministic, so pass 2 would find no reject. Skipping it
         # saves a full read and validation of the book (~20% of a clean run's CPU).
-        write_no_rejects(spark, raw, config, rejects_path)
+        write_no_rejects(raw, config, rejects_path)
     else:
         write_rejects(raw, shipped, config, rejects_path, census.duplicates)
     finished = time.perf_counter()
-    counts = [spark.read.parquet(path).count() for path in (scores_path, rejects_path)]  # Parquet footers only
+    rows_rejected = spark.read.parquet(rejects_path).count()
     return check_accounting(
         JobSummary(
-            counts[0],
-            counts[1],
+            rows_scored,
+            rows_rejected,
             finished - started,
             scores_path,
             rejects_path,
@@ -252,7 +259,11 @@ def write_scores(
         reject_unseen=config.unseen_categories == "reject",
         duplicates=dict(duplicates or {}),
     )
-    raw.mapInPandas(function, scores_ddl(shipped.schema.id_column, k)).write.mode(_write_mode(config)).parquet(path)
+    plain = {
+        PARQUET_NO_DICTIONARY.format(column=c): "false" for c in distinct_valued_columns(shipped.schema.id_column, k)
+    }
+    scores = raw.mapInPandas(function, scores_ddl(shipped.schema.id_column, k))
+    scores.write.options(**plain).mode(_write_mode(config)).parquet(path)
     model.unpersist()
 
 
@@ -276,10 +287,18 @@ def write_rejects(
     raw.mapInPandas(function, rejects_ddl(columns)).write.mode(_write_mode(config)).parquet(path)
 
 
-def write_no_rejects(spark: SparkSession, raw: DataFrame, config: BatchJobConfig, path: str) -> None:
-    """The rejects output of a book without rejects: no rows, the same columns as `write_rejects`."""
-    columns = [c for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
-    spark.createDataFrame([], rejects_ddl(columns)).write.mode(_write_mode(config)).parquet(path)
+def write_no_rejects(raw: DataFrame, config: BatchJobConfig, path: str) -> None:
+    """The rejects output of a book without rejects: no rows, the same columns as `write_rejects`.
+
+    Built from the input's plan under an always-false filter, which Spark's optimiser turns into an
+    empty relation: nothing is read, and no driver-side Python data goes through Arrow (an empty
+    `createDataFrame` cost up to ~15 s of a cold JVM's time in the benchmark).
+    """
+    from pyspark.sql import functions as F
+
+    columns = [F.col(c).cast("string") for c in raw.columns if c != CORRUPT_RECORD_COLUMN]
+    empty = raw.select(*columns, F.lit(None).cast("string").alias(REJECT_REASON_COLUMN)).where(F.lit(False))
+    empty.write.mode(_write_mode(config)).parquet(path)
 
 
 def _write_mode(config: BatchJobConfig) -> str:
@@ -368,6 +387,7 @@ def read_input(spark: SparkSession, config: BatchJobConfig, schema: DatasetSchem
     every core busy; False only when the book is known to hold no quote character.
     """
     _check_local_input(config.input_path)
+    _set_split_size(spark, config.input_path)
     fmt = detect_format(config.input_path, config.input_format)
     if fmt == "csv":
         frame = _read_csv(spark, config.input_path, schema, multiline)
@@ -430,17 +450,33 @@ def _read_csv(spark: SparkSession, path: str, schema: DatasetSchema, multiline: 
     return frame.select(*columns, CORRUPT_RECORD_COLUMN)
 
 
-def _spread(spark: SparkSession, frame: DataFrame, path: str) -> DataFrame:
-    """A multiLine CSV is one task per file: repartition it into INPUT_SPLIT_BYTES pieces (at least one per core)."""
+def split_count(size: int, parallelism: int) -> int:
+    """How many input splits a book of `size` bytes is read in: pieces of at most INPUT_SPLIT_BYTES,
+    as many as a whole number of waves of `parallelism` tasks, so no wave ends with idle cores
+    (7 splits on 2 cores left one core idle for the whole last task)."""
+    pieces = max(1, math.ceil(size / INPUT_SPLIT_BYTES))
+    return math.ceil(pieces / parallelism) * parallelism
+
+
+def _set_split_size(spark: SparkSession, path: str) -> None:
+    """The session's split size for this input: `split_count` pieces of equal size (read when the passes run)."""
+    size = _input_bytes(spark, path)
+    splits = split_count(size, spark.sparkContext.defaultParallelism)
+    spark.conf.set(MAX_PARTITION_BYTES_CONF, str(max(1, math.ceil(size / splits))))
+
+
+def _input_bytes(spark: SparkSession, path: str) -> int:
+    """Bytes under an input path (a file or a directory), local or remote, as Hadoop counts them."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # set while the session's context is running, as it is here
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    size = (
-        hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        .getContentSummary(hadoop_path)
-        .getLength()
-    )
-    wanted = max(spark.sparkContext.defaultParallelism, math.ceil(size / INPUT_SPLIT_BYTES))
+    summary = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(hadoop_path)
+    return int(summary.getLength())
+
+
+def _spread(spark: SparkSession, frame: DataFrame, path: str) -> DataFrame:
+    """A multiLine CSV is one task per file: repartition it into `split_count` pieces."""
+    wanted = split_count(_input_bytes(spark, path), spark.sparkContext.defaultParallelism)
     return frame.repartition(wanted) if frame.rdd.getNumPartitions() < wanted else frame
 
 

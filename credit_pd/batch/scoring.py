@@ -42,6 +42,14 @@ def scores_ddl(id_column: str, k: int, n_reasons: int = DEFAULT_MAX_REASONS) -> 
     )
 
 
+def distinct_valued_columns(id_column: str, k: int, n_reasons: int = DEFAULT_MAX_REASONS) -> list[str]:
+    """Scores columns whose values are nearly all distinct, written without a Parquet dictionary
+    (`settings.PARQUET_NO_DICTIONARY`): the id, every number, and the input values as text."""
+    ranked = [name for r in range(1, k + 1) for name in (f"value_{r}", f"contribution_{r}")]
+    reasons = [f"reason_{r}_contribution" for r in range(1, n_reasons + 1)]
+    return [id_column, "pd", "base_value", "raw_score", *ranked, *reasons]
+
+
 def cell_reader(frame: pd.DataFrame) -> Callable[[int, str], Any]:
     """`frame[name].iat[row]` at the cost of an array index: each column's array is taken once.
 

@@ -154,3 +154,53 @@ def test_a_malformed_record_over_several_lines_hints_at_an_open_quote(schema):
     batch[CORRUPT_RECORD_COLUMN] = ['broken;"Books\nrow2;1\nrow3;2']
     (reason,) = validate_batch(batch, schema).rejects[REJECT_REASON_COLUMN]
     assert reason.endswith("(the record spans 3 lines: is a quote left open on its first line?)")
+
+
+# Spellings of one numeric column, each judged once per batch however often it repeats.
+NUMBER_SPELLINGS = ["1", "1.0", "2.5", "0.1", "1e3", "12345678901234567890123", "3.0000000000000004", "-0", "0"]
+BAD_NUMBERS = ["abc", "-1", "inf"]
+
+
+def test_repeated_values_get_the_verdict_and_the_float_each_gets_alone(schema):
+    """Text columns are judged per distinct value and spread back by row: every row must get what
+    a batch of that row alone gets (and the float `pd.to_numeric` makes of its text)."""
+    spellings = [*NUMBER_SPELLINGS, *BAD_NUMBERS, "", "NA", None]
+    order = [spellings[i] for i in np.random.default_rng(7).permutation(len(spellings) * 4) % len(spellings)]
+    rows = [text_row(schema, uuid=f"r{i}", num_active_inv=value) for i, value in enumerate(order)]
+    together = validate_batch(frame(schema, *rows), schema)
+    typed = together.typed.set_index("uuid")["num_active_inv"]
+    reasons = dict(zip(together.rejects["uuid"], together.rejects[REJECT_REASON_COLUMN], strict=True))
+    for row, value in zip(rows, order, strict=True):
+        alone = validate_batch(frame(schema, row), schema)
+        if value in BAD_NUMBERS or value in ("", "NA", None):
+            assert reasons[row["uuid"]] == alone.rejects[REJECT_REASON_COLUMN].item()
+            continue
+        expected = pd.to_numeric(pd.Series([value], dtype="str")).astype("float64").item()
+        assert typed[row["uuid"]] == alone.typed["num_active_inv"].item() == expected
+        assert np.signbit(typed[row["uuid"]]) == (value == "-0")
+    assert len(together.typed) + len(together.rejects) == len(rows)
+
+
+def test_text_and_object_columns_get_the_same_answers(schema):
+    """Factorised (`str`) and value-by-value (object) columns are two routes to one verdict."""
+    rows = [
+        text_row(schema, uuid="a", age="30", merchant_group="Entertainment", has_paid="True"),
+        text_row(schema, uuid="b", age="30", merchant_group="", has_paid="false"),
+        text_row(schema, uuid="c", age="abc", merchant_group="Entertainment", has_paid="yes"),
+        text_row(schema, uuid="d", age="30", merchant_group="Entertainment", has_paid="True", account_status="01"),
+    ]
+    text = validate_batch(frame(schema, *rows), schema, vocabularies=CODES)
+    objects = validate_batch(frame(schema, *rows).astype(object), schema, vocabularies=CODES)
+    pd.testing.assert_frame_equal(text.typed, objects.typed)
+    # Missing input text is null in both (None or NaN: Arrow writes either as a null string).
+    pd.testing.assert_frame_equal(text.rejects.isna(), objects.rejects.isna())
+    pd.testing.assert_frame_equal(text.rejects.fillna("-"), objects.rejects.fillna("-"))
+    assert text.typed["uuid"].tolist() == ["a"] and len(text.rejects) == 3
+
+
+def test_typed_float_columns_keep_negative_zero(schema):
+    """Typed columns are not factorised: -0.0 and 0.0 hash alike and would be merged."""
+    typed = pd.DataFrame([text_row(schema, uuid="zero"), text_row(schema, uuid="minus")], columns=schema.columns)
+    typed["num_active_inv"] = [0.0, -0.0]
+    result = validate_batch(typed, schema)
+    assert np.signbit(result.typed["num_active_inv"].to_numpy()).tolist() == [False, True]
