@@ -102,7 +102,7 @@ class MemoryPeaks:
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU time of the whole Spark session (JVM and Python workers), as last sampled."""
+        """CPU time of the Spark session's JVM and Python workers, as last sampled (no driver-side Python)."""
         return sum(self.jvm_process_cpu.values()) + sum(self.python_cpu.values())
 
     def read_jvm_threads(self) -> None:
@@ -145,7 +145,8 @@ class MemoryPeaks:
                 elif "pyspark" in " ".join(command) or "python" in name:
                     python += rss
                     biggest = max(biggest, rss)
-                    self.python_cpu[child.pid] = times.user + times.system
+                    if any(part.endswith(".daemon") for part in command):  # workers and their daemon, not a driver
+                        self.python_cpu[child.pid] = times.user + times.system
             self.jvm, self.python_workers = max(self.jvm, jvm), max(self.python_workers, python)
             self.one_python_worker, self.total = max(self.one_python_worker, biggest), max(self.total, jvm + python)
             self.samples += 1
