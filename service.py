@@ -62,8 +62,8 @@ PATCHES: dict[str, PatchState] = {
     "batcher hold cap (cap_batcher_hold_time)": state(cap_batcher_hold_time(settings.max_batch_hold_ms)),
     "value-free 4xx logs (quiet_client_error_logs)": state(quiet_client_error_logs()),
     "orjson responses (prediction_output_spec)": state(orjson_responses),
-    "one listening socket per worker (balance_worker_accepts)": state(
-        balance_worker_accepts(settings.balanced_workers), settings.balanced_workers
+    f"{settings.listeners_per_worker} listening sockets per worker (balance_worker_accepts)": state(
+        balance_worker_accepts(settings.balanced_workers, settings.listeners_per_worker), settings.balanced_workers
     ),
     f"model tag from the bento's bento.yaml (model_tag_to_serve: {served_tag_source.value})": {
         TagSource.BENTO: PatchState.IN_EFFECT,
@@ -78,7 +78,7 @@ PATCHES: dict[str, PatchState] = {
         if in_bentoml_worker()
         else PatchState.NOT_NEEDED
     ),
-    "bounded heads, bodies and idle connections (bound_connections)": state(
+    "bounded heads, bodies and idle connections, shedding over max_in_flight (bound_connections)": state(
         bound_connections(
             ConnectionLimits(
                 settings.keepalive_timeout_s,
@@ -86,6 +86,8 @@ PATCHES: dict[str, PatchState] = {
                 settings.body_timeout_s,
                 settings.max_header_bytes,
                 settings.max_header_field_bytes,
+                max_in_flight=settings.max_in_flight,
+                retry_after_s=settings.retry_after_s,
             )
         )
     ),

@@ -352,8 +352,26 @@ class _ReadTurnSkipper:
             self.scheduled = False
 
 
+SHED_METRIC = "credit_pd_shed_requests"
+_SHED_COUNTER: Any = None
+
+
+def shed_counter() -> Any:
+    """`credit_pd_shed_requests_total`: requests the protocol shed, which BentoML's request metrics
+    never see (no ASGI task ran). Created once per process, on the first call: in a BentoML worker
+    that is when uvicorn starts (`bound_connections`), after BentoML set PROMETHEUS_MULTIPROC_DIR,
+    so prometheus_client keeps it in the multiprocess files /metrics sums (as live.py's counters)."""
+    global _SHED_COUNTER
+    if _SHED_COUNTER is None:
+        from prometheus_client import Counter
+
+        _SHED_COUNTER = Counter(SHED_METRIC, "Requests shed with 503 + Retry-After in the HTTP protocol")
+    return _SHED_COUNTER
+
+
 class _ShedCount:
-    """Requests one worker's protocol shed, logged as one WARNING line per interval with their number."""
+    """Requests one worker's protocol shed: counted in `shed_counter()`, and logged as one WARNING
+    line per interval with their number."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -363,6 +381,7 @@ class _ShedCount:
 
     def add(self, in_flight: int, cap: int) -> None:
         self.total += 1
+        shed_counter().inc()
         self.unlogged += 1
         now = time.monotonic()
         if now - self.logged_at >= self.interval_s:
@@ -649,6 +668,8 @@ def bound_connections(limits: ConnectionLimits) -> bool:
 
     def run_with_bounded_connections(self: Any, sockets: list | None = None) -> None:
         configure_uvicorn(self.config, limits, protocol)
+        if protocol is not None and limits.max_in_flight > 0:
+            shed_counter()  # exported at 0 from the start, so rate() sees the first shed request
         return run(self, sockets=sockets)
 
     uvicorn.Server.run = run_with_bounded_connections  # type: ignore[method-assign]

@@ -583,8 +583,17 @@ class HoldingApp(BodyApp):
         await super().__call__(scope, receive, send)
 
 
+def shed_total() -> float:
+    from prometheus_client import REGISTRY
+
+    from credit_pd.serving.patches import SHED_METRIC
+
+    return REGISTRY.get_sample_value(f"{SHED_METRIC}_total") or 0.0
+
+
 def test_a_request_over_the_in_flight_cap_gets_503_with_retry_after_without_reaching_the_app(caplog):
     app = HoldingApp()
+    shed_before = shed_total()
     with served_in_a_thread(app, max_in_flight=2, retry_after_s=3) as ((host, port), server):
         held = [socket.create_connection((host, port)) for _ in range(2)]
         for sock in held:
@@ -600,6 +609,7 @@ def test_a_request_over_the_in_flight_cap_gets_503_with_retry_after_without_reac
             assert status == "HTTP/1.1 503 Service Unavailable" and time.monotonic() - started < 1.0
             assert headers["retry-after"] == "3" and "connection" not in headers, "kept alive"
             assert json.loads(body)["error"].startswith("overloaded")
+            assert shed_total() == shed_before + 1, "counted for /metrics: BentoML's request metrics never see it"
             # Its body, sent after the answer, is read and dropped: the connection serves what follows.
             extra.sendall(b"x" * 3_000 + b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert response(extra)[0] == "HTTP/1.1 200 OK", "health routes are never shed"
