@@ -29,13 +29,15 @@ calibrated probabilities, which a lender needs for pricing and provisioning, not
 
 from __future__ import annotations
 
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from joblib import Parallel, delayed
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -620,6 +622,37 @@ def outer_fold(
     return _FoldOutcome(result, valid_idx, raw, pd_)
 
 
+_THREAD_LIMITS: Any = None
+
+
+def _one_thread_worker() -> None:
+    """Nested-CV worker start-up: numpy's BLAS on one thread (LightGBM calls get num_threads=1)."""
+    global _THREAD_LIMITS
+    from threadpoolctl import threadpool_limits
+
+    _THREAD_LIMITS = threadpool_limits(limits=1)  # kept: the limit lasts as long as this object
+
+
+def side_by_side(calls: list[tuple[Callable[..., Any], tuple]], processes: int) -> Iterator[Any]:
+    """The calls' results in order, computed in `processes` spawned processes (1: here, one by one).
+
+    The pool lives only inside this generator: its workers have exited when the last result is
+    out, so nothing of the nested CV outlives it (a train.py killed while publishing leaves no
+    orphaned worker holding its output pipes)."""
+    if processes <= 1:
+        for function, args in calls:
+            yield function(*args)
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_one_thread_worker)
+    try:
+        futures = [pool.submit(function, *args) for function, args in calls]
+        for future in futures:
+            yield future.result()
+    finally:  # also when a job failed or the caller stopped early: no job left to run, workers joined
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def cross_validate(
     matrix: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, config: TrainingConfig, progress: bool = True
 ) -> CrossValidationResult:
@@ -627,19 +660,20 @@ def cross_validate(
 
     Each training fold chooses its candidate by inner CV and scores its validation fold with it;
     the same inner CV on all labelled rows chooses the final model (`choose_shape`). These six
-    jobs share nothing, so they run in `config.cv_processes` processes (joblib), every LightGBM
+    jobs share nothing, so they run in `config.cv_processes` processes (`side_by_side`), every LightGBM
     call in them on one thread: the results do not depend on the process count. The final choice,
     the largest job, goes first so that it does not finish last alone.
     """
     started = time.perf_counter()
     job_config = replace(config, num_threads=1)
     splits = StratifiedKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed).split(matrix, y)
-    jobs = [delayed(inner_choice)(matrix, y, encoder, job_config, config.seed)] + [
-        delayed(outer_fold)(matrix, y, train_idx, valid_idx, encoder, job_config, fold)
+    jobs: list[tuple[Callable[..., Any], tuple]] = [(inner_choice, (matrix, y, encoder, job_config, config.seed))]
+    jobs += [
+        (outer_fold, (matrix, y, train_idx, valid_idx, encoder, job_config, fold))
         for fold, (train_idx, valid_idx) in enumerate(splits, start=1)
     ]
     bar = tqdm(total=len(jobs), desc="nested cross-validation", unit="job", disable=not progress)
-    outcomes = Parallel(n_jobs=config.cv_processes, return_as="generator")(jobs)
+    outcomes = side_by_side(jobs, config.cv_processes)
     final: InnerChoice = next(outcomes)
     bar.set_postfix(final=final.chosen.name)
     bar.update()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import replace
 
 import numpy as np
@@ -93,6 +94,7 @@ def test_the_nested_cv_gives_the_same_result_in_one_process_as_in_two(hybrid_cv,
         c.name: c.inner_log_loss for c in hybrid_cv.final.candidates
     }
     assert alone.final.chosen.name == hybrid_cv.final.chosen.name
+    assert multiprocessing.active_children() == [], "the nested CV's worker processes have exited"
 
 
 def test_shuffled_labels_score_near_chance(labelled, fast_training_config):
