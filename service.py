@@ -33,6 +33,7 @@ from credit_pd.serving.patches import (
     balance_worker_accepts,
     bound_connections,
     cap_batcher_hold_time,
+    drop_jobs_of_gone_clients,
     log_patches,
     prediction_output_spec,
     quiet_client_error_logs,
@@ -61,6 +62,9 @@ PredictRequest = build_input_spec(Applications)
 PATCHES: dict[str, PatchState] = {
     "batcher hold cap (cap_batcher_hold_time)": state(cap_batcher_hold_time(settings.max_batch_hold_ms)),
     "value-free 4xx logs (quiet_client_error_logs)": state(quiet_client_error_logs()),
+    "queued requests of clients that left are dropped, not scored (drop_jobs_of_gone_clients)": state(
+        drop_jobs_of_gone_clients()
+    ),
     "orjson responses (prediction_output_spec)": state(orjson_responses),
     f"{settings.listeners_per_worker} listening sockets per worker (balance_worker_accepts)": state(
         balance_worker_accepts(settings.balanced_workers, settings.listeners_per_worker), settings.balanced_workers

@@ -49,6 +49,33 @@ OVERLOADED_BODY: Final = (
 )
 
 
+class ShedTally:
+    """Requests one layer of a worker shed: logged as one WARNING line per interval with their
+    number (not one line per request: under a flood that is thousands a second)."""
+
+    def __init__(self, interval_s: float, where: str) -> None:
+        self.interval_s = interval_s
+        self.where = where
+        self.total = 0
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def add(self, in_flight: int, cap: int) -> None:
+        self.total += 1
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at >= self.interval_s:
+            log.warning(
+                "shed %d request(s) with 503 + Retry-After %s since the last such line: "
+                "%d in flight in this worker (max_in_flight %d)",
+                self.unlogged,
+                self.where,
+                in_flight,
+                cap,
+            )
+            self.unlogged, self.logged_at = 0, now
+
+
 class InFlightLimit:
     """ASGI middleware: at most `max_in_flight` API requests in one worker; the rest get a 503 +
     Retry-After at once.
@@ -60,6 +87,11 @@ class InFlightLimit:
     bounds that queue: with two batches' worth in flight, the batcher always has its next batch
     and everything beyond is refused in microseconds, so clients and the load balancer retry
     elsewhere instead of timing out. Health, metrics and docs routes are never shed.
+
+    Only requests whose client is still connected count against the cap (when the HTTP protocol
+    says which connection a request came on: patches.REQUEST_CONNECTION): after a flood of clients
+    that timed out and left, their requests may still be running, and must not get the next
+    client shed. They are counted only when the cap is reached, so the common case costs nothing.
 
     In a BentoML worker the same cap is first enforced by the HTTP protocol
     (`patches.bounded_http_protocol`), which answers the 503 before a task or any middleware runs:
@@ -81,36 +113,39 @@ class InFlightLimit:
         self.app = app
         self.max_in_flight = max_in_flight
         self.paths = frozenset(paths)
-        self.in_flight = 0
+        self.running: dict[int, Any] = {}  # id(scope) -> the request's connection (None: unknown)
         self.retry_after = str(retry_after_s).encode()
-        self.log_interval_s = log_interval_s
-        self._shed_unlogged = 0
-        self._logged_at = float("-inf")
+        self.tally = ShedTally(log_interval_s, "in the middleware")
+
+    @property
+    def in_flight(self) -> int:
+        """API requests running in this worker (including any whose client has left)."""
+        return len(self.running)
+
+    def present_in_flight(self) -> int:
+        """API requests running whose client is still connected (or not known to have left)."""
+        from credit_pd.serving.patches import client_gone
+
+        return sum(1 for connection in self.running.values() if not client_gone(connection))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        if len(self.running) >= self.max_in_flight and self.present_in_flight() >= self.max_in_flight:
+            self.tally.add(self.present_in_flight(), self.max_in_flight)
             await self._shed(send)
             return
-        self.in_flight += 1
+        from credit_pd.serving.patches import REQUEST_CONNECTION
+
+        key = id(scope)
+        self.running[key] = REQUEST_CONNECTION.get(None)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            del self.running[key]
 
     async def _shed(self, send: Any) -> None:
-        self._shed_unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= self.log_interval_s:
-            log.warning(
-                "shed %d request(s) with 503 + Retry-After since the last such line: %d in flight in this worker "
-                "(max_in_flight)",
-                self._shed_unlogged,
-                self.in_flight,
-            )
-            self._shed_unlogged, self._logged_at = 0, now
         await send(
             {
                 "type": "http.response.start",

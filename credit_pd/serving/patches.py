@@ -9,6 +9,7 @@ library moves under a patch.
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import json
 import logging
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from bentoml.exceptions import BentoMLException
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,115 @@ def own_listener(shared: socket.socket, backlog: int) -> socket.socket:
     return own
 
 
+# ---------------------------------------------------------------- requests of gone clients ---------
+
+# The transport of the connection whose request this asyncio task serves: set by the bounded
+# protocol when it starts a request's ASGI task (a task copies the context it was created in), so
+# the middleware and the batcher, running inside that task, can tell whether its client is still there.
+REQUEST_CONNECTION: contextvars.ContextVar[Any] = contextvars.ContextVar("credit_pd_request_connection")
+
+
+def client_gone(connection: Any) -> bool:
+    """True when `connection` (a REQUEST_CONNECTION transport) has been closed: the client left."""
+    return connection is not None and connection.is_closing()
+
+
+class _ClientClosedStatus(int):
+    """Status 499, which `http.HTTPStatus` lacks, in the shape BentoML's handler reads (`error_code.value`)."""
+
+    @property
+    def value(self) -> int:
+        return int(self)
+
+
+class ClientClosedRequest(BentoMLException):
+    """The client closed its connection before its request was scored (status 499, as nginx
+    names it): the request is dropped, not scored, and so has no decision record. BentoML's
+    handler answers it as it answers its own exceptions (into the closed connection: nobody
+    reads it) and its request metrics count it under 499."""
+
+    error_code = _ClientClosedStatus(499)  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__("client closed the connection before its request was scored")
+
+
+# Of BentoML's CorkDispatcher: what `drop_jobs_of_gone_clients` wraps, and the lines it relies on.
+BENTOML_DISPATCHER_LINES = (
+    ("inbound_call", "input_info = Job(now, data, future)"),
+    ("inbound_call", "return await future"),
+    ("outbound_call", "self._sema.release()"),
+    ("outbound_call", "input_info.data) for input_info in inputs_info"),
+    ("controller", "self._sema.acquire()"),
+    ("controller", "self._loop.create_task(self.outbound_call(inputs_info))"),
+)
+
+
+def _dispatcher_is_as_written(dispatcher: type) -> bool:
+    import inspect
+
+    try:
+        sources = {name: inspect.getsource(getattr(dispatcher, name)) for name, _ in BENTOML_DISPATCHER_LINES}
+    except (AttributeError, OSError, TypeError):
+        return False
+    return all(line in sources[name] for name, line in BENTOML_DISPATCHER_LINES)
+
+
+def drop_jobs_of_gone_clients() -> bool:
+    """BentoML's batcher drops a queued request whose client has disconnected, instead of scoring it.
+
+    BentoML 1.4's batcher (`CorkDispatcher`) scores every job it queued, in order: a flood of
+    clients that time out and leave (wrk at concurrency 2048 stopping; a caller's 1 s timeout)
+    leaves up to `max_in_flight` jobs per worker to be scored for nobody, and the first requests
+    of the clients that stay wait behind them or are shed (the load benchmark's "right after the
+    overload" check). Here each job remembers the connection of the request that queued it
+    (REQUEST_CONNECTION, set by the bounded protocol); just before a batch is scored, jobs whose
+    connection is closed are taken out and answered with `ClientClosedRequest` (499: the answer
+    goes nowhere, BentoML's request metrics count it as 499, the log filter counts them in one line
+    per interval). A batch of only such jobs is not called. Jobs without a known connection (the
+    protocol patch not in effect, or uvicorn's `reset_contextvars`) are scored as before. Returns
+    False, changing nothing, when BentoML's dispatcher moved. tests/serving/test_patches.py fails
+    when it moves.
+    """
+    try:
+        from bentoml._internal.marshal.dispatcher import CorkDispatcher
+    except ImportError:
+        return False
+    inbound, outbound = CorkDispatcher.inbound_call, CorkDispatcher.outbound_call
+    if getattr(outbound, "drops_gone_clients", False):
+        return True
+    if not _dispatcher_is_as_written(CorkDispatcher):
+        return False
+    connections: dict[int, Any] = {}  # id(job data) -> connection, while the job is queued or scored
+
+    async def inbound_call_of_a_client(self: Any, data: Any) -> Any:
+        connection = REQUEST_CONNECTION.get(None)
+        if connection is None:
+            return await inbound(self, data)
+        key = id(data)
+        connections[key] = connection
+        try:
+            return await inbound(self, data)
+        finally:
+            connections.pop(key, None)
+
+    async def outbound_call_of_present_clients(self: Any, inputs_info: tuple, training: bool = False) -> None:
+        present = tuple(job for job in inputs_info if not client_gone(connections.get(id(job.data))))
+        if len(present) < len(inputs_info):
+            for job in inputs_info:
+                if client_gone(connections.get(id(job.data))) and not job.future.done():
+                    job.future.set_result(ClientClosedRequest())
+            if not present:
+                self._sema.release()  # taken by the controller for this batch
+                return
+        await outbound(self, present, training)
+
+    outbound_call_of_present_clients.drops_gone_clients = True  # type: ignore[attr-defined]
+    CorkDispatcher.inbound_call = inbound_call_of_a_client  # type: ignore[method-assign]  # the patch itself
+    CorkDispatcher.outbound_call = outbound_call_of_present_clients  # type: ignore[method-assign]
+    return True
+
+
 # ---------------------------------------------------------------- connection limits ----------------
 
 
@@ -276,13 +388,14 @@ UVICORN_PROTOCOL_MEMBERS = (
     "shutdown",
     "on_body",
     "_start_asgi_task",
+    "on_response_complete",
 )
-# What the protocol's shedding reads of uvicorn's per-worker state: every running ASGI task is in
-# `server_state.tasks` from the moment its request head is parsed (the count `limit_concurrency` uses too).
+# What the protocol's shedding and its gone-client tracking read of uvicorn's protocol: a request's
+# ASGI task is created inside `_start_asgi_task` (so it copies the context set around that call),
+# and `on_response_complete` is called when its answer is complete.
 UVICORN_TASK_ACCOUNTING = (
-    ("__init__", "self.tasks = server_state.tasks"),
-    ("_start_asgi_task", "self.tasks.add(task)"),
-    ("_start_asgi_task", "task.add_done_callback(self.tasks.discard)"),
+    ("_start_asgi_task", "task = self.loop.create_task(cycle.run_asgi(app))"),
+    ("on_headers_complete", "on_response=self.on_response_complete"),
     ("on_response_complete", "self.server_state.total_requests += 1"),
     ("send_400_response", "self.server_state.default_headers"),
 )
@@ -303,9 +416,9 @@ def unread_bytes(transport: Any) -> int:
         return 0
 
 
-def uvicorn_accounts_tasks(protocol: type) -> bool:
-    """True while uvicorn's protocol keeps every running ASGI task in `server_state.tasks` (and
-    the other state `UVICORN_TASK_ACCOUNTING` names), as the protocol's shedding reads it."""
+def uvicorn_runs_requests_as_written(protocol: type) -> bool:
+    """True while uvicorn's protocol starts and completes requests as `UVICORN_TASK_ACCOUNTING`
+    says, as the protocol's shedding and REQUEST_CONNECTION rely on."""
     import inspect
 
     try:
@@ -369,32 +482,6 @@ def shed_counter() -> Any:
     return _SHED_COUNTER
 
 
-class _ShedCount:
-    """Requests one worker's protocol shed: counted in `shed_counter()`, and logged as one WARNING
-    line per interval with their number."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.total = 0
-        self.unlogged = 0
-        self.logged_at = float("-inf")
-
-    def add(self, in_flight: int, cap: int) -> None:
-        self.total += 1
-        shed_counter().inc()
-        self.unlogged += 1
-        now = time.monotonic()
-        if now - self.logged_at >= self.interval_s:
-            log.warning(
-                "shed %d request(s) with 503 + Retry-After in the HTTP protocol since the last such line: "
-                "%d in flight in this worker (max_in_flight %d)",
-                self.unlogged,
-                in_flight,
-                cap,
-            )
-            self.unlogged, self.logged_at = 0, now
-
-
 def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
     """uvicorn's httptools protocol with a bounded request head, head and body timeouts, an idle
     timeout from the first connected moment, and load shedding before the application; None when
@@ -417,7 +504,8 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
       it: that request is served with `Connection: close`. uvicorn closed every connection without a
       running request, so a request sent just before SIGTERM was cut with no answer;
     - a POST to `shed_paths` whose head completes while the worker already runs `max_in_flight`
-      requests (uvicorn's running tasks, of any route) is answered 503 + Retry-After from the
+      requests (of any route, for connections still open: a client that left no longer counts)
+      is answered 503 + Retry-After from the
       protocol, as soon as its head is parsed: no ASGI task, no middleware, and so not in BentoML's
       request metrics (the WARNING line counts them); its body is read and dropped, the connection is kept
       alive and is read again one loop turn later (`_ReadTurnSkipper`). Shedding in the ASGI
@@ -434,9 +522,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
         return None
     if not all(hasattr(HttpToolsProtocol, member) for member in UVICORN_PROTOCOL_MEMBERS):
         return None
-    if not uvicorn_accounts_tasks(HttpToolsProtocol):
+    if not uvicorn_runs_requests_as_written(HttpToolsProtocol):
         return None
-    from credit_pd.serving.middleware import OVERLOADED_BODY
+    from credit_pd.serving.middleware import OVERLOADED_BODY, ShedTally
 
     shed_paths = frozenset(path.encode() for path in limits.shed_paths)
     shed_head = b"".join(
@@ -448,7 +536,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             b"\r\n",
         ]
     )
-    shed_count = _ShedCount(PROTOCOL_SHED_LOG_INTERVAL_S)
+    shed_count = ShedTally(PROTOCOL_SHED_LOG_INTERVAL_S, "in the HTTP protocol")
     skipper = _ReadTurnSkipper()
 
     class _Refused(Exception):
@@ -457,6 +545,11 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         bounds = limits
         shed = shed_count
+        # Connections of this worker with a request running whose answer is not complete: what the
+        # shedding counts. A request whose client has gone is not in it, though its task may still
+        # run (until the batcher drops it: drop_jobs_of_gone_clients), so clients that timed out in
+        # a flood do not hold the cap against those who came after.
+        running: set[Any] = set()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -472,7 +565,20 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timer()
+            self.running.discard(self)
             super().connection_lost(exc)
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            self.running.add(self)
+            token = REQUEST_CONNECTION.set(self.transport)  # the task copies it: its client, for the batcher
+            try:
+                super()._start_asgi_task(cycle, app)
+            finally:
+                REQUEST_CONNECTION.reset(token)
+
+        def on_response_complete(self) -> None:
+            self.running.discard(self)  # before uvicorn starts a pipelined next request (which adds it again)
+            super().on_response_complete()
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
@@ -545,10 +651,11 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             super().shutdown()
 
         def _over_capacity(self) -> bool:
-            """A POST to a shed path, on a connection with no running request, in a worker at its cap."""
+            """A POST to a shed path, on a connection with no running request, in a worker at its cap
+            (requests running for connections still open: `running`)."""
             cap = self.bounds.max_in_flight
             return (
-                0 < cap <= len(self.tasks)
+                0 < cap <= len(self.running)
                 and self.url.partition(b"?")[0] in shed_paths
                 and (self.cycle is None or self.cycle.response_complete)
                 and self.parser.get_method() == b"POST"
@@ -574,7 +681,8 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                     ]
                 )
             )
-            self.shed.add(len(self.tasks), self.bounds.max_in_flight)
+            shed_counter().inc()
+            self.shed.add(len(self.running), self.bounds.max_in_flight)
 
         def _end_shed_request(self) -> None:
             """The shed request's body is in: idle again (as after a response), or closed."""
@@ -708,21 +816,54 @@ BENTOML_EXCEPTION_MESSAGE = "Exception on %s [%s]"
 SHED_LOG_INTERVAL_S = 10.0
 
 
+class _PeriodicCount:
+    """Records of one kind let through once per interval, rewritten to how many there were since."""
+
+    def __init__(self, interval_s: float, message: str) -> None:
+        self.interval_s = interval_s
+        self.message = message  # formatted with (count, interval_s)
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def let_through(self, record: logging.LogRecord) -> bool:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at < self.interval_s:
+            return False
+        record.msg, record.args = self.message, (self.unlogged, self.interval_s)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        self.unlogged, self.logged_at = 0, now
+        return True
+
+
 class ClientErrorLogFilter(logging.Filter):
-    """Turn BentoML's ERROR + traceback for a rejected request into one value-free WARNING,
-    and its traceback per shed request into a periodic count."""
+    """Turn BentoML's ERROR + traceback for a rejected request into one value-free WARNING, and
+    its traceback per shed request, or per request dropped because its client left, into a
+    periodic count."""
 
     def __init__(self, shed_interval_s: float = SHED_LOG_INTERVAL_S) -> None:
         super().__init__()
-        self.shed_interval_s = shed_interval_s
-        self._shed_unlogged = 0
-        self._shed_logged_at = float("-inf")
+        self.shed = _PeriodicCount(
+            shed_interval_s,
+            "shed %d request(s) with 503 + Retry-After since the last such line: predicted wait over "
+            "max_latency_ms (overload). Sheds in the next %g s go into the next such line; every one is "
+            'counted in bentoml_service_request_total{http_response_code="503"}',
+        )
+        self.gone = _PeriodicCount(
+            shed_interval_s,
+            "dropped %d queued request(s) whose client had closed its connection, not scored, since the last "
+            "such line (the next %g s go into the next one); every one is counted in "
+            'bentoml_service_request_total{http_response_code="499"}',
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != BENTOML_EXCEPTION_MESSAGE or not record.exc_info:
             return True
         if is_overload_shed(record.exc_info[1]):
-            return self._count_shed(record)
+            return self.shed.let_through(record)
+        if isinstance(record.exc_info[1], ClientClosedRequest):
+            return self.gone.let_through(record)
         summary = client_error_summary(record.exc_info[1])
         if summary is None:
             return True
@@ -730,23 +871,6 @@ class ClientErrorLogFilter(logging.Filter):
         record.msg, record.args = "%s %s: %s", (summary[0], path, summary[1])
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text, record.stack_info = None, None, None
-        return True
-
-    def _count_shed(self, record: logging.LogRecord) -> bool:
-        """Let one record through per interval, rewritten to the number shed since the last one."""
-        self._shed_unlogged += 1
-        now = time.monotonic()
-        if now - self._shed_logged_at < self.shed_interval_s:
-            return False
-        record.msg = (
-            "shed %d request(s) with 503 + Retry-After since the last such line: predicted wait over "
-            "max_latency_ms (overload). Sheds in the next %g s go into the next such line; every one is "
-            'counted in bentoml_service_request_total{http_response_code="503"}'
-        )
-        record.args = (self._shed_unlogged, self.shed_interval_s)
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.exc_info, record.exc_text, record.stack_info = None, None, None
-        self._shed_unlogged, self._shed_logged_at = 0, now
         return True
 
 

@@ -153,6 +153,41 @@ def test_requests_over_the_in_flight_limit_get_503_with_retry_after_at_once():
     assert asyncio.run(call(app, http_scope()))[0] == 200
 
 
+def test_requests_whose_client_left_do_not_count_against_the_in_flight_limit():
+    """Two running requests fill max_in_flight 2; once their connections close (clients that timed
+    out in a flood) a third is admitted, while they still run; with the clients still there it is shed."""
+    from credit_pd.serving.patches import REQUEST_CONNECTION
+
+    class Connection:
+        def __init__(self) -> None:
+            self.closed = False
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+    inner = Inner(delay_s=0.3)
+    app = InFlightLimit(inner, max_in_flight=2)
+
+    async def scenario() -> list[int]:
+        connections = [Connection(), Connection()]
+
+        async def on(connection: Connection) -> tuple:
+            REQUEST_CONNECTION.set(connection)
+            return await call(app, http_scope())
+
+        running = [asyncio.ensure_future(on(c)) for c in connections]
+        await asyncio.sleep(0.05)
+        shed = (await on(Connection()))[0]
+        for connection in connections:
+            connection.closed = True
+        admitted = await on(Connection())
+        await asyncio.gather(*running)
+        return [shed, admitted[0]]
+
+    assert asyncio.run(scenario()) == [503, 200]
+    assert app.in_flight == 0
+
+
 def test_health_and_metrics_are_never_shed():
     inner = Inner(delay_s=0.2)
     app = InFlightLimit(inner, max_in_flight=1)

@@ -180,6 +180,100 @@ def test_shed_requests_are_counted_not_logged_one_traceback_each(monkeypatch):
     assert log_filter.filter(crash) and crash.levelno == logging.ERROR and crash.exc_info is not None
 
 
+def test_requests_dropped_because_their_client_left_are_counted_as_499_in_one_line(monkeypatch):
+    from credit_pd.serving.patches import ClientClosedRequest, ClientErrorLogFilter
+
+    exc = ClientClosedRequest()
+    assert exc.error_code.value == 499 and int(exc.error_code) == 499, "BentoML answers error_code.value"
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    log_filter = ClientErrorLogFilter(shed_interval_s=10)
+    passed = []
+    for second in range(12):
+        clock[0] = 1000.0 + second
+        for _ in range(50):
+            record = bentoml_error_record(ClientClosedRequest())
+            if log_filter.filter(record):
+                passed.append(record)
+    assert [r.getMessage().split(" queued")[0] for r in passed] == ["dropped 1", "dropped 500"]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None and "499" in r.getMessage() for r in passed)
+
+
+class FakeConnection:
+    """A transport as REQUEST_CONNECTION holds it: open until `close()`."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_the_batcher_drops_queued_jobs_of_clients_that_left_and_scores_the_rest():
+    """A real BentoML CorkDispatcher with the patch: of five requests queued behind a running batch,
+    the two whose connections closed are never scored and are answered ClientClosedRequest (499);
+    a request with no known connection is scored as before; a batch of only gone clients is not called."""
+    import asyncio
+
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    from credit_pd.serving.patches import REQUEST_CONNECTION, ClientClosedRequest, drop_jobs_of_gone_clients
+
+    assert drop_jobs_of_gone_clients(), "BentoML's dispatcher moved: revisit drop_jobs_of_gone_clients"
+    assert drop_jobs_of_gone_clients(), "applying it twice is a no-op"
+    batches: list[list[str]] = []
+
+    async def scenario() -> tuple[list, list]:
+        release = asyncio.Event()
+
+        async def score(items):
+            batches.append([item[0] for item in items])
+            await release.wait()
+            return [f"pd of {item[0]}" for item in items]
+
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=10_000, max_batch_size=100, fallback=lambda: "shed", get_batch_size=lambda _: 1
+        )
+        call = dispatcher(score)
+
+        async def request(name: str, connection: FakeConnection | None):
+            if connection is not None:
+                REQUEST_CONNECTION.set(connection)  # as the bounded protocol does for a request's task
+            try:
+                return await call([name])
+            except ClientClosedRequest as exc:
+                return exc
+
+        first = asyncio.ensure_future(request("first", FakeConnection()))
+        while not batches:  # the first batch runs (the optimizer's warm-up: one request a batch)
+            await asyncio.sleep(0.001)
+        connections = {name: FakeConnection() for name in ("a", "gone-1", "b", "gone-2")}
+        queued = [asyncio.ensure_future(request(name, c)) for name, c in connections.items()]
+        queued.append(asyncio.ensure_future(request("unknown", None)))
+        await asyncio.sleep(0.01)
+        connections["gone-1"].close()
+        connections["gone-2"].close()
+        release.set()
+        answers = await asyncio.gather(first, *queued)
+        # A batch whose every client has left: nothing is scored.
+        gone = FakeConnection()
+        lonely = asyncio.ensure_future(request("lonely", gone))
+        gone.close()
+        answers.append(await lonely)
+        dispatcher.shutdown()
+        return answers, batches
+
+    answers, scored = asyncio.run(scenario())
+    names = [name for batch in scored for name in batch]
+    assert sorted(names) == ["a", "b", "first", "unknown"], f"scored: {scored}"
+    by_name = dict(zip(["first", "a", "gone-1", "b", "gone-2", "unknown", "lonely"], answers, strict=True))
+    assert all(isinstance(by_name[n], ClientClosedRequest) for n in ("gone-1", "gone-2", "lonely"))
+    assert [by_name[n] for n in ("first", "a", "b", "unknown")] == [f"pd of {n}" for n in ("first", "a", "b", "unknown")]
+
+
 def test_batcher_hold_time_is_capped_after_queueing_waits():
     from bentoml._internal.marshal.dispatcher import Optimizer
 
@@ -625,6 +719,48 @@ def test_a_request_over_the_in_flight_cap_gets_503_with_retry_after_without_reac
     assert "shed 1 request(s) with 503 + Retry-After in the HTTP protocol" in caplog.text, "one line per interval"
 
 
+def test_requests_of_clients_that_left_do_not_hold_the_cap_against_new_ones():
+    """Two requests hold a worker with max_in_flight 2; their clients give up and close. A new
+    client is admitted at once, though the two tasks still run (as requests queued for a batch do
+    after a flood ends), and each task saw its connection in REQUEST_CONNECTION."""
+    from credit_pd.serving.patches import REQUEST_CONNECTION, client_gone
+
+    seen: list = []
+
+    class RecordingApp(HoldingApp):
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "http":
+                seen.append(REQUEST_CONNECTION.get(None))
+            await super().__call__(scope, receive, send)
+
+    app = RecordingApp()
+    with served_in_a_thread(app, max_in_flight=2) as ((host, port), server):
+        held = [socket.create_connection((host, port)) for _ in range(2)]
+        for sock in held:
+            sock.sendall(post_head(host, 2) + b"{}")
+        deadline = time.monotonic() + 5
+        while len(app.reached) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with socket.create_connection((host, port)) as extra:  # at the cap: shed
+            extra.sendall(post_head(host, 2) + b"{}")
+            assert response(extra)[0] == "HTTP/1.1 503 Service Unavailable"
+        for sock in held:
+            sock.close()
+        while not all(client_gone(connection) for connection in seen[:2]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert len(server.server_state.tasks) == 2, "the held tasks still run"
+        with socket.create_connection((host, port)) as late:
+            late.sendall(post_head(host, 2) + b"{}")
+            while len(app.reached) < 3:
+                assert time.monotonic() < deadline, "the new client was shed behind clients that had left"
+                time.sleep(0.01)
+            app.release.set()
+            assert response(late)[0] == "HTTP/1.1 200 OK"
+    assert len(seen) == 3 and all(connection is not None for connection in seen)
+
+
 FLOOD_CLIENT = r"""
 import selectors, socket, sys, time
 host, port, connections, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -826,16 +962,16 @@ def test_own_listeners_share_the_address_and_all_take_connections():
         sock.close()
 
 
-def test_uvicorn_still_counts_every_running_request_as_a_task():
-    """What the protocol's shedding reads (`server_state.tasks`); if this moves, shedding is off."""
+def test_uvicorn_still_starts_and_completes_requests_as_the_shedding_reads_it():
+    """What the protocol's shedding and REQUEST_CONNECTION rely on; if this moves, the protocol is off."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from credit_pd.serving.patches import uvicorn_accounts_tasks
+    from credit_pd.serving.patches import uvicorn_runs_requests_as_written
 
-    assert uvicorn_accounts_tasks(HttpToolsProtocol)
+    assert uvicorn_runs_requests_as_written(HttpToolsProtocol)
 
     class Moved(HttpToolsProtocol):
-        def _start_asgi_task(self, cycle, app) -> None:  # a uvicorn that no longer records its tasks
-            self.loop.create_task(cycle.run_asgi(app))
+        def _start_asgi_task(self, cycle, app) -> None:  # a uvicorn that starts its tasks elsewhere
+            self.loop.call_soon(self.loop.create_task, cycle.run_asgi(app))
 
-    assert not uvicorn_accounts_tasks(Moved)
+    assert not uvicorn_runs_requests_as_written(Moved)
