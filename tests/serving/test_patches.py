@@ -271,7 +271,9 @@ def test_the_batcher_drops_queued_jobs_of_clients_that_left_and_scores_the_rest(
     assert sorted(names) == ["a", "b", "first", "unknown"], f"scored: {scored}"
     by_name = dict(zip(["first", "a", "gone-1", "b", "gone-2", "unknown", "lonely"], answers, strict=True))
     assert all(isinstance(by_name[n], ClientClosedRequest) for n in ("gone-1", "gone-2", "lonely"))
-    assert [by_name[n] for n in ("first", "a", "b", "unknown")] == [f"pd of {n}" for n in ("first", "a", "b", "unknown")]
+    assert [by_name[n] for n in ("first", "a", "b", "unknown")] == [
+        f"pd of {n}" for n in ("first", "a", "b", "unknown")
+    ]
 
 
 def test_batcher_hold_time_is_capped_after_queueing_waits():
@@ -759,6 +761,44 @@ def test_requests_of_clients_that_left_do_not_hold_the_cap_against_new_ones():
             app.release.set()
             assert response(late)[0] == "HTTP/1.1 200 OK"
     assert len(seen) == 3 and all(connection is not None for connection in seen)
+
+
+def test_departures_are_seen_by_the_kernel_before_the_event_loop_reads_them():
+    """A client's FIN is a departure as soon as it arrives (POLLRDHUP), before anything read the
+    socket; a closing transport is one too; a connected client is not; the look is reused for
+    `interval_s` and then taken again."""
+    from credit_pd.serving.patches import Departures
+
+    class Protocol:
+        def __init__(self, fd: int, closing: bool = False) -> None:
+            self._fd = fd
+            self.transport = FakeConnection()
+            self.transport.closed = closing
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    served = [listener.accept()[0] for _ in clients]
+    try:
+        stays, leaves, closing = (Protocol(sock.fileno()) for sock in served)
+        closing.transport.closed = True
+        clients[1].close()  # its FIN arrives; nothing reads served[1]
+        running = {stays, leaves, closing}
+        departures = Departures(interval_s=3600)
+        deadline = time.monotonic() + 5
+        while departures.among(running) != {leaves, closing}:
+            assert time.monotonic() < deadline, "the hang-up was never seen"
+            departures.looked_at = float("-inf")  # look again: the FIN may take a moment on a busy machine
+            time.sleep(0.01)
+        clients[0].close()
+        assert departures.among(running) == {leaves, closing}, "within the interval the last look is reused"
+        assert departures.among({stays, leaves}) == {leaves}, "only what is still running"
+        departures.looked_at = float("-inf")
+        time.sleep(0.05)
+        assert departures.among(running) == running, "the next look sees the second hang-up"
+    finally:
+        for sock in clients + served:
+            sock.close()
+        listener.close()
 
 
 FLOOD_CLIENT = r"""
