@@ -121,7 +121,8 @@ class ServingSettings(BaseSettings):
     max_header_bytes: int = 32 * 1024
     # Largest single header line (name + value, bytes), answered with 431: the ALB's own per-header limit.
     max_header_field_bytes: int = 16 * 1024
-    # Requests to the API routes one worker works on at once; more get a 503 + Retry-After at once,
+    # Requests to the API routes one worker works on at once for clients still connected (a request whose
+    # client left no longer counts, and is dropped before scoring: 499); more get a 503 + Retry-After at once,
     # from the HTTP protocol before any task or middleware runs (serving.patches.bounded_http_protocol;
     # serving.middleware.InFlightLimit is the fallback), instead of queueing in front of the
     # batcher, where `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50
