@@ -200,16 +200,23 @@ def test_requests_dropped_because_their_client_left_are_counted_as_499_in_one_li
 
 
 class FakeConnection:
-    """A transport as REQUEST_CONNECTION holds it: open until `close()`."""
+    """A transport as the patches use it: open until `close()`, read until `pause_reading()`."""
 
     def __init__(self) -> None:
         self.closed = False
+        self.reading = True
 
     def close(self) -> None:
         self.closed = True
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 def test_the_batcher_drops_queued_jobs_of_clients_that_left_and_scores_the_rest():
@@ -687,17 +694,23 @@ def shed_total() -> float:
     return REGISTRY.get_sample_value(f"{SHED_METRIC}_total") or 0.0
 
 
+def hold_requests(app: HoldingApp, host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` connections, each with a POST /predict that `app` holds; returned once all reached it."""
+    held = [socket.create_connection((host, port)) for _ in range(count)]
+    for sock in held:
+        sock.sendall(post_head(host, 2) + b"{}")
+    deadline = time.monotonic() + 5
+    while len(app.reached) < count:
+        assert time.monotonic() < deadline, f"{len(app.reached)} of {count} requests reached the app"
+        time.sleep(0.01)
+    return held
+
+
 def test_a_request_over_the_in_flight_cap_gets_503_with_retry_after_without_reaching_the_app(caplog):
     app = HoldingApp()
     shed_before = shed_total()
     with served_in_a_thread(app, max_in_flight=2, retry_after_s=3) as ((host, port), server):
-        held = [socket.create_connection((host, port)) for _ in range(2)]
-        for sock in held:
-            sock.sendall(post_head(host, 2) + b"{}")
-        deadline = time.monotonic() + 5
-        while len(app.reached) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        held = hold_requests(app, host, port, 2)
         with socket.create_connection((host, port)) as extra:
             started = time.monotonic()
             extra.sendall(post_head(host, 3_000, "Content-Type: application/json\r\n"))  # the head alone
@@ -737,13 +750,8 @@ def test_requests_of_clients_that_left_do_not_hold_the_cap_against_new_ones():
 
     app = RecordingApp()
     with served_in_a_thread(app, max_in_flight=2) as ((host, port), server):
-        held = [socket.create_connection((host, port)) for _ in range(2)]
-        for sock in held:
-            sock.sendall(post_head(host, 2) + b"{}")
+        held = hold_requests(app, host, port, 2)
         deadline = time.monotonic() + 5
-        while len(app.reached) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         with socket.create_connection((host, port)) as extra:  # at the cap: shed
             extra.sendall(post_head(host, 2) + b"{}")
             assert response(extra)[0] == "HTTP/1.1 503 Service Unavailable"
@@ -884,19 +892,6 @@ def test_under_a_flood_of_shed_requests_an_admitted_one_is_answered_at_once():
 def test_a_shed_connection_skips_one_read_turn_then_is_read_again():
     from credit_pd.serving.patches import _ReadTurnSkipper
 
-    class Transport:
-        def __init__(self) -> None:
-            self.reading, self.closing = True, False
-
-        def pause_reading(self) -> None:
-            self.reading = False
-
-        def resume_reading(self) -> None:
-            self.reading = True
-
-        def is_closing(self) -> bool:
-            return self.closing
-
     class Loop:
         def __init__(self) -> None:
             self.soon: list = []
@@ -911,13 +906,13 @@ def test_a_shed_connection_skips_one_read_turn_then_is_read_again():
 
     class Protocol:
         def __init__(self, loop: Loop) -> None:
-            self.loop, self.transport = loop, Transport()
+            self.loop, self.transport = loop, FakeConnection()
 
     loop, skipper = Loop(), _ReadTurnSkipper()
     first, gone = Protocol(loop), Protocol(loop)
     skipper.skip_next_read(first)
     skipper.skip_next_read(gone)
-    gone.transport.closing = True
+    gone.transport.close()
     loop.turn()  # the turn after the shed: not read
     assert not first.transport.reading
     later = Protocol(loop)
