@@ -11,9 +11,11 @@ Categories are spelled canonically first (`credit_pd.categories`).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -117,38 +119,66 @@ class FeatureEncoder:
         numbers outside the training range (trees score them as the nearest seen value).
 
         `matrix` is what `encode_*` returned for the rows; `value_at(row, feature)` gives the value as
-        the caller received it, for the message. One wording for the service and the batch job, found
-        with two vectorised masks over the batch; only flagged rows build strings.
+        the caller received it, for the message. One wording for the service and the batch job
+        (`frame_warnings`), found with vectorised masks over the batch; only flagged rows build strings.
         """
-        warnings: list[list[str]] = [[] for _ in range(len(matrix))]
+        return self._warnings(matrix, lambda name, rows: [value_at(row, name) for row in rows.tolist()])
 
-        def received(row: int, name: str) -> Any:
-            value = value_at(row, name)
-            return value.item() if isinstance(value, np.generic) else value  # 99.0, not np.float64(99.0)
+    def frame_warnings(self, matrix: np.ndarray, frame: pd.DataFrame) -> list[list[str]]:
+        """`input_warnings` for rows received as a frame (the batch job's typed batch): the same
+        warnings as `input_warnings(matrix, lambda row, name: frame[name].to_numpy()[row])`, with
+        each column's cells taken by one numpy index instead of a Python call per cell."""
+        return self._warnings(matrix, lambda name, rows: frame[name].to_numpy()[rows])
 
-        for row, name in self._unseen_cells(matrix):
-            value = received(row, name)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                warnings[row].append(f"{name}: value {value!r} was not seen in training; scored as missing")
+    def _warnings(self, matrix: np.ndarray, values_of: Callable[[str, np.ndarray], Sequence[Any]]) -> list[list[str]]:
+        """The warnings of `input_warnings`; `values_of(feature, rows)` gives the received values of those rows.
+
+        Each row's warnings are its unseen categories in feature order, then its out-of-range numbers
+        in feature order: every flagged column adds (rows, messages) in that order, and a stable sort
+        by row interleaves them. A missing categorical cell whose received value is None (nearly all
+        of them) is passed over without Python code per cell (`operator.is_not` mapped in C).
+        """
+        found: list[tuple[np.ndarray, list[str]]] = []
+        for j in self.categorical_indices:
+            name = self.feature_names[j]
+            rows = np.flatnonzero(np.isnan(matrix[:, j]))
+            if not rows.size:
+                continue
+            values = values_of(name, rows)
+            sent = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=len(rows))
+            flagged, messages = [], []
+            for position in np.flatnonzero(sent).tolist():
+                value = _received(values[position])
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    flagged.append(position)
+                    messages.append(f"{name}: value {value!r} was not seen in training; scored as missing")
+            if flagged:
+                found.append((rows[flagged], messages))
         columns, low, high = self._range_arrays
         if len(columns):
             with np.errstate(invalid="ignore"):
                 outside = (matrix[:, columns] < low) | (matrix[:, columns] > high)
-            for row, j in zip(*(axis.tolist() for axis in np.nonzero(outside)), strict=False):
+            for j in np.flatnonzero(outside.any(axis=0)).tolist():
                 name = self.feature_names[columns[j]]
-                warnings[row].append(
-                    f"{name}: value {received(row, name)!r} is outside the training range "
-                    f"[{low[j]:g}, {high[j]:g}]; scored as the nearest seen value"
+                rows = np.flatnonzero(outside[:, j])
+                values = values_of(name, rows)
+                bounds = f"[{low[j]:g}, {high[j]:g}]; scored as the nearest seen value"
+                found.append(
+                    (
+                        rows,
+                        [
+                            f"{name}: value {_received(values[i])!r} is outside the training range {bounds}"
+                            for i in range(len(rows))
+                        ],
+                    )
                 )
+        warnings: list[list[str]] = [[] for _ in range(len(matrix))]
+        if found:
+            flagged_rows = np.concatenate([rows for rows, _ in found])
+            messages = [message for _, column_messages in found for message in column_messages]
+            for position in np.argsort(flagged_rows, kind="stable").tolist():
+                warnings[flagged_rows[position]].append(messages[position])
         return warnings
-
-    def _unseen_cells(self, matrix: np.ndarray) -> list[tuple[int, str]]:
-        """(row, feature) of every categorical cell encoded as missing, row by row."""
-        columns = np.array(self.categorical_indices, dtype=np.intp)
-        if not len(columns):
-            return []
-        rows, cols = np.nonzero(np.isnan(matrix[:, columns]))
-        return [(row, self.feature_names[col]) for row, col in zip(rows.tolist(), columns[cols].tolist(), strict=False)]
 
     @cached_property
     def _range_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,9 +211,38 @@ class FeatureEncoder:
         )
 
     def _encode_column(self, name: str, column: pd.Series) -> np.ndarray:
+        """A numeric column as float64; a categorical one as its labels' vocabulary codes (NaN: missing or unseen).
+
+        A category is coded once per distinct value: the column is factorised (one hash pass) and each
+        distinct value found in `_code_lookups` when it is a canonical label as is (what validation and
+        the loader hand over), else spelled by `canonical_category` first, exactly as
+        `canonical_categories` spells it; the codes are spread back to the rows with one take. The
+        values are those `Series.unique()` hands `canonical_categories` (numpy scalars of a numpy
+        column, the array's own of an extension column), so an error names a value the same way.
+        """
         vocab = self.categorical.get(name)
         if vocab is None:
             return column.to_numpy(dtype=np.float64, na_value=np.nan)
-        codes = pd.Categorical(canonical_categories(column), categories=list(vocab)).codes.astype(np.float64)
-        codes[codes < 0] = np.nan
-        return codes
+        lookup, positions = self._code_lookups[name], self._vocab_positions[name]
+        array = column.array if isinstance(column.dtype, pd.api.extensions.ExtensionDtype) else column.to_numpy()
+        codes, uniques = pd.factorize(array, use_na_sentinel=True)
+        table = np.empty(len(uniques) + 1, dtype=np.float64)
+        for position, value in enumerate(uniques):
+            if type(value) is str and value in lookup:
+                table[position] = lookup[value]
+            else:
+                table[position] = positions.get(canonical_category(value), math.nan)
+        table[-1] = math.nan  # code -1: a missing value
+        return table[codes]
+
+    @cached_property
+    def _vocab_positions(self) -> dict[str, dict[str | None, float]]:
+        """Per categorical: label -> code (as float), the position `pd.Categorical` gives it in the vocabulary."""
+        return {
+            name: {label: float(code) for code, label in enumerate(vocab)} for name, vocab in self.categorical.items()
+        }
+
+
+def _received(value: Any) -> Any:
+    """A received value as its message shows it: 99.0, not np.float64(99.0)."""
+    return value.item() if isinstance(value, np.generic) else value

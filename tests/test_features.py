@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import decimal
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from credit_pd.categories import canonical_categories
 from credit_pd.client import requests_from_frame
 from credit_pd.dataset import load_dataset
 from credit_pd.features import FeatureEncoder
@@ -59,4 +63,84 @@ def test_out_of_training_range_is_reported(frame, encoder, schema):
     [warnings] = encoder.input_warnings(encoder.encode_records([record]), lambda row, name: record[name])
     assert warnings == [
         f"age: value {high + 1!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value"
+    ]
+
+
+def reference_codes(encoder: FeatureEncoder, name: str, column: pd.Series) -> np.ndarray:
+    """The codes as `encode_frame` built them before its per-distinct-value path: every row through
+    `canonical_categories`, then `pd.Categorical` over the vocabulary."""
+    codes = pd.Categorical(canonical_categories(column), categories=list(encoder.categorical[name])).codes
+    codes = codes.astype(np.float64)
+    codes[codes < 0] = np.nan
+    return codes
+
+
+TRICKY = FeatureEncoder(
+    feature_names=("status", "label"),
+    categorical={"status": ("-1", "0", "01", "1", "1.5", "1e0", "2", "A", "a b"), "label": ("x",)},
+    boolean=(),
+)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(
+            ["1", "1.0", "1.00", 1, 1.0, np.float64(1.5), "1.50", None, np.nan, "", "A", "a b", "01", "1e0", "+1", " 1"]
+            + ["-0.0", -0.0, 0, "0.0", "B", pd.NA, pd.NaT, decimal.Decimal("NaN"), decimal.Decimal("1.0"), np.int64(2)]
+            + [np.float32(2.0), "-1", -1, "-1.0", 10**20, 1e20, "2.000000000000000000001", "1" * 30],
+            dtype=object,
+        ),
+        pd.Series(["1", "1.0", None, "A", "", "01", "x", "1.50", "-0.0", "1e0"], dtype="str"),
+        pd.Series(["1", "1.0", None, "A", "", "01"], dtype="string"),
+        pd.Series([1.0, 2.0, np.nan, -0.0, 0.0, 1.5, 3.0, 2.5]),
+        pd.Series([1, 2, 0, -1, 5]),
+        pd.Series([1, None, 2], dtype="Int64"),
+        pd.Series(["1", "A", None, "1.0"], dtype="category"),
+        pd.Series(pd.Categorical([1.0, 2.0, None])),
+        pd.Series([], dtype=object),
+        pd.Series([None, None], dtype=object),
+    ],
+    ids=["object", "str", "string", "float", "int", "Int64", "category", "numeric-category", "empty", "all-missing"],
+)
+def test_per_distinct_value_codes_equal_spelling_every_row(column):
+    np.testing.assert_array_equal(TRICKY._encode_column("status", column), reference_codes(TRICKY, "status", column))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [pd.Series([True, False]), pd.Series(["A", True], dtype=object), pd.Series(["1", np.inf], dtype=object)],
+    ids=["bool", "text-and-bool", "infinity"],
+)
+def test_per_distinct_value_codes_fail_as_spelling_every_row(column):
+    with pytest.raises((TypeError, ValueError)) as expected:
+        reference_codes(TRICKY, "status", column)
+    with pytest.raises(expected.type, match=re.escape(str(expected.value))):
+        TRICKY._encode_column("status", column)
+
+
+def test_the_loaders_frame_encodes_as_spelling_every_row(frame, encoder):
+    for name in encoder.categorical:
+        np.testing.assert_array_equal(
+            encoder._encode_column(name, frame[name]), reference_codes(encoder, name, frame[name])
+        )
+
+
+def test_frame_warnings_equal_the_per_cell_warnings_in_the_same_order(frame, encoder, schema):
+    rows = frame.head(200).copy()
+    low, high = encoder.numeric_ranges["age"]
+    rows.loc[rows.index[:40], "merchant_group"] = "Spaceships"
+    rows.loc[rows.index[20:60], "age"] = high + 1
+    rows.loc[rows.index[30:50], "account_status"] = "99"
+    rows.loc[rows.index[50:70], "merchant_group"] = np.nan  # missing: no warning
+    rows = rows.reset_index(drop=True)
+    matrix = encoder.encode_frame(rows)
+    expected = encoder.input_warnings(matrix, lambda row, name: rows[name].to_numpy()[row])
+    assert max(map(len, expected)) == 3, "rows with several warnings, of both kinds"
+    assert encoder.frame_warnings(matrix, rows) == expected
+    assert expected[35] == [
+        "account_status: value '99' was not seen in training; scored as missing",
+        "merchant_group: value 'Spaceships' was not seen in training; scored as missing",
+        f"age: value {high + 1!r} is outside the training range [{low:g}, {high:g}]; scored as the nearest seen value",
     ]

@@ -19,9 +19,7 @@ BI tool reads them without nested types and `WHERE feature_1 = 'age'` is a plain
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,24 +46,6 @@ def distinct_valued_columns(id_column: str, k: int, n_reasons: int = DEFAULT_MAX
     ranked = [name for r in range(1, k + 1) for name in (f"value_{r}", f"contribution_{r}")]
     reasons = [f"reason_{r}_contribution" for r in range(1, n_reasons + 1)]
     return [id_column, "pd", "base_value", "raw_score", *ranked, *reasons]
-
-
-def cell_reader(frame: pd.DataFrame) -> Callable[[int, str], Any]:
-    """`frame[name].iat[row]` at the cost of an array index: each column's array is taken once.
-
-    `input_warnings` asks for the received value of every missing categorical cell (to tell
-    "unseen" from "not sent"): ~3-4 cells per row of the book, and `frame[name]` builds a Series
-    each time (~0.2 ms), which made those look-ups ~70% of a Spark task's CPU time.
-    """
-    arrays: dict[str, np.ndarray] = {}
-
-    def value_at(row: int, name: str) -> Any:
-        array = arrays.get(name)
-        if array is None:
-            array = arrays[name] = frame[name].to_numpy()
-        return array[row]
-
-    return value_at
 
 
 def top_k_count(top_k: int | None, n_features: int) -> int:
@@ -112,7 +92,7 @@ class BatchScorer:
         order, _ = top_contributions(explanation.contributions, self.k)
         ranked = self._ranked(typed, explanation.contributions, order)
         grades = np.array(self.model.master_scale.names, dtype=object)[decision.grade_index]
-        warnings = self.model.encoder.input_warnings(matrix, cell_reader(typed))
+        warnings = self.model.encoder.frame_warnings(matrix, typed)
         return self._frame(
             typed,
             decision.pd,

@@ -1,7 +1,8 @@
-"""What the batch job does for throughput on local[2]: split sizing, Parquet encodings, the preloaded worker daemon."""
+"""What the batch job does for throughput on local[2]: split sizing, Parquet encodings, the preloaded and frozen worker daemon."""
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import sys
@@ -78,7 +79,15 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scoring_code(spar
         with open(f"/proc/{os.getppid()}/cmdline", "rb") as handle:
             parent = handle.read().replace(b"\0", b" ").decode()
         for _ in batches:
-            yield pd.DataFrame({"parent": [parent], "preloaded": ["credit_pd.batch.job" in sys.modules]})
+            yield pd.DataFrame(
+                {
+                    "parent": [parent],
+                    "preloaded": ["credit_pd.batch.job" in sys.modules],
+                    "frozen": [gc.get_freeze_count()],
+                }
+            )
 
-    rows = spark.range(4).repartition(2).mapInPandas(probe, "parent string, preloaded boolean").collect()
+    rows = spark.range(4).repartition(2).mapInPandas(probe, "parent string, preloaded boolean, frozen long").collect()
     assert rows and all("-m credit_pd.batch.daemon" in row["parent"] and row["preloaded"] for row in rows)
+    # The daemon's imports sit in the collector's permanent generation: no collection in a worker walks them.
+    assert all(row["frozen"] > 50_000 for row in rows)
