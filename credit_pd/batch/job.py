@@ -39,6 +39,7 @@ from credit_pd.batch.scoring import BatchScorer, distinct_valued_columns, scores
 from credit_pd.batch.settings import (
     CORRUPT_RECORD_COLUMN,
     INPUT_SPLIT_BYTES,
+    JVM_JIT_OPTIONS,
     PARQUET_NO_DICTIONARY,
     REJECTS_DIR,
     SCORES_DIR,
@@ -74,6 +75,11 @@ SPARK_CONF = {
     "spark.sql.parquet.compression.codec": "zstd",
     # Python workers fork from a daemon that has the scoring code imported (credit_pd/batch/daemon.py).
     "spark.python.daemon.module": "credit_pd.batch.daemon",
+    # Fewer, later C2 compilations (settings.JVM_JIT_OPTIONS). The driver's only takes effect when
+    # this session starts the JVM (local mode, the CLI, the tests); under spark-submit set it there.
+    # A --conf of either key replaces these options (it does not add to them).
+    "spark.driver.extraJavaOptions": JVM_JIT_OPTIONS,
+    "spark.executor.extraJavaOptions": JVM_JIT_OPTIONS,
     # Executors' Python workers: quiet PySpark's blanket pandas-3 FutureWarning (see environment.py).
     "spark.executorEnv.PYTHONWARNINGS": "ignore:PySpark does not yet fully support pandas:FutureWarning",
 }

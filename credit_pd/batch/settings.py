@@ -25,6 +25,19 @@ PARQUET_NO_DICTIONARY = "parquet.enable.dictionary#{column}"
 # straggler short on a shared machine; a task's fixed cost (model rebuild ~5 ms, workers forked
 # with the code imported) is small next to its ~5-10 s of scoring.
 INPUT_SPLIT_BYTES = 16 * 1024 * 1024
+# HotSpot options of the Spark JVMs (driver and executors; in local mode the driver runs the tasks):
+# a method is compiled by C2, the optimising JIT, after 10x HotSpot's default invocations and
+# loop iterations (Tier4*Threshold 5,000 / 15,000 / 40,000). Spark's generated code, its CSV,
+# shuffle, Arrow and Parquet paths give C2 thousands of lukewarm methods: on the 1M-row benchmark
+# book the JIT threads took ~23 CPU s (C2 ~19) beside ~36 s of task threads, on 2 cores. With
+# these thresholds C2 took ~8 CPU s and the task threads no more time: the hot loops (parsing,
+# encoding, Arrow copies) still pass them within a few seconds and get C2 code; the rest stays in
+# C1's. Stopping at C1 altogether (-XX:TieredStopAtLevel=1) cut the JIT to ~2 s but nearly doubled
+# the task time. HotSpot-only flags: other JVMs would refuse them; Spark 4 needs Java 17+ (HotSpot
+# in the images this project builds).
+JVM_JIT_OPTIONS = (
+    "-XX:Tier4InvocationThreshold=50000 -XX:Tier4CompileThreshold=100000 -XX:Tier4BackEdgeThreshold=400000"
+)
 # Sub-directories of --output: the scored rows and the rejected ones, each a Parquet dataset.
 SCORES_DIR = "scores"
 REJECTS_DIR = "rejects"

@@ -1,4 +1,4 @@
-"""What the batch job does for throughput on local[2]: split sizing, Parquet encodings, the preloaded and frozen worker daemon."""
+"""What the batch job does for throughput on local[2]: splits, Parquet encodings, the preloaded, frozen daemon, the JIT options."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from credit_pd.batch.job import read_input, run_job, split_count
+from credit_pd.batch.job import SPARK_CONF, read_input, run_job, split_count
 from credit_pd.batch.scoring import distinct_valued_columns
-from credit_pd.batch.settings import INPUT_SPLIT_BYTES, BatchJobConfig
+from credit_pd.batch.settings import INPUT_SPLIT_BYTES, JVM_JIT_OPTIONS, BatchJobConfig
 
 DICTIONARY_ENCODINGS = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
 
@@ -91,3 +91,20 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scoring_code(spar
     assert rows and all("-m credit_pd.batch.daemon" in row["parent"] and row["preloaded"] for row in rows)
     # The daemon's imports sit in the collector's permanent generation: no collection in a worker walks them.
     assert all(row["frozen"] > 50_000 for row in rows)
+
+
+def test_driver_and_executor_jvms_get_the_jit_options():
+    assert (
+        SPARK_CONF["spark.driver.extraJavaOptions"] == SPARK_CONF["spark.executor.extraJavaOptions"] == JVM_JIT_OPTIONS
+    )
+    assert all(option.startswith("-XX:Tier4") for option in JVM_JIT_OPTIONS.split())
+
+
+def test_the_sessions_jvm_runs_with_the_jit_options(spark):
+    jvm = spark.sparkContext._jvm
+    arguments = set(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert set(JVM_JIT_OPTIONS.split()) <= arguments
+    flag = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    ).getVMOption("Tier4InvocationThreshold")
+    assert flag.getValue() == "50000"
