@@ -53,7 +53,7 @@ from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
 from credit_pd.training.sample import write_sample
 
-# The code issue 20's batch work started from (docs/benchmarks.md, batch: 20,942 rows/s on 2 cores):
+# The code issue 20's batch work started from (before its validation, split, daemon, encoding and JIT changes):
 # run on the same book in the same run, the honest "before". The issue's own figure, 13.6k rows/s,
 # came from older code whose model format predates the stored one, so it cannot be re-run.
 BASELINE_COMMIT = "69073d0"
