@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+from credit_pd.serving.patches import REQUEST_CONNECTION, client_gone
+
 log = logging.getLogger(__name__)
 
 
@@ -124,8 +126,6 @@ class InFlightLimit:
 
     def present_in_flight(self) -> int:
         """API requests running whose client is still connected (or not known to have left)."""
-        from credit_pd.serving.patches import client_gone
-
         return sum(1 for connection in self.running.values() if not client_gone(connection))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -136,8 +136,6 @@ class InFlightLimit:
             self.tally.add(self.present_in_flight(), self.max_in_flight)
             await self._shed(send)
             return
-        from credit_pd.serving.patches import REQUEST_CONNECTION
-
         key = id(scope)
         self.running[key] = REQUEST_CONNECTION.get(None)
         try:
