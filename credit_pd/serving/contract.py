@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictStr,
+    ValidationError,
     ValidationInfo,
     create_model,
 )
@@ -40,6 +41,7 @@ from credit_pd.categories import UNSEEN_POLICIES, CategoryRule, UnseenPolicy, ca
 from credit_pd.explanation import DEFAULT_MAX_REASONS, REASON_LIMITS, REASON_MEANING
 from credit_pd.features import FeatureEncoder
 from credit_pd.schema import DatasetSchema, FeatureSpec, FeatureType
+from credit_pd.serving.middleware import NOT_PARSED, PARSED_BODY_KEY
 from credit_pd.serving.records import current_request_id
 from credit_pd.serving.settings import ServingSettings
 
@@ -237,9 +239,32 @@ def application_list_type(application_model: type[BaseModel], settings: ServingS
 
 
 class StrictInput(bentoml.IODescriptor):
-    """BentoML's request envelope, closed: an unknown top-level key is a 400, not ignored."""
+    """BentoML's request envelope, closed: an unknown top-level key is a 400, not ignored.
+
+    It validates the document `middleware.RequestLimits` parsed when it checked the body for
+    duplicate keys, instead of letting BentoML parse the same body again (`from_http_request`).
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    async def from_http_request(cls, request: Any, serde: Any) -> Any:
+        """The request model of the parsed document; BentoML's own parse when there is none.
+
+        Python-mode validation of jiter's values accepts exactly what JSON-mode validation of the
+        body accepts (same types, same strict fields: tests/serving/test_contract.py compares the
+        two on every kind of value), at about half the cost. A rejected document is validated
+        again from the body, so every 400 keeps the JSON wording ("a valid array", not "a valid
+        list"). Only API routes of RequestLimits carry a document, and only with Content-Type
+        `application/json`, the serde BentoML then picks.
+        """
+        document = request.scope.get(PARSED_BODY_KEY, NOT_PARSED)
+        if document is NOT_PARSED:
+            return await super().from_http_request(request, serde)
+        try:
+            return cls.model_validate(document)
+        except ValidationError:
+            return cls.model_validate_json(await request.body())
 
 
 def build_input_spec(applications_type: Any) -> type[bentoml.IODescriptor]:

@@ -223,7 +223,8 @@ class RequestLimits:
       `Connection: close` so the client gets the answer at once instead of uploading the rest;
     - 413 when a chunked body grows past `max_bytes` while it is read (bytes are counted as they
       arrive, so at most `max_bytes` plus one chunk is ever held).
-    A body within the limit is handed on unchanged.
+    A body within the limit is checked for repeated keys (400 naming the first) and handed on
+    unchanged, with its parsed document in the scope (`PARSED_BODY_KEY`) for `contract.StrictInput`.
     """
 
     def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/predict",)) -> None:
@@ -260,10 +261,12 @@ class RequestLimits:
             # one slow-body client). 499, nginx's "client closed request", is what the metrics then count.
             await _send_json(send, 499, {"error": "the client went away before its request body was complete"})
             return
-        duplicate = duplicate_key_location(body)
+        document, duplicate = parse_unique_keys(body)
         if duplicate is not None:
             await _send_duplicate_key(send, scope, duplicate)
             return
+        if document is not NOT_PARSED:
+            scope[PARSED_BODY_KEY] = document  # validated as it is (contract.StrictInput): parsed once
         await self.app(scope, _replay(body), send)
 
     async def _read_bounded(self, receive: Any) -> bytes | _Disconnected | None:
@@ -305,8 +308,24 @@ class DuplicateKey:
     where: str  # `$.applications[0].age`, or the parser's line and column when it cannot be located
 
 
+# Where RequestLimits leaves the parsed body of an API request for `contract.StrictInput`, in the ASGI scope.
+PARSED_BODY_KEY = "credit_pd.parsed_body"
+# `parse_unique_keys`'s document for a body jiter cannot read (not JSON, not UTF-8, too deep).
+NOT_PARSED: Final = object()
+
+
 def duplicate_key_location(body: bytes) -> DuplicateKey | None:
-    """The first repeated key of the JSON `body`, or None when every object's keys are unique.
+    """The first repeated key of the JSON `body`, or None when every object's keys are unique
+    (`parse_unique_keys` without the document)."""
+    return parse_unique_keys(body)[1]
+
+
+def parse_unique_keys(body: bytes) -> tuple[Any, DuplicateKey | None]:
+    """The JSON `body` as Python values, and its first repeated key (None when every object's keys are unique).
+
+    The document is NOT_PARSED when there is a duplicate or the body is not JSON. Checking costs
+    a parse, so the parse is kept: `contract.StrictInput` validates this document instead of
+    parsing the body a second time (a 100-application request: ~1 ms less per request).
 
     JSON leaves duplicate keys to the parser, and BentoML's (pydantic's) keeps the last: `"age":
     20, "age": 90` scored age 90, and an invalid `applications` followed by a valid one got a 200
@@ -322,13 +341,12 @@ def duplicate_key_location(body: bytes) -> DuplicateKey | None:
     import jiter
 
     try:
-        jiter.from_json(body, catch_duplicate_keys=True, cache_mode="keys")
-        return None
+        return jiter.from_json(body, catch_duplicate_keys=True, cache_mode="keys"), None
     except ValueError as exc:
         if not str(exc).startswith(DUPLICATE_KEY_ERROR):
-            return None  # not JSON (or not UTF-8): BentoML's parser answers it
+            return NOT_PARSED, None  # not JSON (or not UTF-8): BentoML's parser answers it
         loc = _first_duplicate(json.loads(body, object_pairs_hook=_Pairs), []) if _python_reads(body) else None
-        return (
+        return NOT_PARSED, (
             DuplicateKey(loc, json_path(loc))
             if loc
             else DuplicateKey([], str(exc).removeprefix(DUPLICATE_KEY_ERROR).strip())

@@ -187,3 +187,109 @@ def test_category_fast_path_returns_what_the_full_check_returns(application_mode
             info = SimpleNamespace(data={"unseen_categories": policy})
             for label in rule.accepted_as_is:
                 assert rule.validate(label, info, policy) == slow.validate(label, info, policy) == label
+
+
+# ------------------------------------------------- the parsed document and the body ----------
+
+# Values of every JSON type and edge, put into every field of a valid application in turn.
+EDGE_VALUES: list[Any] = [
+    None, True, False, 0, 1, -1, 41, 10**30, -(10**400), 0.5, -0.0, 1e308, "1", "1.0", "01", "", "x" * 300,
+    "Entertainment", [], [1], {}, {"a": 1},
+]  # fmt: skip
+
+
+def _bodies(example: dict[str, Any]) -> list[bytes]:
+    import json
+
+    bodies = [
+        json.dumps({"applications": example | {field: value}}).encode()
+        for field in [*example, "unseen_categories", "explain", "top_k", "max_reasons", "shoe_size"]
+        for value in EDGE_VALUES
+    ]
+    return [
+        *bodies,
+        json.dumps({"applications": [example, example | {"age": "old"}]}).encode(),
+        b'{"applications": 5}',
+        b'{"applications": [1]}',
+        b'{"applications": []}',
+        b"[]",
+        b"{}",
+        b'{"applications": {"age": NaN}}',
+        b'{"applications": {"age": Infinity}}',
+        b'{"applications": {"age": 1E400}}',
+    ]
+
+
+def _outcome(validate) -> tuple[str, Any]:
+    try:
+        return "valid", validate().model_dump()
+    except ValidationError as exc:
+        return "invalid", exc.errors(include_url=False)
+
+
+def test_the_parsed_document_validates_as_the_body_does(application_model, settings, example):
+    """StrictInput validates jiter's document in Python mode; JSON mode of the body is the contract."""
+    import jiter
+
+    request = build_input_spec(application_list_type(application_model, settings))
+    bodies = _bodies(example)
+    assert len(bodies) > 1000
+    compared = {"valid": 0, "invalid": 0}
+    for body in bodies:
+        from_body = _outcome(lambda body=body: request.model_validate_json(body))
+        from_document = _outcome(lambda body=body: request.model_validate(jiter.from_json(body)))
+        assert from_body[0] == from_document[0], body
+        if from_body[0] == "valid":
+            assert from_body[1] == from_document[1], body
+        compared[from_body[0]] += 1
+    assert compared["valid"] > 100 and compared["invalid"] > 100, compared
+
+
+class _Request:
+    """What `StrictInput.from_http_request` reads of a Starlette request."""
+
+    def __init__(self, body: bytes, scope: dict) -> None:
+        self._body, self.scope = body, scope
+
+    async def body(self) -> bytes:
+        return self._body
+
+
+def _from_http(request_model, body: bytes, with_document: bool):
+    import asyncio
+
+    import jiter
+
+    from credit_pd.serving.middleware import PARSED_BODY_KEY
+
+    scope = {PARSED_BODY_KEY: jiter.from_json(body)} if with_document else {}
+
+    class NoSerde:  # BentoML's parse is not reached when the middleware left a document
+        def __getattr__(self, name):
+            raise AssertionError(f"serde.{name} used")
+
+    return asyncio.run(request_model.from_http_request(_Request(body, scope), NoSerde()))
+
+
+def test_from_http_request_validates_the_middlewares_document_without_parsing_the_body_again(
+    application_model, settings, example
+):
+    import json
+
+    request = build_input_spec(application_list_type(application_model, settings))
+    body = json.dumps({"applications": [example, example | {"age": 30.0}]}).encode()
+    parsed = _from_http(request, body, with_document=True)
+    assert parsed == request.model_validate_json(body)
+
+
+def test_a_rejected_document_gets_the_errors_of_the_body_in_json_wording(application_model, settings, example):
+    import json
+
+    request = build_input_spec(application_list_type(application_model, settings))
+    body = json.dumps({"applications": [example, 7]}).encode()
+    with pytest.raises(ValidationError) as from_document:
+        _from_http(request, body, with_document=True)
+    with pytest.raises(ValidationError) as from_body:
+        request.model_validate_json(body)
+    assert from_document.value.errors() == from_body.value.errors()
+    assert from_document.value.errors()[0]["msg"] == "Input should be an object"  # JSON's word, not "dictionary"

@@ -236,6 +236,24 @@ def test_asgi_duplicate_key_is_400_naming_its_path(asgi_client, example_requests
     assert "$.applications[0].age" in detail["msg"]
 
 
+def test_asgi_the_body_is_parsed_once(asgi_client, asgi_service, example_requests, monkeypatch):
+    """BentoML calls the input spec's from_http_request, which validates RequestLimits' document:
+    a valid request never reaches the JSON-mode parse (it fails here), and a rejected one does."""
+    request_model = asgi_service.PredictRequest
+    json_parses = []
+
+    def counted(body, *args, **kwargs):
+        json_parses.append(body)
+        raise AssertionError("the body was parsed a second time")
+
+    monkeypatch.setattr(request_model, "model_validate_json", counted)
+    good = asgi_client.post("/predict", json={"applications": example_requests[:3]})
+    assert good.status_code == 200 and len(good.json()) == 3 and json_parses == []
+    monkeypatch.undo()
+    bad = asgi_client.post("/predict", json={"applications": [example_requests[0], 7]})
+    assert bad.status_code == 400 and bad.json()["detail"][0]["msg"] == "Input should be an object"
+
+
 def test_asgi_unknown_top_level_key_is_400(asgi_client, example_requests):
     response = asgi_client.post("/predict", json={"applications": example_requests[0], "explain": False})
     assert response.status_code == 400
