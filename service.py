@@ -42,7 +42,13 @@ from credit_pd.serving.patches import (
 from credit_pd.serving.records import RequestIdMiddleware, decision_recorder
 from credit_pd.serving.scorer import PDScorer
 from credit_pd.serving.settings import ServingSettings
-from credit_pd.serving.worker import WorkerRoster, freeze_startup_objects, in_bentoml_worker, server_model_tag
+from credit_pd.serving.worker import (
+    ConnectionCensus,
+    WorkerRoster,
+    freeze_startup_objects,
+    in_bentoml_worker,
+    server_model_tag,
+)
 
 settings = ServingSettings()
 PredictionsOut, orjson_responses = prediction_output_spec(PredictionOut)
@@ -55,6 +61,12 @@ stored_model = get_stored_model(served_tag)
 ROSTER = WorkerRoster.for_server(settings.workers)
 if in_bentoml_worker():  # a restarted worker is alive from now on, ready once it serves
     ROSTER.starting(bentoml.server_context.worker_index or 1)
+# Keep-alive connections moved off an over-full worker (settings.balance_connections), in a worker of a multi-worker server.
+CENSUS = (
+    ConnectionCensus(ROSTER, bentoml.server_context.worker_index or 1)
+    if settings.balance_connections and settings.balanced_workers and in_bentoml_worker() and ROSTER.expected > 1
+    else None
+)
 schema, encoder = stored_contract(stored_model)
 Application = build_application_model(schema, encoder, settings)
 Applications = application_list_type(Application, settings)
@@ -92,8 +104,16 @@ PATCHES: dict[str, PatchState] = {
                 settings.max_header_field_bytes,
                 max_in_flight=settings.max_in_flight,
                 retry_after_s=settings.retry_after_s,
+                census=CENSUS,
             )
         )
+    ),
+    "keep-alive connections moved off an over-full worker (balance_connections)": (
+        PatchState.IN_EFFECT
+        if CENSUS is not None
+        else PatchState.OFF_BY_SETTING
+        if not (settings.balance_connections and settings.balanced_workers)
+        else PatchState.NOT_NEEDED
     ),
 }
 

@@ -371,6 +371,8 @@ class ConnectionLimits:
     max_in_flight: int = field(default_factory=lambda: int(_serving_setting("max_in_flight")))
     retry_after_s: int = field(default_factory=lambda: int(_serving_setting("retry_after_s")))
     shed_paths: tuple[str, ...] = ("/predict",)  # the service's API routes (InFlightLimit's `paths`)
+    # The server's connection census (worker.ConnectionCensus; None: connections stay where they land).
+    census: Any = None
 
 
 # HttpToolsProtocol members the bounded protocol relies on; a uvicorn without them is "moved".
@@ -391,10 +393,13 @@ UVICORN_PROTOCOL_MEMBERS = (
     "_start_asgi_task",
     "on_response_complete",
 )
-# What the protocol's shedding and its gone-client tracking read of uvicorn's protocol: a request's
-# ASGI task is created inside `_start_asgi_task` (so it copies the context set around that call),
-# and `on_response_complete` is called when its answer is complete.
+# What the protocol's shedding, its gone-client tracking and the connection census read of uvicorn's
+# protocol: a request's ASGI task is created inside `_start_asgi_task` (so it copies the context set
+# around that call), `on_response_complete` is called when its answer is complete, `connections` is
+# the worker's set of open connections and `pipeline` holds requests parsed behind a running one.
 UVICORN_TASK_ACCOUNTING = (
+    ("connection_made", "self.connections.add(self)"),
+    ("on_headers_complete", "self.pipeline.appendleft((self.cycle, app))"),
     ("_start_asgi_task", "task = self.loop.create_task(cycle.run_asgi(app))"),
     ("on_headers_complete", "on_response=self.on_response_complete"),
     ("on_response_complete", "self.server_state.total_requests += 1"),
@@ -578,6 +583,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
         ]
     )
     shed_count = ShedTally(PROTOCOL_SHED_LOG_INTERVAL_S, "in the HTTP protocol")
+    census = limits.census
     departures = Departures(DEPARTURES_LOOK_INTERVAL_S)
     skipper = _ReadTurnSkipper()
 
@@ -595,6 +601,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self._leaving = False  # answered with Connection: close to move it to a less busy worker
+            if census is not None:
+                census.publish(len(self.connections))
             sock = transport.get_extra_info("socket")
             self._fd = sock.fileno() if sock is not None else -1
             self._in_head, self._head_bytes, self._head_exact = True, 0, 0
@@ -611,6 +620,10 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             self._cancel_timer()
             self.running.discard(self)
             super().connection_lost(exc)
+            if census is not None:
+                if self._leaving:
+                    census.leaving -= 1
+                census.publish(len(self.connections))
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             self.running.add(self)
@@ -668,9 +681,13 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             if self._over_capacity():
                 self._shed_request()
             else:
+                previous = self.cycle
                 super().on_headers_complete()
                 if self._draining and self.cycle is not None:
                     self.cycle.keep_alive = False  # the last request of a shutting-down server: close after it
+                elif census is not None:
+                    self._stay_for_a_pipelined_request(previous)
+                    self._move_if_over_full()
             self._timer = self.loop.call_later(
                 self.bounds.body_timeout_s, self._timed_out, "body", self.bounds.body_timeout_s
             )
@@ -705,6 +722,35 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                 and self.parser.get_method() == b"POST"
                 and cap <= self._running_for_present_clients()
             )
+
+        def _move_if_over_full(self) -> None:
+            """Answer this API request with `Connection: close` when the census says this worker
+            holds clearly more connections than a sibling (worker.ConnectionCensus): the client
+            reconnects, and the kernel places the new connection afresh. Never with a pipelined
+            request behind this one, whose answer the close would lose."""
+            cycle = self.cycle
+            if (
+                cycle is None
+                or not cycle.keep_alive
+                or self.pipeline
+                or self.url.partition(b"?")[0] not in shed_paths
+                or not census.hands_over(len(self.connections))
+            ):
+                return
+            cycle.keep_alive = False
+            self._leaving = True
+            census.leaving += 1
+            census.handed_over += 1
+
+        def _stay_for_a_pipelined_request(self, previous: Any) -> None:
+            """A request pipelined behind one whose answer would close the connection: keep it open
+            instead, unless that answer has started (httptools parses a whole read at once, so a
+            request sent in the same packet is always seen in time)."""
+            if self._leaving and self.pipeline and previous is not None and not previous.response_started:
+                previous.keep_alive = True
+                self._leaving = False
+                census.leaving -= 1
+                census.handed_over -= 1
 
         def _running_for_present_clients(self) -> int:
             """`running`, less connections whose client has left but whose `connection_lost` has

@@ -45,6 +45,11 @@ class ServingSettings(BaseSettings):
     # `ss` showed them queued). Each listener accepts one per turn; 16 is 16 per turn, at no cost
     # while idle (serving.patches.balance_worker_accepts).
     listeners_per_worker: int = 16
+    # With balanced_workers: a worker that holds at least 2 and a fifth more keep-alive connections
+    # than a serving sibling answers an API request with `Connection: close`, and the client's
+    # reconnection is placed afresh (serving.worker.ConnectionCensus). The kernel's hash left all 4
+    # connections of a client on one worker in about one load round in three: half the rate.
+    balance_connections: bool = True
     # LightGBM threads per worker; workers x threads should not exceed the pod's cores.
     lightgbm_threads: int = 1
     # A merged batch of at least `large_batch_rows` rows runs LightGBM (TreeSHAP) on

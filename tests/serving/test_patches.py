@@ -140,6 +140,14 @@ def test_keep_alive_connections_spread_across_two_workers(trained_run, tmp_path)
             sock.close()
         assert sum(spread.values()) == CONNECTIONS
         assert len(spread) == 2 and min(spread.values()) >= MIN_PER_WORKER, f"connections per worker: {dict(spread)}"
+        # A client with few keep-alive connections ends up with them spread evenly (ConnectionCensus).
+        body = json.dumps({"applications": trained_run.model.schema.example}).encode()
+        moved, clients = keep_posting_until_settled(host, int(port), body, FEW_CONNECTIONS)
+        spread = connections_by_worker(workers, int(port), psutil.CONN_ESTABLISHED)
+        for sock in clients:
+            sock.close()
+        assert sorted(spread.values()) == [FEW_CONNECTIONS // 2] * 2, f"{dict(spread)} after {moved} moved"
+        assert "moved off an over-full worker (balance_connections): in effect" in (tmp_path / "serve.log").read_text()
         # LightGBM's OpenMP spin count reaches the workers as the service env.
         assert {w.environ().get("GOMP_SPINCOUNT") for w in workers} == {str(ServingSettings().openmp_spin_count)}
         assert "balance_worker_accepts): in effect" in (tmp_path / "serve.log").read_text()
@@ -344,6 +352,57 @@ LIMITS = dict(
     max_header_bytes=8_192,
     max_header_field_bytes=4_096,
 )
+
+
+FEW_CONNECTIONS = 4
+
+
+def read_answer(sock: socket.socket) -> tuple[int, bool]:
+    """(status, whether the server asked to close) of one HTTP/1.1 answer with a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65_536)
+        assert chunk, "closed before an answer"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:])
+    length = int(headers[b"content-length"])
+    while len(rest) < length:
+        rest += sock.recv(65_536)
+    return int(head.split()[1]), headers.get(b"connection") == b"close"
+
+
+def keep_posting_until_settled(
+    host: str, port: int, body: bytes, connections: int, rounds: int = 60
+) -> tuple[int, list[socket.socket]]:
+    """Post `body` on each of `connections` keep-alive connections in turn, reconnecting when asked
+    to close, until a round (after the third) asks none to: the number of connections moved, and
+    the open connections (the caller closes them)."""
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    clients = [socket.create_connection((host, port), timeout=10) for _ in range(connections)]
+    moved = 0
+    try:
+        for turn in range(rounds):
+            closes = 0
+            for i, sock in enumerate(clients):
+                sock.sendall(request)
+                status, close = read_answer(sock)
+                assert status == 200
+                if close:
+                    sock.close()
+                    clients[i] = socket.create_connection((host, port), timeout=10)
+                    closes += 1
+            moved += closes
+            if closes == 0 and turn >= 3:
+                return moved, clients
+        raise AssertionError(f"still moving connections after {rounds} rounds ({moved} moved)")
+    except BaseException:
+        for sock in clients:
+            sock.close()
+        raise
 
 
 class BodyApp:
@@ -1010,3 +1069,69 @@ def test_uvicorn_still_starts_and_completes_requests_as_the_shedding_reads_it():
             self.loop.call_soon(self.loop.create_task, cycle.run_asgi(app))
 
     assert not uvicorn_runs_requests_as_written(Moved)
+
+
+# ------------------------------------------------------- keep-alive connections moved on ----------
+
+
+class StubCensus:
+    """A census that says what the test wants (worker.ConnectionCensus is tested in test_worker.py)."""
+
+    def __init__(self, hand_over: bool) -> None:
+        self.hand_over = hand_over
+        self.leaving = 0
+        self.handed_over = 0
+        self.published: list[int] = []
+
+    def publish(self, connections: int) -> None:
+        self.published.append(connections - self.leaving)
+
+    def hands_over(self, connections: int) -> bool:
+        return self.hand_over
+
+
+def test_an_over_full_worker_answers_an_api_request_with_connection_close_and_publishes_its_count():
+    census = StubCensus(hand_over=True)
+    with served_in_a_thread(BodyApp(), census=census) as ((host, port), _):
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(f"GET /readyz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            status, _, closed = answer(sock)
+            assert status == "HTTP/1.1 200 OK" and not closed, "only API routes are moved"
+            sock.sendall(post_head(host, 5) + b"hello")
+            status, rest, closed = answer(sock)
+            assert status == "HTTP/1.1 200 OK" and b"connection: close" in rest.lower() and closed
+        deadline = time.monotonic() + 5
+        while census.published[-1:] != [0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert census.published == [1, 0] and census.leaving == 0 and census.handed_over == 1
+
+
+def test_a_worker_that_is_not_over_full_keeps_its_connections():
+    census = StubCensus(hand_over=False)
+    with served_in_a_thread(BodyApp(), census=census) as ((host, port), _):
+        with socket.create_connection((host, port)) as sock:
+            for _ in range(3):
+                sock.sendall(post_head(host, 5) + b"hello")
+                status, rest, closed = answer(sock)
+                assert status == "HTTP/1.1 200 OK" and b"connection: close" not in rest.lower() and not closed
+    assert census.handed_over == 0
+
+
+def test_a_request_pipelined_behind_a_moved_one_keeps_the_connection_open():
+    """Closing after the first answer would lose the second request, sent in the same packet."""
+    census = StubCensus(hand_over=True)
+    with served_in_a_thread(BodyApp(), census=census) as ((host, port), _):
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall((post_head(host, 5) + b"hello") * 2)
+            sock.settimeout(5)
+            data = b""
+            while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"5"):
+                chunk = sock.recv(65_536)
+                assert chunk, f"closed after {data.count(b'HTTP/1.1 200')} answer(s): {data!r}"
+                data += chunk
+            assert b"connection: close" not in data.lower(), "both answers keep the connection"
+            assert census.leaving == 0 and census.handed_over == 0
+            sock.sendall(post_head(host, 5) + b"hello")  # alone: moved
+            status, rest, closed = answer(sock)
+            assert status == "HTTP/1.1 200 OK" and b"connection: close" in rest.lower() and closed
+    assert census.handed_over == 1

@@ -104,6 +104,54 @@ def test_a_reused_pid_is_not_mistaken_for_the_registered_worker(tmp_path):
     assert roster.status().dead == (1,)
 
 
+def test_the_census_hands_a_connection_over_only_to_a_clearly_less_loaded_serving_sibling(tmp_path, monkeypatch):
+    from credit_pd.serving import worker
+    from credit_pd.serving.worker import ConnectionCensus, WorkerRoster
+
+    monkeypatch.setattr(worker, "CENSUS_ROSTER_TTL_S", 0.0)  # re-read the roster on every question
+    roster = WorkerRoster(tmp_path, expected=2)
+    first, second = ConnectionCensus(roster, 1), ConnectionCensus(roster, 2)  # two workers, one shared file
+    first.publish(4)
+    assert not first.hands_over(4), "a sibling that is not serving yet is never compared with"
+    roster.register(1)
+    roster.register(2)
+    second.publish(0)
+    assert first.counts() == second.counts() == {1: 4, 2: 0}
+    assert first.hands_over(4) and not second.hands_over(0)
+    assert first.hands_over(2)  # 2/0: the smallest imbalance that is moved
+    assert not first.hands_over(1)
+    second.publish(2)
+    assert not first.hands_over(3), "3/2 is as even as 5 connections get"
+    second.publish(15)
+    assert not first.hands_over(17), "a random split of many connections is left alone"
+    assert first.hands_over(20)
+    first.leaving = 2  # two of its connections were already told to close
+    first.publish(4)
+    assert first.counts()[1] == 2 and not first.hands_over(4)
+
+
+def test_the_census_never_compares_with_a_dead_workers_last_count(tmp_path, monkeypatch):
+    from credit_pd.serving import worker
+    from credit_pd.serving.worker import ConnectionCensus, WorkerRoster
+
+    monkeypatch.setattr(worker, "CENSUS_ROSTER_TTL_S", 0.0)
+    roster = WorkerRoster(tmp_path, expected=2)
+    census = ConnectionCensus(roster, 1)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        roster.register(1)
+        roster.register(2, pid=child.pid)
+        ConnectionCensus(roster, 2).publish(0)
+        census.publish(6)
+        assert census.hands_over(6)
+        child.kill()
+        child.wait()
+        assert roster.status().dead == (2,) and not census.hands_over(6)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_roster_made_outside_a_worker_expects_only_its_own_process(monkeypatch):
     from credit_pd.serving.worker import SERVER_ROSTER_ENV, WorkerRoster
 
