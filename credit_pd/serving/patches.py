@@ -488,6 +488,23 @@ def shed_counter() -> Any:
     return _SHED_COUNTER
 
 
+MOVED_METRIC = "credit_pd_moved_connections"
+_MOVED_COUNTER: Any = None
+
+
+def moved_counter() -> Any:
+    """`credit_pd_moved_connections_total`: keep-alive connections a worker closed after an answer
+    because it held clearly more than a sibling (worker.ConnectionCensus); created as `shed_counter`."""
+    global _MOVED_COUNTER
+    if _MOVED_COUNTER is None:
+        from prometheus_client import Counter
+
+        _MOVED_COUNTER = Counter(
+            MOVED_METRIC, "Keep-alive connections closed to be placed afresh, off an over-full worker"
+        )
+    return _MOVED_COUNTER
+
+
 # How often, at most, a worker at its cap looks which running requests' clients have left.
 DEPARTURES_LOOK_INTERVAL_S = 0.005
 
@@ -623,6 +640,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             if census is not None:
                 if self._leaving:
                     census.leaving -= 1
+                    moved_counter().inc()
                 census.publish(len(self.connections))
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -740,7 +758,6 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
             cycle.keep_alive = False
             self._leaving = True
             census.leaving += 1
-            census.handed_over += 1
 
         def _stay_for_a_pipelined_request(self, previous: Any) -> None:
             """A request pipelined behind one whose answer would close the connection: keep it open
@@ -750,7 +767,6 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
                 previous.keep_alive = True
                 self._leaving = False
                 census.leaving -= 1
-                census.handed_over -= 1
 
         def _running_for_present_clients(self) -> int:
             """`running`, less connections whose client has left but whose `connection_lost` has
@@ -876,6 +892,8 @@ def bound_connections(limits: ConnectionLimits) -> bool:
         configure_uvicorn(self.config, limits, protocol)
         if protocol is not None and limits.max_in_flight > 0:
             shed_counter()  # exported at 0 from the start, so rate() sees the first shed request
+        if protocol is not None and limits.census is not None:
+            moved_counter()
         return run(self, sockets=sockets)
 
     uvicorn.Server.run = run_with_bounded_connections  # type: ignore[method-assign]

@@ -227,7 +227,6 @@ class ConnectionCensus:
         finally:
             os.close(fd)
         self.leaving = 0  # own connections already told to close, not yet gone
-        self.handed_over = 0
         self._siblings: tuple[int, ...] = ()
         self._siblings_read_at = -CENSUS_ROSTER_TTL_S
 

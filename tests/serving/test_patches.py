@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -148,6 +149,10 @@ def test_keep_alive_connections_spread_across_two_workers(trained_run, tmp_path)
             sock.close()
         assert sorted(spread.values()) == [FEW_CONNECTIONS // 2] * 2, f"{dict(spread)} after {moved} moved"
         assert "moved off an over-full worker (balance_connections): in effect" in (tmp_path / "serve.log").read_text()
+        metrics = httpx.get(f"{base}/metrics").text
+        assert f"credit_pd_moved_connections_total {float(moved)}" in metrics, [
+            line for line in metrics.splitlines() if "moved" in line
+        ]
         # LightGBM's OpenMP spin count reaches the workers as the service env.
         assert {w.environ().get("GOMP_SPINCOUNT") for w in workers} == {str(ServingSettings().openmp_spin_count)}
         assert "balance_worker_accepts): in effect" in (tmp_path / "serve.log").read_text()
@@ -1080,7 +1085,6 @@ class StubCensus:
     def __init__(self, hand_over: bool) -> None:
         self.hand_over = hand_over
         self.leaving = 0
-        self.handed_over = 0
         self.published: list[int] = []
 
     def publish(self, connections: int) -> None:
@@ -1090,7 +1094,19 @@ class StubCensus:
         return self.hand_over
 
 
+def moved_total() -> float:
+    from prometheus_client import REGISTRY
+
+    from credit_pd.serving.patches import MOVED_METRIC
+
+    return REGISTRY.get_sample_value(f"{MOVED_METRIC}_total") or 0.0
+
+
 def test_an_over_full_worker_answers_an_api_request_with_connection_close_and_publishes_its_count():
+    from credit_pd.serving.patches import moved_counter
+
+    moved_counter()
+    before = moved_total()
     census = StubCensus(hand_over=True)
     with served_in_a_thread(BodyApp(), census=census) as ((host, port), _):
         with socket.create_connection((host, port)) as sock:
@@ -1103,7 +1119,7 @@ def test_an_over_full_worker_answers_an_api_request_with_connection_close_and_pu
         deadline = time.monotonic() + 5
         while census.published[-1:] != [0] and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert census.published == [1, 0] and census.leaving == 0 and census.handed_over == 1
+    assert census.published == [1, 0] and census.leaving == 0 and moved_total() == before + 1
 
 
 def test_a_worker_that_is_not_over_full_keeps_its_connections():
@@ -1114,7 +1130,7 @@ def test_a_worker_that_is_not_over_full_keeps_its_connections():
                 sock.sendall(post_head(host, 5) + b"hello")
                 status, rest, closed = answer(sock)
                 assert status == "HTTP/1.1 200 OK" and b"connection: close" not in rest.lower() and not closed
-    assert census.handed_over == 0
+    assert census.leaving == 0 and census.published[:1] == [1]
 
 
 def test_a_request_pipelined_behind_a_moved_one_keeps_the_connection_open():
@@ -1130,8 +1146,7 @@ def test_a_request_pipelined_behind_a_moved_one_keeps_the_connection_open():
                 assert chunk, f"closed after {data.count(b'HTTP/1.1 200')} answer(s): {data!r}"
                 data += chunk
             assert b"connection: close" not in data.lower(), "both answers keep the connection"
-            assert census.leaving == 0 and census.handed_over == 0
+            assert census.leaving == 0
             sock.sendall(post_head(host, 5) + b"hello")  # alone: moved
             status, rest, closed = answer(sock)
             assert status == "HTTP/1.1 200 OK" and b"connection: close" in rest.lower() and closed
-    assert census.handed_over == 1
