@@ -287,8 +287,9 @@ async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> L
     """Open loop: one request every 1/rate s regardless of answers, so queueing shows in latency.
 
     A minimal HTTP/1.1 client on asyncio streams (keep-alive connections, a new one whenever all
-    are busy): a general-purpose client such as httpx costs ~1 ms of CPU per request and, on
-    2 shared cores, became the bottleneck itself at 200 requests/s.
+    are busy; one answered with `Connection: close` is closed, not reused): a general-purpose
+    client such as httpx costs ~1 ms of CPU per request and, on 2 shared cores, became the
+    bottleneck itself at 200 requests/s.
     """
     host, port = server.url.removeprefix("http://").split(":")
     request = (
@@ -312,14 +313,14 @@ async def steady_rate(server: Server, body: bytes, rate: int, seconds: int) -> L
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = head.split(b" ", 2)[1].decode()
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
+            headers = [line.lower() for line in head.split(b"\r\n")[1:]]
+            length = next(int(line.split(b":", 1)[1]) for line in headers if line.startswith(b"content-length:"))
             await reader.readexactly(length)
             statuses[status] += 1
-            idle.append((reader, writer))
+            if b"connection: close" in headers:  # the server closes it (as any HTTP/1.1 client honours)
+                writer.close()
+            else:
+                idle.append((reader, writer))
             if status == "200":
                 answered.append(time.perf_counter() - started)
         except (OSError, asyncio.IncompleteReadError, StopIteration) as exc:
