@@ -577,6 +577,9 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
       answering 503s, and an admitted request, which needs several turns, waited ~1 s more (load
       benchmark, overload phase). A request pipelined behind a running one is left to the
       middleware, which sheds it in order.
+    - with `limits.census` (worker.ConnectionCensus), a worker that holds clearly more connections
+      than a serving sibling answers an API request with `Connection: close` (never one with a
+      request pipelined behind it), so the client's next connection is placed afresh by the kernel.
     Answers are JSON `{"error": ...}`; refusals of a malformed or slow request close the connection.
     """
     try:

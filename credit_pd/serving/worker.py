@@ -229,6 +229,7 @@ class ConnectionCensus:
         self.leaving = 0  # own connections already told to close, not yet gone
         self._siblings: tuple[int, ...] = ()
         self._siblings_read_at = -CENSUS_ROSTER_TTL_S
+        self.publish(0)  # a worker restarted in place starts with none, whatever its predecessor held
 
     def publish(self, connections: int) -> None:
         """This worker now holds `connections` open connections (less those already leaving)."""

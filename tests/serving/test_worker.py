@@ -128,6 +128,8 @@ def test_the_census_hands_a_connection_over_only_to_a_clearly_less_loaded_servin
     first.leaving = 2  # two of its connections were already told to close
     first.publish(4)
     assert first.counts()[1] == 2 and not first.hands_over(4)
+    second.publish(9)
+    assert ConnectionCensus(roster, 2).counts()[2] == 0, "a restarted worker does not inherit its predecessor's count"
 
 
 def test_the_census_never_compares_with_a_dead_workers_last_count(tmp_path, monkeypatch):
