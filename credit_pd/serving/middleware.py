@@ -58,12 +58,10 @@ class ShedTally:
     def __init__(self, interval_s: float, where: str) -> None:
         self.interval_s = interval_s
         self.where = where
-        self.total = 0
         self.unlogged = 0
         self.logged_at = float("-inf")
 
     def add(self, in_flight: int, cap: int) -> None:
-        self.total += 1
         self.unlogged += 1
         now = time.monotonic()
         if now - self.logged_at >= self.interval_s:
@@ -132,8 +130,9 @@ class InFlightLimit:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        if len(self.running) >= self.max_in_flight and self.present_in_flight() >= self.max_in_flight:
-            self.tally.add(self.present_in_flight(), self.max_in_flight)
+        present = self.present_in_flight() if len(self.running) >= self.max_in_flight else 0
+        if present >= self.max_in_flight:
+            self.tally.add(present, self.max_in_flight)
             await self._shed(send)
             return
         key = id(scope)
