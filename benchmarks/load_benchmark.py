@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,24 +434,133 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int, 
     return rows / best
 
 
-def print_cpu_per_request(batch_results: list[LoadResult]) -> None:
-    """CPU per answered 100-app request and the cores it kept busy, per server over its 100-app loads."""
+def best_ms(run: Callable[[], object], repeats: int) -> float:
+    """Fastest of `repeats` calls, in ms: the cost of the work itself, not of the machine's other load."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
+def stage_costs(model_tag: str, body: bytes, repeats: int = 30) -> list[tuple[str, float]]:
+    """Where a request's in-process time goes: each stage the service runs for it, timed alone (ms, one thread).
+
+    The stages are the service's own calls in its order, on the same body: the duplicate-key
+    parse (middleware.RequestLimits), validation (contract.StrictInput), then PDScorer.answers
+    split into encoding, the model's decision (LightGBM tables, GLM part, PD, grade, reasons
+    ranked) and the answer's dicts (reasons, explanation, warnings: answers' time minus the two),
+    live monitoring, the decision records (to a file) and the JSON answer. What HTTP and BentoML
+    add is the server's CPU per request minus their sum (`report`).
+    """
+    import orjson
+
+    from credit_pd.model_store import get_stored_model, load_from_store
+    from credit_pd.monitoring.live import live_monitor
+    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.middleware import parse_unique_keys
+    from credit_pd.serving.records import DecisionRecorder, decision_recorder
+    from credit_pd.serving.scorer import PDScorer
+    from credit_pd.serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    stored = get_stored_model(model_tag)
+    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
+    request_model = build_input_spec(
+        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
+    )
+    document, _ = parse_unique_keys(body)
+    applications = request_model.model_validate(document).applications
+    records = [vars(app) for app in applications]
+    limits = [app.max_reasons for app in applications]
+    matrix = model.encoder.encode_records(records)
+    decision = model.decide(matrix, limits)
+    scorer = PDScorer(model, model_tag)  # no monitor, no recorder: those are timed on their own
+    answers = scorer.answers(applications)
+    monitor = live_monitor(stored, model.encoder, settings.monitoring_enabled)
+    with tempfile.TemporaryDirectory() as records_dir:
+        recorder = decision_recorder(True, model_tag, model.schema, str(Path(records_dir) / "records.jsonl"), True)
+        times = {
+            "parse + duplicate keys": best_ms(lambda: parse_unique_keys(body), repeats),
+            "validation": best_ms(lambda: request_model.model_validate(document), repeats),
+            "encoding": best_ms(lambda: model.encoder.encode_records(records), repeats),
+            "decision (trees, GLM, PD, grade, reasons ranked)": best_ms(lambda: model.decide(matrix, limits), repeats),
+            "answers": best_ms(lambda: scorer.answers(applications), repeats),
+            "live monitoring": best_ms(
+                lambda: monitor.observe(records, matrix, decision.pd, decision.grade_index), repeats
+            ),
+            "decision records": best_ms(
+                lambda: recorder.record(records, answers, [None] * len(records), limits), repeats
+            ),
+            "JSON answer": best_ms(lambda: orjson.dumps(answers), repeats),
+        }
+        if isinstance(recorder, DecisionRecorder):
+            for handler in recorder.logger.handlers:
+                handler.close()
+    dicts = times.pop("answers") - times["encoding"] - times["decision (trees, GLM, PD, grade, reasons ranked)"]
+    stages = list(times.items())
+    stages.insert(4, ("answer dicts (reasons, explanation, warnings)", max(dicts, 0.0)))
+    return stages
+
+
+def peer_score_ms(model_tag: str, body: bytes, repeats: int = 30) -> float:
+    """The naive peer's `score` of the same body, in-process (its encoding, shap, top 10 and dicts; no HTTP or JSON)."""
+    os.environ["CREDIT_PD_MODEL_TAG"] = model_tag
+    from benchmarks import naive_peer
+
+    document = json.loads(body)
+    return best_ms(lambda: naive_peer.score(document), repeats)
+
+
+def print_budget(model_tag: str, body: bytes, cpu: dict[str, tuple[float, float]], peer: str) -> None:
+    """The 100-app bar as a CPU budget per request, against what the service's own stages cost in-process.
+
+    rows/s = cores busy / CPU per request, so 2 x the peer's rows/s needs CPU per request <= the
+    peer's x (the service's cores busy / the peer's) / 2.
+    """
+    stages = stage_costs(model_tag, body)
+    total = sum(ms for _, ms in stages)
+    print(
+        f"  where a {BATCH_ROWS}-app request's time goes in-process (ms, one thread, best of 30; the service's calls "
+        "timed one by one): " + ", ".join(f"{name} {ms:.2f}" for name, ms in stages) + f"; sum {total:.2f}"
+    )
+    if "project" not in cpu or peer not in cpu:
+        return
+    (project_ms, project_cores), (peer_ms, peer_cores) = cpu["project"], cpu[peer]
+    budget = peer_ms * project_cores / peer_cores / MIN_BATCH_ROWS_VS_PEER
+    print(
+        f"  the {MIN_BATCH_ROWS_VS_PEER:g} x bar as CPU per request: {peer}'s {peer_ms:.1f} ms x cores busy "
+        f"{project_cores:.2f} / {peer_cores:.2f} / {MIN_BATCH_ROWS_VS_PEER:g} = {budget:.1f} ms; the service's "
+        f"in-process stages alone sum to {total:.2f} ms and its whole request took {project_ms:.1f} ms (HTTP, "
+        f"BentoML and the cost of sharing the cores: the other {project_ms - total:.1f} ms); the peer's in-process "
+        f"score() of the same body (encoding, shap, top 10, dicts): {peer_score_ms(model_tag, body):.2f} ms"
+    )
+
+
+def print_cpu_per_request(batch_results: list[LoadResult]) -> dict[str, tuple[float, float]]:
+    """CPU per answered 100-app request and the cores it kept busy, per server over its 100-app loads.
+
+    Returns them: server name -> (ms of CPU per request, cores busy)."""
     by_server: dict[str, list[LoadResult]] = {}
     for r in batch_results:
         if r.cpu_s is not None:
             by_server.setdefault(r.server, []).append(r)
     parts = []
+    per_request: dict[str, tuple[float, float]] = {}
     for name, loads in by_server.items():
         cpu = sum(r.cpu_s or 0.0 for r in loads)
         answered = sum(r.statuses.get("200", 0) for r in loads)
         wall = sum(r.statuses.get("200", 0) / r.requests_per_s for r in loads if r.requests_per_s)
         if answered and wall:
+            per_request[name] = (1000 * cpu / answered, cpu / wall)
             parts.append(f"{name} {1000 * cpu / answered:.1f} ms ({cpu / wall:.2f} cores busy)")
     if parts:
         print(
             f"  server CPU per {BATCH_ROWS}-app request (all its processes, over its {BATCH_ROWS}-app loads; independent "
             "of how many cores the shared machine left it): " + "; ".join(parts)
         )
+    return per_request
 
 
 def connections_per_worker(server: Server, body_path: Path, concurrency: int, seconds: int = 3) -> list[int]:
@@ -844,7 +953,8 @@ def report(
         f"  in-process as served (also the duplicate-key check and decision records to a file; no HTTP, no live "
         f"monitoring): {served_100:,.0f} rows/s at {BATCH_ROWS} per request, one thread"
     )
-    print_cpu_per_request([r for r in results if r.load in batch_loads])
+    cpu_per_request = print_cpu_per_request([r for r in results if r.load in batch_loads])
+    print_budget(model_tag, batch_body.read_bytes(), cpu_per_request, peer_batch.server)
     print("  what the bars ask against what is possible here (same run):")
     print(
         f"    1 app, concurrency 32: {MIN_SINGLE_VS_PEER:g} x peer = {MIN_SINGLE_VS_PEER * peer32.requests_per_s:,.0f} req/s; "
