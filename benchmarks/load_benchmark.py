@@ -68,7 +68,7 @@ MIN_SINGLE_VS_TRIVIAL = 0.85
 MAX_P50_ABOVE_PEER_MS = 1.0
 MIN_BATCH_ROWS_VS_PEER = 2.0
 MAX_STEADY_P99_MS = 50.0
-MAX_OVERLOAD_ANSWERED_P99_MS = 1000.0  # issue 19: overload must be shed early, not queued
+MAX_OVERLOAD_ANSWERED_P99_MS = 1000.0  # overload must be shed early, not queued
 
 WRK_SCRIPT = """
 wrk.method = "POST"

@@ -25,8 +25,8 @@ In a BentoML worker (prometheus multiprocess mode) the counters' values live in 
 in the multiprocess directory; `_FileCounters` adds a whole batch to them with one numpy operation
 per file, through its own shared mapping of the same files. Writes to a shared mapping are in the
 page cache at once and outlive the process, so a worker killed with SIGKILL (the OOM killer) loses
-no count of an answered application (issue 19: the 1 s background flush this replaced lost a
-second's counts on a kill). Measured in-process in one run (multiprocess mode): one `inc()` per
+no count of an answered application (the 1 s background flush this replaced lost a second's
+counts on a kill). Measured in-process in one run (multiprocess mode): one `inc()` per
 counter made observing 9% (1 application) to 16% (100) of the batch's scoring time; the file
 write made it 3.5% and 6%, nearly all of it the counting that the flush design did as well.
 Outside multiprocess mode, or if prometheus_client's file layout moved (checked at start-up,

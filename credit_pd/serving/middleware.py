@@ -83,7 +83,7 @@ class InFlightLimit:
     BentoML's batcher sheds a request whose predicted wait exceeds `max_latency_ms`, but only once
     the request reached it: requests queued in front of it (parsed and waiting for the event loop,
     which scores small batches inline) waited without bound, so at concurrency 2048 nothing was
-    shed and p50 was 593 ms (issue 19). Counting requests as they enter (before the body is read)
+    shed and p50 was 593 ms. Counting requests as they enter (before the body is read)
     bounds that queue: with two batches' worth in flight, the batcher always has its next batch
     and everything beyond is refused in microseconds, so clients and the load balancer retry
     elsewhere instead of timing out. Health, metrics and docs routes are never shed.
@@ -256,7 +256,7 @@ class RequestLimits:
         if body is _DISCONNECTED:
             # Nobody reads this answer (uvicorn drops it), but it must be sent: BentoML's request-timeout
             # middleware waits for a response to start, so returning without one held the request (and a
-            # graceful shutdown) for the whole `request_timeout_s` (issue 19: SIGTERM-to-exit ~31 s with
+            # graceful shutdown) for the whole `request_timeout_s` (measured: SIGTERM-to-exit ~31 s with
             # one slow-body client). 499, nginx's "client closed request", is what the metrics then count.
             await _send_json(send, 499, {"error": "the client went away before its request body was complete"})
             return
@@ -327,8 +327,8 @@ def parse_unique_keys(body: bytes) -> tuple[Any, DuplicateKey | None]:
     parsing the body a second time (a 100-application request: ~1 ms less per request).
 
     JSON leaves duplicate keys to the parser, and BentoML's (pydantic's) keeps the last: `"age":
-    20, "age": 90` scored age 90, and an invalid `applications` followed by a valid one got a 200
-    (issue 19). A gateway, a WAF or a log reader that keeps the first sees another request than
+    20, "age": 90` scored age 90, and an invalid `applications` followed by a valid one got a 200.
+    A gateway, a WAF or a log reader that keeps the first sees another request than
     the one scored, so a repeated key anywhere is refused. The check is jiter with
     `catch_duplicate_keys`: the parser pydantic-core itself embeds, so it reads exactly the bodies
     BentoML's parser reads (no second grammar to disagree with) and compares keys after JSON

@@ -551,7 +551,7 @@ def bounded_http_protocol(limits: ConnectionLimits) -> type | None:
     uvicorn's protocol moved.
 
     uvicorn (0.54, httptools, as BentoML runs it) bounds none of these: httptools hands a header to
-    uvicorn only when it is complete, so a 64 MiB header was buffered whole (issue 19: 2.7 s and
+    uvicorn only when it is complete, so a 64 MiB header was buffered whole (measured: 2.7 s and
     128 MB of one worker, 555 MB for four), a slowloris head or a never-ending chunked body held a
     connection forever, and a connection that never sent a byte had no timer at all. Here:
     - bytes of a request head are counted as they arrive; past `max_header_bytes` (or one header

@@ -97,7 +97,7 @@ class ServingSettings(BaseSettings):
     # Default for a category value never seen in training, overridable per application:
     # "reject" (400 naming the field and the allowed values) or "score_as_missing" (200, scored down
     # the model's missing-value branch, with a warning). Reject, because a PD computed with a
-    # feature silently dropped is not the decision the client asked for (issue 7 measured factors
+    # feature silently dropped is not the decision the client asked for (measured: PD factors
     # 0.43 to 1.46 on 200 real rows) and a warning inside a 200 is easy to ignore; spellings of one code
     # (1, 1.0, "1", "1.0") are one category and never count as unseen.
     unseen_categories: UnseenPolicy = "reject"
@@ -112,7 +112,7 @@ class ServingSettings(BaseSettings):
     keepalive_timeout_s: int = 65
     # Seconds from a request's first byte until its head (request line + headers) is complete;
     # then 408 and the connection closed. A slowloris client held a connection forever before
-    # (issue 19: 0 of 200 closed in 30 s). The ALB forwards a head in one piece, in milliseconds.
+    # (measured: 0 of 200 closed in 30 s). The ALB forwards a head in one piece, in milliseconds.
     header_timeout_s: float = 10.0
     # Seconds from the end of the head until the body is complete; then 408 and the connection
     # closed (a never-ending chunked body held its connection, and one slow-body client stretched
@@ -122,7 +122,7 @@ class ServingSettings(BaseSettings):
     # Largest request head (request line + all headers, bytes); larger gets a 431 before any of it
     # is parsed further. 32 KiB: the ALB itself allows 64 KiB of headers but the largest legitimate
     # head here (a bearer JWT of ~1-2 KB plus the ALB's X-Forwarded-*/X-Amzn-* headers) is a few KB;
-    # without a limit a 64 MiB header held a worker for 2.7 s and 128 MB (issue 19).
+    # without a limit a 64 MiB header held a worker for 2.7 s and 128 MB.
     max_header_bytes: int = 32 * 1024
     # Largest single header line (name + value, bytes), answered with 431: the ALB's own per-header limit.
     max_header_field_bytes: int = 16 * 1024
@@ -130,7 +130,7 @@ class ServingSettings(BaseSettings):
     # client left no longer counts, and is dropped before scoring: 499); more get a 503 + Retry-After at once,
     # from the HTTP protocol before any task or middleware runs (serving.patches.bounded_http_protocol;
     # serving.middleware.InFlightLimit is the fallback), instead of queueing in front of the
-    # batcher, where `max_latency_ms` cannot see them (issue 19: 0 shed at concurrency 2048, p50
+    # batcher, where `max_latency_ms` cannot see them (measured: 0 shed at concurrency 2048, p50
     # 593 ms). 256, one full batch (max_batch_size) queued behind the running one: in the load
     # benchmark's overload phase (`--overload-only`, busy machine) 128 and 64 answered 0.47 x and
     # 0.29 x the 200s of 256 at about the same latency of the answered ones, which is set by how

@@ -48,7 +48,7 @@ def server_model_tag(resolve: Callable[[], str]) -> tuple[str, bool]:
     `bentoml serve` imports service.py once in its own process before it starts the workers, and
     each worker imports it again, also when it is restarted after a crash. Resolving
     `credit_pd_model:latest` in every import let a worker restarted after a training run publish a
-    new model serve that model while its siblings served the old one (issue 19: one server, PD
+    new model serve that model while its siblings served the old one (seen: one server, PD
     0.001939 and 0.007456 for the same application). So the serving process resolves the tag
     (`resolve`, e.g. `latest` -> a version) and puts it into its environment, which the workers
     inherit (BentoML's process manager copies the environment when it creates the worker watcher,
@@ -105,7 +105,7 @@ class WorkerRoster:
 
     BentoML answers a probe in whichever worker the kernel hands the connection to, and that
     worker knew only about itself: a pod whose other worker was killed stayed Ready and Live with
-    half its capacity (issue 18), since inside a container BentoML does not restart a dead worker.
+    half its capacity, since inside a container BentoML does not restart a dead worker.
     Each worker registers here once it has loaded the model (a file per worker index holding its
     pid and start time, written atomically), and marks itself stopped on a clean exit (SIGTERM
     drain). A registered worker whose process is gone or a zombie, with no clean exit, is dead.
