@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -394,6 +395,34 @@ def sample_applications(n: int) -> list[dict]:
     return requests_from_frame(load_dataset(path, schema).head(n), schema)
 
 
+def served_parts(model_tag: str) -> tuple[Any, Any, Any]:
+    """What a service worker builds at start-up: its settings, the stored model and the request model."""
+    from credit_pd.model_store import load_from_store
+    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
+    request_model = build_input_spec(
+        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
+    )
+    return settings, model, request_model
+
+
+@contextmanager
+def records_to_a_file(model_tag: str, schema: Any) -> Iterator[Any]:
+    """A decision recorder writing to a temporary file (as `decision_records_path` does), closed after."""
+    from credit_pd.serving.records import DecisionRecorder
+
+    with tempfile.TemporaryDirectory() as records_dir:
+        recorder = DecisionRecorder(model_tag, schema, Path(records_dir) / "records.jsonl")
+        try:
+            yield recorder
+        finally:
+            for handler in recorder.logger.handlers:
+                handler.close()
+
+
 def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int, as_served: bool = False) -> float:
     """The service's validation + model + TreeSHAP + answer + JSON, minus HTTP (best of `repeats`).
 
@@ -402,36 +431,20 @@ def in_process_rows_per_s(model_tag: str, body: bytes, rows: int, repeats: int, 
     """
     import orjson
 
-    from credit_pd.model_store import load_from_store
-    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
     from credit_pd.serving.middleware import duplicate_key_location
-    from credit_pd.serving.records import DecisionRecorder, NullRecorder, decision_recorder
+    from credit_pd.serving.records import NullRecorder
     from credit_pd.serving.scorer import PDScorer
-    from credit_pd.serving.settings import ServingSettings
 
-    settings = ServingSettings()
-    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    request_model = build_input_spec(
-        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
-    )
-    with tempfile.TemporaryDirectory() as records_dir:
-        recorder = (
-            decision_recorder(True, model_tag, model.schema, str(Path(records_dir) / "records.jsonl"), True)
-            if as_served
-            else NullRecorder()
-        )
-        scorer = PDScorer(model, model_tag, recorder=recorder)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
+    _, model, request_model = served_parts(model_tag)
+    with records_to_a_file(model_tag, model.schema) as file_recorder:
+        scorer = PDScorer(model, model_tag, recorder=file_recorder if as_served else NullRecorder())
+
+        def one_request() -> None:
             if as_served:
                 duplicate_key_location(body)
             orjson.dumps(scorer.answers(request_model.model_validate_json(body).applications))
-            best = min(best, time.perf_counter() - started)
-        if isinstance(recorder, DecisionRecorder):
-            for handler in recorder.logger.handlers:
-                handler.close()
-    return rows / best
+
+        return rows / (best_ms(one_request, repeats) / 1000)
 
 
 def best_ms(run: Callable[[], object], repeats: int) -> float:
@@ -456,20 +469,12 @@ def stage_costs(model_tag: str, body: bytes, repeats: int = 30) -> list[tuple[st
     """
     import orjson
 
-    from credit_pd.model_store import get_stored_model, load_from_store
+    from credit_pd.model_store import get_stored_model
     from credit_pd.monitoring.live import live_monitor
-    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
     from credit_pd.serving.middleware import parse_unique_keys
-    from credit_pd.serving.records import DecisionRecorder, decision_recorder
     from credit_pd.serving.scorer import PDScorer
-    from credit_pd.serving.settings import ServingSettings
 
-    settings = ServingSettings()
-    stored = get_stored_model(model_tag)
-    model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    request_model = build_input_spec(
-        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
-    )
+    settings, model, request_model = served_parts(model_tag)
     document, _ = parse_unique_keys(body)
     applications = request_model.model_validate(document).applications
     records = [vars(app) for app in applications]
@@ -478,14 +483,14 @@ def stage_costs(model_tag: str, body: bytes, repeats: int = 30) -> list[tuple[st
     decision = model.decide(matrix, limits)
     scorer = PDScorer(model, model_tag)  # no monitor, no recorder: those are timed on their own
     answers = scorer.answers(applications)
-    monitor = live_monitor(stored, model.encoder, settings.monitoring_enabled)
-    with tempfile.TemporaryDirectory() as records_dir:
-        recorder = decision_recorder(True, model_tag, model.schema, str(Path(records_dir) / "records.jsonl"), True)
+    monitor = live_monitor(get_stored_model(model_tag), model.encoder, settings.monitoring_enabled)
+    decide = "decision (trees, GLM, PD, grade, reasons ranked)"
+    with records_to_a_file(model_tag, model.schema) as recorder:
         times = {
             "parse + duplicate keys": best_ms(lambda: parse_unique_keys(body), repeats),
             "validation": best_ms(lambda: request_model.model_validate(document), repeats),
             "encoding": best_ms(lambda: model.encoder.encode_records(records), repeats),
-            "decision (trees, GLM, PD, grade, reasons ranked)": best_ms(lambda: model.decide(matrix, limits), repeats),
+            decide: best_ms(lambda: model.decide(matrix, limits), repeats),
             "answers": best_ms(lambda: scorer.answers(applications), repeats),
             "live monitoring": best_ms(
                 lambda: monitor.observe(records, matrix, decision.pd, decision.grade_index), repeats
@@ -495,10 +500,7 @@ def stage_costs(model_tag: str, body: bytes, repeats: int = 30) -> list[tuple[st
             ),
             "JSON answer": best_ms(lambda: orjson.dumps(answers), repeats),
         }
-        if isinstance(recorder, DecisionRecorder):
-            for handler in recorder.logger.handlers:
-                handler.close()
-    dicts = times.pop("answers") - times["encoding"] - times["decision (trees, GLM, PD, grade, reasons ranked)"]
+    dicts = times.pop("answers") - times["encoding"] - times[decide]
     stages = list(times.items())
     stages.insert(4, ("answer dicts (reasons, explanation, warnings)", max(dicts, 0.0)))
     return stages
@@ -508,13 +510,20 @@ def peer_score_ms(model_tag: str, body: bytes, repeats: int = 30) -> float:
     """The naive peer's `score` of the same body, in-process (its encoding, shap, top 10 and dicts; no HTTP or JSON)."""
     import warnings
 
-    os.environ["CREDIT_PD_MODEL_TAG"] = model_tag
     document = json.loads(body)
-    with warnings.catch_warnings():  # shap's notice that LightGBM's output format changed, once per explainer
-        warnings.simplefilter("ignore", UserWarning)
-        from benchmarks import naive_peer
+    previous = os.environ.get("CREDIT_PD_MODEL_TAG")
+    os.environ["CREDIT_PD_MODEL_TAG"] = model_tag  # the peer module loads the model it names at import
+    try:
+        with warnings.catch_warnings():  # shap's notice that LightGBM's output format changed, once per explainer
+            warnings.simplefilter("ignore", UserWarning)
+            from benchmarks import naive_peer
 
-        return best_ms(lambda: naive_peer.score(document), repeats)
+            return best_ms(lambda: naive_peer.score(document), repeats)
+    finally:
+        if previous is None:
+            os.environ.pop("CREDIT_PD_MODEL_TAG", None)
+        else:
+            os.environ["CREDIT_PD_MODEL_TAG"] = previous
 
 
 def print_budget(model_tag: str, body: bytes, cpu: dict[str, tuple[float, float]], peer: str) -> None:
@@ -606,12 +615,7 @@ def treeshap_rows_per_s(model_tag: str, body: bytes, repeats: int = 30) -> float
     model = load_from_store(model_tag, num_threads=1)
     applications = json.loads(body)["applications"]
     matrix = model.encoder.encode_records(applications if isinstance(applications, list) else [applications])
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.explain(matrix)
-        best = min(best, time.perf_counter() - started)
-    return len(matrix) / best
+    return len(matrix) / (best_ms(lambda: model.explain(matrix), repeats) / 1000)
 
 
 def profile_workers(server: Server, body_path: Path, seconds: int, top: int = 12) -> list[str]:
