@@ -59,12 +59,14 @@ served_tag, served_tag_source = model_tag_to_serve(
 served_tag, tag_handed_over = server_model_tag(lambda: str(get_stored_model(served_tag).tag))
 stored_model = get_stored_model(served_tag)
 ROSTER = WorkerRoster.for_server(settings.workers)
+WORKER_INDEX = bentoml.server_context.worker_index or 1  # 1 outside a worker (the serve process, tests)
 if in_bentoml_worker():  # a restarted worker is alive from now on, ready once it serves
-    ROSTER.starting(bentoml.server_context.worker_index or 1)
+    ROSTER.starting(WORKER_INDEX)
 # Keep-alive connections moved off an over-full worker (settings.balance_connections), in a worker of a multi-worker server.
+BALANCE_CONNECTIONS = settings.balance_connections and settings.balanced_workers
 CENSUS = (
-    ConnectionCensus(ROSTER, bentoml.server_context.worker_index or 1)
-    if settings.balance_connections and settings.balanced_workers and in_bentoml_worker() and ROSTER.expected > 1
+    ConnectionCensus(ROSTER, WORKER_INDEX)
+    if BALANCE_CONNECTIONS and in_bentoml_worker() and ROSTER.expected > 1
     else None
 )
 schema, encoder = stored_contract(stored_model)
@@ -112,7 +114,7 @@ PATCHES: dict[str, PatchState] = {
         PatchState.IN_EFFECT
         if CENSUS is not None
         else PatchState.OFF_BY_SETTING
-        if not (settings.balance_connections and settings.balanced_workers)
+        if not BALANCE_CONNECTIONS
         else PatchState.NOT_NEEDED
     ),
 }
@@ -158,7 +160,7 @@ class CreditPDService:
                 "OpenAPI document replaces BentoML's /predict part (openapi_document)": state(openapi().replaced),
             }
         )
-        self.worker_index = bentoml.server_context.worker_index or 1
+        self.worker_index = WORKER_INDEX
         ROSTER.register(self.worker_index)
         freeze_startup_objects()
 

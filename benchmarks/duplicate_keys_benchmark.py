@@ -35,7 +35,7 @@ def request_body(model_tag: str) -> tuple[bytes, type]:
     from credit_pd.config import SampleConfig
     from credit_pd.dataset import load_dataset
     from credit_pd.model_store import get_stored_model, stored_contract
-    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.contract import build_request_model
     from credit_pd.serving.settings import ServingSettings
     from credit_pd.training.sample import write_sample
 
@@ -44,10 +44,7 @@ def request_body(model_tag: str) -> tuple[bytes, type]:
     write_sample(path, SampleConfig(n_rows=2_000))  # the training sample's generator, in a temporary folder
     rows = requests_from_frame(load_dataset(path, schema).head(APPLICATIONS), schema)
     settings = ServingSettings()
-    request_model = build_input_spec(
-        application_list_type(build_application_model(schema, encoder, settings), settings)
-    )
-    return json.dumps({"applications": rows}).encode(), request_model
+    return json.dumps({"applications": rows}).encode(), build_request_model(schema, encoder, settings)
 
 
 def best_times_us(candidates: dict[str, Callable[[], object]]) -> dict[str, float]:

@@ -398,15 +398,12 @@ def sample_applications(n: int) -> list[dict]:
 def served_parts(model_tag: str) -> tuple[Any, Any, Any]:
     """What a service worker builds at start-up: its settings, the stored model and the request model."""
     from credit_pd.model_store import load_from_store
-    from credit_pd.serving.contract import application_list_type, build_application_model, build_input_spec
+    from credit_pd.serving.contract import build_request_model
     from credit_pd.serving.settings import ServingSettings
 
     settings = ServingSettings()
     model = load_from_store(model_tag, num_threads=settings.lightgbm_threads)
-    request_model = build_input_spec(
-        application_list_type(build_application_model(model.schema, model.encoder, settings), settings)
-    )
-    return settings, model, request_model
+    return settings, model, build_request_model(model.schema, model.encoder, settings)
 
 
 @contextmanager

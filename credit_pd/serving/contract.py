@@ -276,6 +276,12 @@ def build_input_spec(applications_type: Any) -> type[bentoml.IODescriptor]:
     )
 
 
+def build_request_model(schema: DatasetSchema, encoder: FeatureEncoder, settings: ServingSettings) -> type[BaseModel]:
+    """The whole request model of `POST /predict` in one call, for callers that need none of its parts
+    (service.py keeps the application model and list type too: BentoML and the OpenAPI document use them)."""
+    return build_input_spec(application_list_type(build_application_model(schema, encoder, settings), settings))
+
+
 # ---------------------------------------------------------------------- responses ----------
 
 
