@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -80,10 +80,76 @@ class FeatureEncoder:
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Encode request records (dicts of feature -> value or None); the service's path.
 
-        Rows are built as Python lists and converted to the matrix in one numpy call. A category
-        already in canonical spelling (what the service's request model hands over) is found with
-        one dict look-up; any other spelling goes through `canonical_category` first.
+        Records that carry every feature (the service's validated applications: the request model
+        fills absent optional fields with None) are encoded column-wise: each record's values come
+        out in one `itemgetter` call, the numeric and boolean columns become floats in one numpy
+        call (None -> NaN), and each categorical column is looked up with `map` over one dict. A
+        category already in canonical spelling (what the request model hands over) is found with
+        that look-up; any other spelling goes through `canonical_category` first. Records missing
+        a feature take the row-by-row path, which treats a missing key as None.
         """
+        try:
+            return self._encode_complete_records(records)
+        except KeyError:
+            return self._encode_records_by_row(records)
+
+    def _encode_complete_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`encode_records` of records holding every feature (KeyError otherwise): see there."""
+        matrix = np.empty((len(records), len(self.feature_names)), dtype=np.float64)
+        if not records:
+            return matrix
+        plain, plain_values, coded, coded_values = self._column_getters
+        if plain:
+            matrix[:, plain] = np.array([plain_values(record) for record in records], dtype=np.float64).reshape(
+                len(records), len(plain)
+            )
+        if coded:
+            matrix[:, coded] = self._category_codes(list(zip(*map(coded_values, records), strict=True))).T
+        return matrix
+
+    def _category_codes(self, columns: list[tuple[Any, ...]]) -> np.ndarray:
+        """The categorical columns' codes, (columns, rows): one dict look-up per cell (None or a miss
+        -> NaN), then `canonical_category` for the cells that missed but carry a value (another
+        spelling, or unseen). Missing cells (None, most misses) are told apart without Python code per cell."""
+        lookups = self._coded_lookups
+        codes = np.array(
+            [list(map(lookup.get, column)) for lookup, column in zip(lookups, columns, strict=True)], dtype=np.float64
+        )
+        missed = np.isnan(codes)
+        if missed.any():
+            present = np.fromiter(
+                map(operator.is_not, chain.from_iterable(columns), repeat(None)), dtype=np.bool_, count=codes.size
+            ).reshape(codes.shape)
+            for col, row in zip(*np.nonzero(missed & present), strict=True):
+                codes[col, row] = lookups[col].get(canonical_category(columns[col][row]), math.nan)
+        return codes
+
+    @cached_property
+    def _coded_lookups(self) -> list[dict[Any, float]]:
+        """`_code_lookups` of the categoricals, in column order."""
+        return [self._code_lookups[name] for name in self.feature_names if name in self.categorical]
+
+    @cached_property
+    def _column_getters(
+        self,
+    ) -> tuple[
+        list[int],
+        Callable[[Mapping[str, Any]], tuple[Any, ...]],
+        list[int],
+        Callable[[Mapping[str, Any]], tuple[Any, ...]],
+    ]:
+        """(positions, values getter) of the numeric and boolean features, then of the categoricals."""
+        plain = [j for j, name in enumerate(self.feature_names) if name not in self.categorical]
+        coded = [j for j, name in enumerate(self.feature_names) if name in self.categorical]
+        return (
+            plain,
+            values_getter([self.feature_names[j] for j in plain]),
+            coded,
+            values_getter([self.feature_names[j] for j in coded]),
+        )
+
+    def _encode_records_by_row(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """`encode_records` of records that may lack features (a missing key is None): row by row."""
         nan = math.nan
         columns = [(name, self._code_lookups.get(name)) for name in self.feature_names]
         rows = []
@@ -246,3 +312,12 @@ class FeatureEncoder:
 def _received(value: Any) -> Any:
     """A received value as its message shows it: 99.0, not np.float64(99.0)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def values_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function giving a mapping's values of `names` as a tuple, in order (itemgetter runs in C;
+    KeyError for a missing name)."""
+    if not names:
+        return lambda mapping: ()
+    getter = operator.itemgetter(*names)
+    return getter if len(names) > 1 else lambda mapping: (getter(mapping),)

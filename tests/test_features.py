@@ -30,6 +30,26 @@ def test_frame_and_records_encode_identically(frame, encoder, schema):
     np.testing.assert_array_equal(encoder.encode_frame(head), encoder.encode_records(requests_from_frame(head, schema)))
 
 
+def test_complete_records_encode_as_row_by_row_does(frame, encoder, schema):
+    """The column-wise path (records holding every feature) gives the row-by-row path's matrix for
+    every spelling: canonical, other spellings of a numeric code, unseen, missing; a record lacking a
+    key sends the whole batch down the row-by-row path, where the key counts as None."""
+    records = requests_from_frame(frame.head(50), schema)
+    coded = next(name for name in encoder.categorical if encoder.numeric_coded(name))
+    label = encoder.categorical[coded][0]
+    records[1] = records[1] | {coded: float(label), "merchant_group": "Spaceships"}
+    records[2] = records[2] | {coded: f"{label}.0", "age": None}
+    records[3] = records[3] | {coded: 10**6, "merchant_group": None}
+    expected = encoder._encode_records_by_row(records)
+    np.testing.assert_array_equal(encoder.encode_records(records), expected)
+    assert np.isnan(expected[1, list(encoder.feature_names).index("merchant_group")])
+    assert expected[1, list(encoder.feature_names).index(coded)] == 0.0
+    lacking = [records[0], {k: v for k, v in records[1].items() if k != "age"}]
+    np.testing.assert_array_equal(encoder.encode_records(lacking), encoder._encode_records_by_row(lacking))
+    assert np.isnan(encoder.encode_records(lacking)[1, list(encoder.feature_names).index("age")])
+    assert encoder.encode_records([]).shape == (0, len(encoder.feature_names))
+
+
 def test_uuid_and_target_are_not_features(encoder, schema):
     assert schema.id_column not in encoder.feature_names
     assert schema.target_column not in encoder.feature_names

@@ -21,23 +21,24 @@ data); such records cannot be re-scored by replay on their own.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import io
 import logging
-import operator
 import os
 import re
 import select
 import stat
 import sys
 import uuid as uuid_module
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from credit_pd.features import values_getter
 from credit_pd.replay import InputCanonicaliser
 from credit_pd.schema import DatasetSchema
 
@@ -111,7 +112,7 @@ class DecisionRecorder:
         self.model_tag = model_tag
         self.canonical = InputCanonicaliser(schema)  # the general form, for inputs not validated here
         self.feature_names = tuple(schema.feature_names)
-        self._feature_values = _values_getter(self.feature_names)
+        self._feature_values = values_getter(self.feature_names)
         self.include_input = include_input
         self.logger = logging.getLogger(DECISION_LOGGER)
         self.logger.propagate = False  # records are data, not diagnostics: never mixed into other logs
@@ -132,10 +133,9 @@ class DecisionRecorder:
         """
         time = datetime.now(UTC).isoformat(timespec="microseconds")
         lines = []
-        for application, answer, request_id, limit in zip(
-            applications, answers, request_ids, max_reasons, strict=False
+        for canonical, answer, request_id, limit in zip(
+            self.canonical_inputs(applications), answers, request_ids, max_reasons, strict=False
         ):
-            canonical = self.canonical_bytes(application)
             lines.append(
                 orjson.dumps(
                     {
@@ -157,6 +157,53 @@ class DecisionRecorder:
             # for the caller's file and line, which a record does not show.
             self.logger.handle(logging.LogRecord(DECISION_LOGGER, logging.INFO, "", 0, group, None, None))
 
+    def canonical_inputs(self, applications: Sequence[dict[str, Any]]) -> list[bytes]:
+        """`canonical_bytes` of each of a batch's validated applications, cut out of one `orjson.dumps` each.
+
+        The applications of a batch are `vars()` of one request model: the same keys in the same
+        order, the features a contiguous run in schema order (contract.build_application_model
+        declares them so). The canonical input is then the bytes of that run in the whole dict's
+        JSON: dumping the dict as it is and slicing cost a third of building a features-only dict
+        per application and dumping that (~0.2 ms of a 100-application batch). A key can only
+        occur structurally in the dump (a quote inside a string is escaped), so the first key of
+        the run and the key after it mark the cut. An application of another length, or a batch
+        whose first application does not hold the features as such a run, takes `canonical_bytes`.
+        """
+        if not applications:
+            return []
+        keys = tuple(applications[0])
+        cut = self._cut_markers(keys)
+        if cut is None:
+            return [self.canonical_bytes(application) for application in applications]
+        start_marker, end_marker = cut
+        size = len(keys)
+        canonical = []
+        for application in applications:
+            if len(application) != size:
+                canonical.append(self.canonical_bytes(application))
+                continue
+            dumped = orjson.dumps(application)
+            start = dumped.index(start_marker) + 1  # the run's first key, after its `{` or `,`
+            end = dumped.rindex(end_marker) if end_marker else len(dumped) - 1
+            canonical.append(b"{" + dumped[start:end] + b"}")
+        return canonical
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (one recorder per worker; a handful of layouts at most)
+    def _cut_markers(self, keys: tuple[str, ...]) -> tuple[bytes, bytes] | None:
+        """(the bytes before the features' first key, the bytes that start the key after them; b"" when
+        the features end the dict) of applications with these keys, or None when the features are
+        not one run in schema order."""
+        n = len(self.feature_names)
+        try:
+            first = keys.index(self.feature_names[0]) if n else -1
+        except ValueError:
+            return None
+        if n == 0 or keys[first : first + n] != self.feature_names:
+            return None
+        start = (b"{" if first == 0 else b",") + orjson.dumps(self.feature_names[0]) + b":"
+        after = keys[first + n] if first + n < len(keys) else None
+        return start, (b"," + orjson.dumps(after) + b":" if after is not None else b"")
+
     def canonical_bytes(self, application: dict[str, Any]) -> bytes:
         """The canonical input's JSON bytes (what `replay.input_sha256` hashes) of a validated application.
 
@@ -167,12 +214,6 @@ class DecisionRecorder:
         two agree on validated applications of every kind.
         """
         return orjson.dumps(dict(zip(self.feature_names, self._feature_values(application), strict=True)))
-
-
-def _values_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """A function giving a mapping's values of `names` as a tuple, in order (itemgetter runs in C)."""
-    getter = operator.itemgetter(*names)
-    return getter if len(names) > 1 else lambda mapping: (getter(mapping),)
 
 
 # What one write(2) may hold and still never interleave with another worker's lines when both

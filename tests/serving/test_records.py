@@ -131,6 +131,23 @@ def test_canonical_bytes_of_validated_applications_are_the_canonical_input(model
         canonical = canonical_input(vars(app), model.schema)
         assert recorder.canonical_bytes(vars(app)) == orjson.dumps(canonical)
     assert orjson.loads(recorder.canonical_bytes(vars(validated[1])))["age"] == 40.0
+    # The batch path cuts the same bytes out of each whole application's JSON.
+    assert recorder.canonical_inputs([vars(app) for app in validated]) == [
+        recorder.canonical_bytes(vars(app)) for app in validated
+    ]
+
+
+def test_the_batch_canonical_form_falls_back_when_the_features_are_not_one_run(model, trained_run, applications):
+    """Dicts that are not a request model's fields (features reordered, keys missing) take the general path."""
+    recorder = DecisionRecorder(trained_run.model_tag, model.schema, handler=logging.NullHandler())
+    fields = vars(applications[0])
+    reordered = dict(reversed(fields.items()))
+    short = {name: fields[name] for name in model.schema.feature_names}
+    tricky = {**fields, "uuid": ',"uuid": {"x": 1}'}  # a key's spelling inside a value is escaped, never a cut
+    batch = [fields, short, tricky]
+    assert recorder.canonical_inputs(batch) == [recorder.canonical_bytes(f) for f in batch]
+    assert recorder.canonical_inputs([reordered]) == [recorder.canonical_bytes(fields)]
+    assert recorder.canonical_inputs([]) == []
 
 
 class _Messages(logging.Handler):
