@@ -126,8 +126,8 @@ class FeatureEncoder:
 
     @cached_property
     def _coded_lookups(self) -> list[dict[Any, float]]:
-        """`_code_lookups` of the categoricals, in column order."""
-        return [self._code_lookups[name] for name in self.feature_names if name in self.categorical]
+        """`_code_lookups` of the categoricals, in column order (`categorical_indices`)."""
+        return [self._code_lookups[self.feature_names[j]] for j in self.categorical_indices]
 
     @cached_property
     def _column_getters(
@@ -139,8 +139,8 @@ class FeatureEncoder:
         Callable[[Mapping[str, Any]], tuple[Any, ...]],
     ]:
         """(positions, values getter) of the numeric and boolean features, then of the categoricals."""
-        plain = [j for j, name in enumerate(self.feature_names) if name not in self.categorical]
-        coded = [j for j, name in enumerate(self.feature_names) if name in self.categorical]
+        coded = self.categorical_indices
+        plain = [j for j in range(len(self.feature_names)) if j not in coded]
         return (
             plain,
             values_getter([self.feature_names[j] for j in plain]),

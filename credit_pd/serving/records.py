@@ -194,11 +194,10 @@ class DecisionRecorder:
         the features end the dict) of applications with these keys, or None when the features are
         not one run in schema order."""
         n = len(self.feature_names)
-        try:
-            first = keys.index(self.feature_names[0]) if n else -1
-        except ValueError:
+        if not n or self.feature_names[0] not in keys:
             return None
-        if n == 0 or keys[first : first + n] != self.feature_names:
+        first = keys.index(self.feature_names[0])
+        if keys[first : first + n] != self.feature_names:
             return None
         start = (b"{" if first == 0 else b",") + orjson.dumps(self.feature_names[0]) + b":"
         after = keys[first + n] if first + n < len(keys) else None
